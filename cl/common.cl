@@ -1,0 +1,46 @@
+/* common.cl - helpers shared by every kernel (OpenCL C 1.2).
+ *
+ * Contraction of a*b+c into fma is switched off so that the element-wise results (the EMA in
+ * particular) are bit-identical to the CPU reference, which is compiled the same way. */
+#pragma OPENCL FP_CONTRACT OFF
+
+/* m' = m + w (g - m). w = 1 means "no EMA": m' = g exactly, whatever m held before. */
+float bloopcl_ema(float m, float g, float w)
+{
+    return (w == 1.0f) ? g : m + w * (g - m);
+}
+
+/* min(x, 0) that propagates NaN like jnp.minimum (fmin would drop it). */
+float bloopcl_min_zero(float x)
+{
+    return (x > 0.0f) ? 0.0f : x;
+}
+
+/* min(x, cap) that propagates NaN in x. */
+float bloopcl_min_cap(float x, float cap)
+{
+    return (x > cap) ? cap : x;
+}
+
+/* Kahan-compensated accumulation: sum + x with the lost low part carried in *carry. */
+void bloopcl_kahan_add(float *sum, float *carry, float x)
+{
+    float y = x - *carry;
+    float t = *sum + y;
+    *carry = (t - *sum) - y;
+    *sum = t;
+}
+
+/* Tree reduction of BLOOPCL_NUM_DOTS rows of `scratch` (row k holds one value per work-item);
+ * the local size must be a power of two. The order is fixed, so results are repeatable. */
+void bloopcl_reduce_rows(local float *scratch, size_t lid, size_t size)
+{
+    for (size_t stride = size / 2; stride > 0; stride /= 2) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < stride) {
+            for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
+                scratch[k * size + lid] += scratch[k * size + lid + stride];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}

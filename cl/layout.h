@@ -1,0 +1,37 @@
+/* layout.h - indices shared by the host code and the kernels (this file is valid C and valid
+ * OpenCL C; it is embedded at the head of the kernel program and included by src/internal.h). */
+#ifndef BLOOPCL_LAYOUT_H
+#define BLOOPCL_LAYOUT_H
+
+/* The dot products a step may need; partial sums are stored as partials[dot * slots + slot]. */
+#define BLOOPCL_DOT_EMA_AUX 0      /* <m, a> */
+#define BLOOPCL_DOT_EMA_EMA 1      /* <m, m> */
+#define BLOOPCL_DOT_AUX_AUX 2      /* <a, a>  (diagnostics: cosine) */
+#define BLOOPCL_DOT_AUXEMA_MAIN 3  /* <q, g>  (PCGrad) */
+#define BLOOPCL_DOT_AUXEMA_AUXEMA 4 /* <q, q> (PCGrad) */
+#define BLOOPCL_NUM_DOTS 5
+
+/* Scalars written by the finalize kernel (floats) and read by the projection and the host. */
+#define BLOOPCL_SCALAR_RATIO 0         /* r used in the direction (after any clip) */
+#define BLOOPCL_SCALAR_RATIO_RAW 1     /* <m,a> / (<m,m> + eps) */
+#define BLOOPCL_SCALAR_AUX_RATIO 2     /* PCGrad: <q,g> / (<q,q> + eps) */
+#define BLOOPCL_SCALAR_SCALE 3         /* s */
+#define BLOOPCL_SCALAR_EMA_WEIGHT 4    /* the w this step used (1 for a first-gradient init) */
+#define BLOOPCL_SCALAR_DOTS 5          /* BLOOPCL_NUM_DOTS totals from here on */
+#define BLOOPCL_NUM_SCALARS (BLOOPCL_SCALAR_DOTS + BLOOPCL_NUM_DOTS)
+
+/* Integer flags kept on the device between steps. */
+#define BLOOPCL_FLAG_NONFINITE 0       /* set to 1 by any work-item that sees NaN/Inf in g or a */
+#define BLOOPCL_FLAG_INITIALIZED 1     /* the EMA holds a value (0 only before a first-gradient init) */
+#define BLOOPCL_FLAG_ACCEPTED 2        /* the last step was applied (0: skipped, non-finite input) */
+#define BLOOPCL_FLAG_BACKUP_INITIALIZED 3 /* INITIALIZED and ACCEPTED as they were before the */
+#define BLOOPCL_FLAG_BACKUP_ACCEPTED 4    /* last finalize, to undo a step that failed to enqueue */
+#define BLOOPCL_NUM_FLAGS 5
+
+/* Method codes as the kernels see them (same values as enum bloopcl_method). */
+#define BLOOPCL_KERNEL_BLOOP 0
+#define BLOOPCL_KERNEL_DYNAMIC_BARRIER 1
+#define BLOOPCL_KERNEL_PCGRAD 2
+#define BLOOPCL_KERNEL_MIXED 3
+
+#endif

@@ -1,0 +1,415 @@
+/*
+ * bloopcl.h — the whole public API of bloopcl.
+ *
+ * bloopcl computes the update direction of Bloop (Hsieh et al., "Careful with that Scalpel:
+ * Improving Gradient Surgery with an EMA", ICML 2024) and of the baselines it is compared with
+ * (Mixed, Dynamic Barrier, PCGrad) on any OpenCL 1.2 device.
+ *
+ * Each step the caller hands over a main-loss gradient g and an auxiliary-loss gradient a (flat
+ * float vectors of n elements, possibly spread over several buffers) and receives the direction
+ *
+ *     m <- m + w (g - m)                      (EMA of the main gradient, updated first)
+ *     r  = <m, a> / (<m, m> + eps)            (one global scalar over all n elements)
+ *     d  = s (g + lambda (a - r m))           (s = 1/(1+lambda) with rescale, else 1)
+ *
+ * The full table of methods is in the documentation of bloopcl_method below.
+ *
+ * Objects
+ *   bloopcl_context   one OpenCL device, one in-order command queue, the compiled kernels and
+ *                     the last error message. Not thread-safe: use one context per thread.
+ *   bloopcl_combiner  one method, its hyperparameters and its persistent state (the EMA) for
+ *                     a parameter vector of n elements; created from a context.
+ *
+ * Conventions
+ *   - Every call returns a bloopcl_status: 0 on success, a negative code on failure.
+ *     bloopcl_status_string() gives a static text for a code and
+ *     bloopcl_context_last_error() the detailed message of the last failure in that context.
+ *   - On any failure the EMA state is left exactly as it was.
+ *   - The library never prints and never exits. An optional log callback receives notes.
+ *   - Destroy functions accept NULL.
+ *   - Gradients are never modified (unless the caller makes d alias g or a, which is allowed:
+ *     each element is read before it is written).
+ */
+#ifndef BLOOPCL_H
+#define BLOOPCL_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#ifdef __APPLE__
+#include <OpenCL/opencl.h>
+#else
+#include <CL/cl.h>
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(BLOOPCL_BUILDING)
+#define BLOOPCL_API __declspec(dllexport)
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define BLOOPCL_API __attribute__((visibility("default")))
+#else
+#define BLOOPCL_API
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Version
+ * ------------------------------------------------------------------------------------------- */
+#define BLOOPCL_VERSION_MAJOR 0
+#define BLOOPCL_VERSION_MINOR 1
+#define BLOOPCL_VERSION_PATCH 0
+#define BLOOPCL_VERSION_NUMBER \
+    (BLOOPCL_VERSION_MAJOR * 10000 + BLOOPCL_VERSION_MINOR * 100 + BLOOPCL_VERSION_PATCH)
+#define BLOOPCL_VERSION_STRING "0.1.0"
+
+/** The version of the library actually linked (compare with BLOOPCL_VERSION_NUMBER). */
+BLOOPCL_API unsigned bloopcl_version_number(void);
+BLOOPCL_API const char *bloopcl_version_string(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes
+ * ------------------------------------------------------------------------------------------- */
+typedef enum bloopcl_status {
+    BLOOPCL_OK = 0,
+    BLOOPCL_ERR_NULL_ARGUMENT = -1,     /* a required pointer or handle was NULL */
+    BLOOPCL_ERR_INVALID_ARGUMENT = -2,  /* hyperparameter out of range or NaN, bad enum value */
+    BLOOPCL_ERR_SIZE_MISMATCH = -3,     /* n = 0, segment counts do not add up, bad alignment */
+    BLOOPCL_ERR_BUFFER_TOO_SMALL = -4,  /* a cl_mem is smaller than offset + count elements */
+    BLOOPCL_ERR_DEVICE_SPEC = -5,       /* malformed device specification */
+    BLOOPCL_ERR_DEVICE_NOT_FOUND = -6,  /* no device matches, or no OpenCL device at all */
+    BLOOPCL_ERR_KERNEL_BUILD = -7,      /* an OpenCL program failed to build (log in last error) */
+    BLOOPCL_ERR_OPENCL = -8,            /* an OpenCL call failed (name of the call and code kept) */
+    BLOOPCL_ERR_CLBLAST = -9,           /* a CLBlast call failed */
+    BLOOPCL_ERR_OUT_OF_MEMORY = -10,    /* host or device allocation failed */
+    BLOOPCL_ERR_NONFINITE_INPUT = -11,  /* g or a held NaN or Inf; the step was skipped */
+    BLOOPCL_ERR_STATE = -12,            /* the call does not fit the combiner's state */
+    BLOOPCL_ERR_UNSUPPORTED = -13,      /* valid request this build or device cannot serve */
+    BLOOPCL_ERR_WRONG_CONTEXT = -14     /* a cl_mem belongs to another cl_context */
+} bloopcl_status;
+
+/** Static, never NULL text for a status code (also for unknown codes). */
+BLOOPCL_API const char *bloopcl_status_string(bloopcl_status status);
+
+/* ---------------------------------------------------------------------------------------------
+ * Devices
+ *
+ * BLOOPCL_DEVICE (or an explicit spec, which takes precedence) selects the device:
+ *   unset or ""     first GPU, else first accelerator, else first CPU
+ *   gpu|cpu|acc     first device of that type (case-insensitive); gpu:1 is the second GPU
+ *   P:D             platform field and device field, each an index or a case-insensitive
+ *                   substring (platform: of its name or vendor; device: of its name);
+ *                   an empty field matches anything: "portable:", "amd:gfx1100", "0:1"
+ *   N               index in the flat list (platforms in loader order, their devices in order)
+ * No match and malformed values are errors whose message lists the devices found.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct bloopcl_device_info {
+    unsigned flat_index;        /* the N of the "N" form, as bloopcl-compare --list prints */
+    unsigned platform_index;
+    unsigned device_index;      /* within its platform */
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_device_type type;
+    char platform_name[128];
+    char platform_vendor[128];
+    char device_name[128];
+    char driver_version[64];
+    char opencl_c_version[64];
+    int has_fp64;
+    int has_fp16;
+    cl_ulong global_mem_bytes;
+    cl_ulong max_alloc_bytes;
+    cl_uint compute_units;
+} bloopcl_device_info;
+
+/**
+ * Lists every device of every platform. Writes up to `capacity` entries to `devices` (which may
+ * be NULL when capacity is 0) and the total number found to `*count`.
+ */
+BLOOPCL_API bloopcl_status bloopcl_list_devices(bloopcl_device_info *devices, size_t capacity,
+                                                size_t *count);
+
+/**
+ * Resolves a device specification (grammar above; NULL means "read BLOOPCL_DEVICE").
+ * On failure writes a message listing the devices into `message` (if not NULL).
+ */
+BLOOPCL_API bloopcl_status bloopcl_select_device(const char *spec, bloopcl_device_info *selected,
+                                                 char *message, size_t message_size);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context
+ * ------------------------------------------------------------------------------------------- */
+typedef struct bloopcl_context bloopcl_context;
+
+typedef enum bloopcl_log_level {
+    BLOOPCL_LOG_DEBUG = 0,
+    BLOOPCL_LOG_INFO = 1,
+    BLOOPCL_LOG_WARNING = 2
+} bloopcl_log_level;
+
+typedef void (*bloopcl_log_fn)(void *user, bloopcl_log_level level, const char *message);
+
+typedef struct bloopcl_context_params {
+    const char *device_spec;    /* NULL: read BLOOPCL_DEVICE; otherwise overrides it */
+    const char *build_options;  /* appended to the kernel build options; NULL: read
+                                   BLOOPCL_BUILD_OPTIONS */
+    bloopcl_log_fn log_fn;      /* NULL: no logging */
+    void *log_user;
+} bloopcl_context_params;
+
+/** Fills `params` with the defaults (everything NULL: environment decides). */
+BLOOPCL_API void bloopcl_context_params_default(bloopcl_context_params *params);
+
+/**
+ * Creates a context on the selected device with its own in-order queue and builds the kernels.
+ * `params` may be NULL (defaults). Like sqlite3_open, on failure `*out` is still set to a
+ * context that carries only the error message (read it with bloopcl_context_last_error, then
+ * destroy it), or to NULL if even that could not be allocated.
+ */
+BLOOPCL_API bloopcl_status bloopcl_context_create(const bloopcl_context_params *params,
+                                                  bloopcl_context **out);
+
+/**
+ * Creates a context around the caller's OpenCL objects, which are retained and never owned.
+ * `queue` must be an in-order queue of `device` in `cl_ctx`, or NULL to create one.
+ * Failure is reported as for bloopcl_context_create.
+ */
+BLOOPCL_API bloopcl_status bloopcl_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
+                                                          cl_command_queue queue,
+                                                          const bloopcl_context_params *params,
+                                                          bloopcl_context **out);
+
+/**
+ * Creates a context from any buffer of the caller (e.g. a tensor's cl_mem): its cl_context is
+ * used, with the first device of that context and a new in-order queue.
+ */
+BLOOPCL_API bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer,
+                                                           const bloopcl_context_params *params,
+                                                           bloopcl_context **out);
+
+BLOOPCL_API void bloopcl_context_destroy(bloopcl_context *ctx);
+
+/** The detailed message of the last failure in this context ("" if none). Never NULL. */
+BLOOPCL_API const char *bloopcl_context_last_error(const bloopcl_context *ctx);
+
+/** The device this context runs on (filled as bloopcl_list_devices would). */
+BLOOPCL_API bloopcl_status bloopcl_context_device_info(const bloopcl_context *ctx,
+                                                       bloopcl_device_info *info);
+
+BLOOPCL_API cl_context bloopcl_context_cl_context(const bloopcl_context *ctx);
+BLOOPCL_API cl_command_queue bloopcl_context_queue(const bloopcl_context *ctx);
+
+/** Blocks until all work enqueued on the context's queue has completed. */
+BLOOPCL_API bloopcl_status bloopcl_context_finish(bloopcl_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Methods and configuration
+ *
+ *   method            update (m: EMA of g, q: EMA of a, both updated before they are used)
+ *   BLOOP             r = <m,a>/(<m,m>+eps);            d = s (g + lambda (a - r m))
+ *   DYNAMIC_BARRIER   as BLOOP with r <- min(r, 1/lambda)  (lambda = 0: no clipping)
+ *   PCGRAD            a' = a - min(<m,a>/(<m,m>+eps), 0) m;
+ *                     g' = g - min(<q,g>/(<q,q>+eps), 0) q; d = s (g' + lambda a')
+ *   MIXED             d = s (g + lambda a)                  (no state)
+ *   ratio_only        (BLOOP, DYNAMIC_BARRIER) d = s ((1 - lambda r) g + lambda a)
+ *
+ * EMA update: m <- m + w (g - m) for w in (0, 1); w = 1 means "no EMA" and sets m <- g exactly.
+ * s = 1/(1+lambda) with rescale, else 1. (The reference apple/ml-bloop computes 1+lambda for
+ * BLOOP and DYNAMIC_BARRIER through an operator-precedence slip; bloopcl uses 1/(1+lambda).)
+ * ------------------------------------------------------------------------------------------- */
+typedef enum bloopcl_method {
+    BLOOPCL_METHOD_BLOOP = 0,
+    BLOOPCL_METHOD_DYNAMIC_BARRIER = 1,
+    BLOOPCL_METHOD_PCGRAD = 2,
+    BLOOPCL_METHOD_MIXED = 3
+} bloopcl_method;
+
+typedef enum bloopcl_init {
+    BLOOPCL_INIT_ZEROS = 0,          /* m = 0 */
+    BLOOPCL_INIT_FIRST_GRADIENT = 1, /* the first accepted step sets m <- g (and q <- a) */
+    BLOOPCL_INIT_RANDOM = 2,         /* i.i.d. N(0,1) from `seed` (reproducible everywhere) */
+    BLOOPCL_INIT_BUFFER = 3          /* copied from initial_ema / initial_aux_ema */
+} bloopcl_init;
+
+/** What a step does when g or a holds a NaN or an infinity. */
+typedef enum bloopcl_nonfinite_policy {
+    BLOOPCL_NONFINITE_SKIP = 0,      /* d <- 0, state unchanged, step reported as rejected */
+    BLOOPCL_NONFINITE_PROPAGATE = 1  /* IEEE arithmetic as written (as apple/ml-bloop does) */
+} bloopcl_nonfinite_policy;
+
+/** How the global dot products are computed. Both agree with the CPU reference. */
+typedef enum bloopcl_dot_backend {
+    BLOOPCL_DOTS_AUTO = 0,     /* BLOOPCL_DOTS env variable if set, else the library's choice */
+    BLOOPCL_DOTS_CLBLAST = 1,  /* EMA kernel, CLBlastSdot per segment, projection kernel */
+    BLOOPCL_DOTS_FUSED = 2     /* pass 1: EMA + all dots in one kernel; pass 2: projection */
+} bloopcl_dot_backend;
+
+typedef struct bloopcl_config {
+    bloopcl_method method;
+    double ema_weight;          /* w in (0, 1]: weight of the NEW gradient (decay is 1 - w) */
+    double lambda;              /* >= 0 */
+    double eps;                 /* >= 0, added to the squared norm */
+    int rescale;                /* nonzero: s = 1/(1+lambda) */
+    int ratio_only;             /* nonzero: ratio-only variant (BLOOP, DYNAMIC_BARRIER) */
+    bloopcl_init init;
+    uint64_t seed;              /* for BLOOPCL_INIT_RANDOM */
+    const float *initial_ema;     /* n floats, for BLOOPCL_INIT_BUFFER (copied at creation) */
+    const float *initial_aux_ema; /* n floats, PCGRAD with BLOOPCL_INIT_BUFFER */
+    bloopcl_nonfinite_policy nonfinite;
+    bloopcl_dot_backend dots;
+} bloopcl_config;
+
+/**
+ * Defaults of apple/ml-bloop: ema_weight 0.1, lambda 0.1, eps 1e-7, no rescale, not ratio-only,
+ * init ZEROS, seed 0, nonfinite SKIP, dots AUTO.
+ */
+BLOOPCL_API void bloopcl_config_default(bloopcl_config *config, bloopcl_method method);
+
+/** Checks a configuration without creating anything; `message` (optional) says what is wrong. */
+BLOOPCL_API bloopcl_status bloopcl_config_validate(const bloopcl_config *config, char *message,
+                                                   size_t message_size);
+
+BLOOPCL_API const char *bloopcl_method_name(bloopcl_method method);
+
+/* ---------------------------------------------------------------------------------------------
+ * Gradients: segment lists
+ *
+ * A gradient of n elements is a list of segments laid end to end; one model is often hundreds of
+ * buffers. g, a and d must have the same number of segments with the same counts. The dot
+ * products are global across all segments. A single buffer is the one-segment case.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum bloopcl_dtype {
+    BLOOPCL_DTYPE_F32 = 0   /* float; other element types are reserved for later versions */
+} bloopcl_dtype;
+
+typedef struct bloopcl_segment {
+    cl_mem buffer;          /* in the context's cl_context */
+    size_t offset_bytes;    /* multiple of the element size */
+    size_t count;           /* elements (0 allowed: the segment is skipped) */
+    bloopcl_dtype dtype;
+    uint32_t reserved;      /* must be 0 (memory kind, for later versions) */
+} bloopcl_segment;
+
+typedef struct bloopcl_tensor {
+    const bloopcl_segment *segments;
+    size_t num_segments;
+} bloopcl_tensor;
+
+/* ---------------------------------------------------------------------------------------------
+ * Combiner: state and steps
+ * ------------------------------------------------------------------------------------------- */
+typedef struct bloopcl_combiner bloopcl_combiner;
+
+typedef enum bloopcl_state_kind {
+    BLOOPCL_STATE_EMA = 0,      /* m, the EMA of the main gradient */
+    BLOOPCL_STATE_AUX_EMA = 1   /* q, the EMA of the auxiliary gradient (PCGRAD only) */
+} bloopcl_state_kind;
+
+/** Scalars of the last step, read back from the device (see bloopcl_get_diagnostics). */
+typedef struct bloopcl_diagnostics {
+    double ratio;            /* r actually used (after the dynamic-barrier clip) */
+    double ratio_raw;        /* <m,a>/(<m,m>+eps) before any clip */
+    double dot_ema_aux;      /* <m,a> */
+    double ema_norm_sq;      /* <m,m> */
+    double aux_norm_sq;      /* <a,a> */
+    double cosine;           /* <m,a>/(|m| |a|), 0 when either norm is 0 */
+    double aux_ratio;        /* PCGRAD: <q,g>/(<q,q>+eps) */
+    double dot_aux_ema_main; /* PCGRAD: <q,g> */
+    double aux_ema_norm_sq;  /* PCGRAD: <q,q> */
+    int accepted;            /* 0 if the step was skipped for a non-finite input */
+    uint64_t steps;          /* steps enqueued so far on this combiner */
+} bloopcl_diagnostics;
+
+/**
+ * Creates a combiner for vectors of n elements (n >= 1). The configuration is validated and
+ * copied; the state is allocated on the device and initialised as config->init says.
+ */
+BLOOPCL_API bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx,
+                                                   const bloopcl_config *config, size_t n,
+                                                   bloopcl_combiner **out);
+
+BLOOPCL_API void bloopcl_combiner_destroy(bloopcl_combiner *combiner);
+
+/** The configuration in force (with the backend resolved: never BLOOPCL_DOTS_AUTO). */
+BLOOPCL_API bloopcl_status bloopcl_combiner_config(const bloopcl_combiner *combiner,
+                                                   bloopcl_config *config);
+
+/** Changes w, lambda and eps between steps (schedules). Validated like the configuration. */
+BLOOPCL_API bloopcl_status bloopcl_combiner_set_hyperparameters(bloopcl_combiner *combiner,
+                                                                double ema_weight, double lambda,
+                                                                double eps);
+
+/**
+ * Enqueues one step on the context's queue and returns without waiting. Reads g and a, writes
+ * d, updates the state. Scalars never travel to the host inside a step. If `wait_list` is not
+ * NULL the step starts after those events; if `done` is not NULL it receives an event that
+ * completes with the step (release it with clReleaseEvent).
+ * A skipped step (non-finite input, policy SKIP) is only visible through the diagnostics.
+ */
+BLOOPCL_API bloopcl_status bloopcl_step(bloopcl_combiner *combiner, const bloopcl_tensor *g,
+                                        const bloopcl_tensor *a, const bloopcl_tensor *d,
+                                        cl_uint num_wait_events, const cl_event *wait_list,
+                                        cl_event *done);
+
+/** bloopcl_step for three single buffers holding n floats each at offset 0. */
+BLOOPCL_API bloopcl_status bloopcl_step_buffers(bloopcl_combiner *combiner, cl_mem g, cl_mem a,
+                                                cl_mem d);
+
+/**
+ * Blocking convenience for host arrays of n floats: copies in, steps, copies d out.
+ * Returns BLOOPCL_ERR_NONFINITE_INPUT if the step was skipped (d is then all zeros).
+ */
+BLOOPCL_API bloopcl_status bloopcl_step_host(bloopcl_combiner *combiner, const float *g,
+                                             const float *a, float *d);
+
+/** Waits for the last step and reads its scalars. */
+BLOOPCL_API bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *combiner,
+                                                   bloopcl_diagnostics *diagnostics);
+
+/**
+ * Copies the state (n floats) to the host, for checkpoints; blocking. BLOOPCL_ERR_STATE if the
+ * method keeps no such state, or if the EMA is not initialised yet (INIT_FIRST_GRADIENT before
+ * the first accepted step).
+ */
+BLOOPCL_API bloopcl_status bloopcl_read_state(bloopcl_combiner *combiner, bloopcl_state_kind kind,
+                                              float *host, size_t n);
+
+/** Overwrites the state from the host (resuming a checkpoint); marks it initialised. */
+BLOOPCL_API bloopcl_status bloopcl_write_state(bloopcl_combiner *combiner, bloopcl_state_kind kind,
+                                               const float *host, size_t n);
+
+/** Puts the state back as config->init made it at creation. */
+BLOOPCL_API bloopcl_status bloopcl_reset_state(bloopcl_combiner *combiner);
+
+/* ---------------------------------------------------------------------------------------------
+ * CPU reference: plain loops, double accumulation — the oracle for tests and bloopcl-compare.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct bloopcl_reference_state {
+    size_t n;
+    float *ema;         /* n floats, owned */
+    float *aux_ema;     /* n floats for PCGRAD, else NULL */
+    int initialized;    /* 0 only for INIT_FIRST_GRADIENT before the first accepted step */
+} bloopcl_reference_state;
+
+/** Allocates and initialises the state as the device combiner would (same random stream). */
+BLOOPCL_API bloopcl_status bloopcl_reference_init(const bloopcl_config *config, size_t n,
+                                                  bloopcl_reference_state *state);
+BLOOPCL_API void bloopcl_reference_free(bloopcl_reference_state *state);
+
+/** One step on the host. Same contract as bloopcl_step_host; `diagnostics` may be NULL. */
+BLOOPCL_API bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
+                                                  bloopcl_reference_state *state, const float *g,
+                                                  const float *a, float *d,
+                                                  bloopcl_diagnostics *diagnostics);
+
+/** The N(0,1) stream used by BLOOPCL_INIT_RANDOM: element i of stream `seed`. */
+BLOOPCL_API void bloopcl_reference_normal(uint64_t seed, size_t first, size_t count, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BLOOPCL_H */

@@ -1,0 +1,417 @@
+/* combiner.c — a method, its hyperparameters and its device state: creation, checkpoints
+ * (read/write), reset and diagnostics. Every state change is staged in the spare half of the
+ * double buffer and made visible by one flip of `current`, so a failure half-way leaves the
+ * state exactly as it was. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AUX_STREAM_XOR 0x5851F42D4C957F2Dull  /* as in reference.c */
+#define UPLOAD_BLOCK ((size_t)1 << 20)        /* random init is generated 1M floats at a time */
+
+static bloopcl_status create_buffer(bloopcl_context *ctx, size_t bytes, cl_mem *buffer,
+                                    const char *what)
+{
+    cl_int err;
+    *buffer = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "clCreateBuffer", what);
+    return BLOOPCL_OK;
+}
+
+static void release(cl_mem *buffer)
+{
+    if (*buffer != NULL)
+        clReleaseMemObject(*buffer);
+    *buffer = NULL;
+}
+
+static void release_state(bloopcl_combiner *comb)
+{
+    for (size_t c = 0; comb->chunks != NULL && c < comb->num_chunks; ++c)
+        for (int b = 0; b < 2; ++b) {
+            release(&comb->chunks[c].ema[b]);
+            release(&comb->chunks[c].aux_ema[b]);
+        }
+    free(comb->chunks);
+    comb->chunks = NULL;
+}
+
+static bloopcl_status allocate_state(bloopcl_combiner *comb)
+{
+    bloopcl_context *ctx = comb->ctx;
+    bool has_aux = bloopcl__method_has_aux_ema(comb->config.method);
+    comb->chunk_capacity = ctx->state_chunk_elements;
+    comb->num_chunks = bloopcl__method_has_ema(comb->config.method)
+                           ? (comb->n + comb->chunk_capacity - 1) / comb->chunk_capacity : 0;
+    comb->chunks = calloc(comb->num_chunks ? comb->num_chunks : 1, sizeof *comb->chunks);
+    if (comb->chunks == NULL)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "allocating the state table");
+    for (size_t c = 0; c < comb->num_chunks; ++c) {
+        size_t first = c * comb->chunk_capacity;
+        size_t count = comb->n - first < comb->chunk_capacity ? comb->n - first
+                                                               : comb->chunk_capacity;
+        comb->chunks[c].count = count;
+        for (int b = 0; b < 2; ++b) {
+            bloopcl_status status = create_buffer(ctx, count * sizeof(float),
+                                                  &comb->chunks[c].ema[b], "allocating the EMA");
+            if (status == BLOOPCL_OK && has_aux)
+                status = create_buffer(ctx, count * sizeof(float), &comb->chunks[c].aux_ema[b],
+                                       "allocating the auxiliary EMA");
+            if (status != BLOOPCL_OK)
+                return status;
+        }
+    }
+    return BLOOPCL_OK;
+}
+
+/* Writes `count` floats of the N(0,1) stream, starting at element `first`, into `buffer`. */
+static bloopcl_status upload_normal(bloopcl_context *ctx, cl_mem buffer, uint64_t seed,
+                                    size_t first, size_t count)
+{
+    size_t block = count < UPLOAD_BLOCK ? count : UPLOAD_BLOCK;
+    float *host = malloc(block * sizeof *host);
+    if (host == NULL)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "allocating the random init block");
+    cl_int err = CL_SUCCESS;
+    for (size_t done = 0; done < count && err == CL_SUCCESS; done += block) {
+        size_t now = count - done < block ? count - done : block;
+        bloopcl_reference_normal(seed, first + done, now, host);
+        err = clEnqueueWriteBuffer(ctx->queue, buffer, CL_TRUE, done * sizeof(float),
+                                   now * sizeof(float), host, 0, NULL, NULL);
+    }
+    free(host);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "clEnqueueWriteBuffer", "uploading the random init");
+    return BLOOPCL_OK;
+}
+
+/* Fills one chunk buffer from the init rule: host data, the random stream, or zeros. */
+static bloopcl_status fill_chunk(bloopcl_context *ctx, cl_mem buffer, size_t first, size_t count,
+                                 bloopcl_init init, const float *host, uint64_t seed)
+{
+    cl_int err;
+    if (host != NULL) {
+        err = clEnqueueWriteBuffer(ctx->queue, buffer, CL_TRUE, 0, count * sizeof(float),
+                                   host + first, 0, NULL, NULL);
+    } else if (init == BLOOPCL_INIT_RANDOM) {
+        return upload_normal(ctx, buffer, seed, first, count);
+    } else {
+        const float zero = 0.0f;
+        err = clEnqueueFillBuffer(ctx->queue, buffer, &zero, sizeof zero, 0,
+                                  count * sizeof(float), 0, NULL, NULL);
+        if (err == CL_SUCCESS)
+            err = clFinish(ctx->queue);
+    }
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "writing the state", "initialising the EMA");
+    return BLOOPCL_OK;
+}
+
+/* Stages a whole state kind into the spare buffers (the caller flips `current` on success). */
+static bloopcl_status stage_state(bloopcl_combiner *comb, bloopcl_state_kind kind,
+                                  bloopcl_init init, const float *host)
+{
+    uint64_t seed = kind == BLOOPCL_STATE_EMA ? comb->config.seed
+                                              : comb->config.seed ^ AUX_STREAM_XOR;
+    int spare = 1 - comb->current;
+    for (size_t c = 0; c < comb->num_chunks; ++c) {
+        bloopcl_state_chunk *chunk = &comb->chunks[c];
+        cl_mem buffer = kind == BLOOPCL_STATE_EMA ? chunk->ema[spare] : chunk->aux_ema[spare];
+        bloopcl_status status = fill_chunk(comb->ctx, buffer, c * comb->chunk_capacity,
+                                           chunk->count, init, host, seed);
+        if (status != BLOOPCL_OK)
+            return status;
+    }
+    return BLOOPCL_OK;
+}
+
+/* Keeps the spare buffers equal to the current ones for a kind that was not restaged. */
+static bloopcl_status copy_current_to_spare(bloopcl_combiner *comb, bloopcl_state_kind kind)
+{
+    for (size_t c = 0; c < comb->num_chunks; ++c) {
+        bloopcl_state_chunk *chunk = &comb->chunks[c];
+        cl_mem *pair = kind == BLOOPCL_STATE_EMA ? chunk->ema : chunk->aux_ema;
+        cl_int err = clEnqueueCopyBuffer(comb->ctx->queue, pair[comb->current],
+                                         pair[1 - comb->current], 0, 0,
+                                         chunk->count * sizeof(float), 0, NULL, NULL);
+        if (err != CL_SUCCESS)
+            return bloopcl__fail_cl(comb->ctx, err, "clEnqueueCopyBuffer", "staging the state");
+    }
+    return BLOOPCL_OK;
+}
+
+static bloopcl_status write_flags(bloopcl_combiner *comb, const cl_int *flags)
+{
+    cl_int err = clEnqueueWriteBuffer(comb->ctx->queue, comb->flags, CL_TRUE, 0,
+                                      BLOOPCL_NUM_FLAGS * sizeof(cl_int), flags, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(comb->ctx, err, "clEnqueueWriteBuffer", "writing the flags");
+    return BLOOPCL_OK;
+}
+
+static bloopcl_status read_flags(bloopcl_combiner *comb, cl_int *flags)
+{
+    cl_int err = clEnqueueReadBuffer(comb->ctx->queue, comb->flags, CL_TRUE, 0,
+                                     BLOOPCL_NUM_FLAGS * sizeof(cl_int), flags, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(comb->ctx, err, "clEnqueueReadBuffer", "reading the flags");
+    return BLOOPCL_OK;
+}
+
+/* Initialises every state kind from the configuration, then flips to it. */
+static bloopcl_status initialise_state(bloopcl_combiner *comb, const float *ema,
+                                       const float *aux_ema)
+{
+    bloopcl_init init = comb->config.init;
+    bloopcl_status status = BLOOPCL_OK;
+    if (comb->num_chunks > 0)
+        status = stage_state(comb, BLOOPCL_STATE_EMA, init, init == BLOOPCL_INIT_BUFFER ? ema : NULL);
+    if (status == BLOOPCL_OK && bloopcl__method_has_aux_ema(comb->config.method))
+        status = stage_state(comb, BLOOPCL_STATE_AUX_EMA, init,
+                             init == BLOOPCL_INIT_BUFFER ? aux_ema : NULL);
+    cl_int flags[BLOOPCL_NUM_FLAGS] = {0};
+    flags[BLOOPCL_FLAG_INITIALIZED] = init != BLOOPCL_INIT_FIRST_GRADIENT;
+    flags[BLOOPCL_FLAG_ACCEPTED] = 1;
+    if (status == BLOOPCL_OK)
+        status = write_flags(comb, flags);
+    if (status == BLOOPCL_OK)
+        comb->current = 1 - comb->current;
+    return status;
+}
+
+static bloopcl_status setup(bloopcl_combiner *comb)
+{
+    bloopcl_context *ctx = comb->ctx;
+    bloopcl_status status = allocate_state(comb);
+    if (status == BLOOPCL_OK)
+        status = create_buffer(ctx, BLOOPCL_NUM_SCALARS * sizeof(float), &comb->scalars,
+                               "allocating the step scalars");
+    if (status == BLOOPCL_OK)
+        status = create_buffer(ctx, BLOOPCL_NUM_FLAGS * sizeof(cl_int), &comb->flags,
+                               "allocating the step flags");
+    if (status == BLOOPCL_OK) {
+        const float zeros[BLOOPCL_NUM_SCALARS] = {0};
+        cl_int err = clEnqueueWriteBuffer(ctx->queue, comb->scalars, CL_TRUE, 0, sizeof zeros,
+                                          zeros, 0, NULL, NULL);
+        if (err != CL_SUCCESS)
+            status = bloopcl__fail_cl(ctx, err, "clEnqueueWriteBuffer", "clearing the scalars");
+    }
+    if (status == BLOOPCL_OK)
+        status = initialise_state(comb, comb->config.initial_ema, comb->config.initial_aux_ema);
+    return status;
+}
+
+static bloopcl_dot_backend resolve_backend(const bloopcl_context *ctx, bloopcl_dot_backend asked)
+{
+    if (asked != BLOOPCL_DOTS_AUTO)
+        return asked;
+    return ctx->default_dots;
+}
+
+static void set_kernel_hyperparameters(bloopcl_combiner *comb)
+{
+    comb->w = (float)comb->config.ema_weight;
+    comb->lambda = (float)comb->config.lambda;
+    comb->eps = (float)comb->config.eps;
+}
+
+bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx, const bloopcl_config *config,
+                                       size_t n, bloopcl_combiner **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (ctx == NULL || config == NULL || out == NULL)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_NULL_ARGUMENT,
+                             "bloopcl_combiner_create: ctx, config and out are required");
+    if (ctx->is_error_only)
+        return BLOOPCL_ERR_STATE;  /* keep the creation error message */
+    bloopcl__clear_error(ctx);
+    char message[512];
+    bloopcl_status status = bloopcl_config_validate(config, message, sizeof message);
+    if (status != BLOOPCL_OK)
+        return bloopcl__fail(ctx, status, "bloopcl_combiner_create: %s", message);
+    if (n == 0)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH,
+                             "bloopcl_combiner_create: n = 0 (a combiner needs n >= 1)");
+    bloopcl_combiner *comb = calloc(1, sizeof *comb);
+    if (comb == NULL)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "allocating the combiner");
+    comb->ctx = ctx;
+    comb->config = *config;
+    comb->config.dots = resolve_backend(ctx, config->dots);
+    comb->n = n;
+    set_kernel_hyperparameters(comb);
+    status = setup(comb);
+    comb->config.initial_ema = NULL;  /* copied: the caller may free them */
+    comb->config.initial_aux_ema = NULL;
+    if (status != BLOOPCL_OK) {
+        bloopcl_combiner_destroy(comb);
+        return status;
+    }
+    *out = comb;
+    return BLOOPCL_OK;
+}
+
+void bloopcl_combiner_destroy(bloopcl_combiner *comb)
+{
+    if (comb == NULL)
+        return;
+    if (comb->ctx->queue != NULL)
+        clFinish(comb->ctx->queue);
+    release_state(comb);
+    release(&comb->scalars);
+    release(&comb->flags);
+    release(&comb->partials);
+    for (int k = 0; k < 3; ++k) {
+        for (size_t s = 0; comb->staging[k] != NULL && s < comb->staging_segments; ++s)
+            release(&comb->staging[k][s]);
+        free(comb->staging[k]);
+    }
+    free(comb->pieces);
+    free(comb);
+}
+
+bloopcl_status bloopcl_combiner_config(const bloopcl_combiner *comb, bloopcl_config *config)
+{
+    if (comb == NULL || config == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    *config = comb->config;
+    return BLOOPCL_OK;
+}
+
+bloopcl_status bloopcl_combiner_set_hyperparameters(bloopcl_combiner *comb, double ema_weight,
+                                                    double lambda, double eps)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    char message[512];
+    bloopcl_status status = bloopcl__validate_hyperparameters(ema_weight, lambda, eps, message,
+                                                              sizeof message);
+    if (status != BLOOPCL_OK)
+        return bloopcl__fail(comb->ctx, status, "bloopcl_combiner_set_hyperparameters: %s",
+                             message);
+    comb->config.ema_weight = ema_weight;
+    comb->config.lambda = lambda;
+    comb->config.eps = eps;
+    set_kernel_hyperparameters(comb);
+    return BLOOPCL_OK;
+}
+
+static bloopcl_status check_state_request(bloopcl_combiner *comb, bloopcl_state_kind kind,
+                                          const void *host, size_t n, const char *call)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    bloopcl__clear_error(comb->ctx);
+    if (host == NULL)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_NULL_ARGUMENT, "%s: host is NULL", call);
+    if (kind != BLOOPCL_STATE_EMA && kind != BLOOPCL_STATE_AUX_EMA)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s: kind = %d is not a "
+                             "bloopcl_state_kind", call, (int)kind);
+    bool present = kind == BLOOPCL_STATE_EMA ? bloopcl__method_has_ema(comb->config.method)
+                                             : bloopcl__method_has_aux_ema(comb->config.method);
+    if (!present)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE, "%s: method %s keeps no %s", call,
+                             bloopcl_method_name(comb->config.method),
+                             kind == BLOOPCL_STATE_EMA ? "EMA" : "auxiliary EMA");
+    if (n != comb->n)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_SIZE_MISMATCH,
+                             "%s: n = %zu but the combiner holds %zu elements", call, n, comb->n);
+    return BLOOPCL_OK;
+}
+
+bloopcl_status bloopcl_read_state(bloopcl_combiner *comb, bloopcl_state_kind kind, float *host,
+                                  size_t n)
+{
+    bloopcl_status status = check_state_request(comb, kind, host, n, "bloopcl_read_state");
+    if (status != BLOOPCL_OK)
+        return status;
+    cl_int flags[BLOOPCL_NUM_FLAGS];
+    status = read_flags(comb, flags);
+    if (status != BLOOPCL_OK)
+        return status;
+    if (!flags[BLOOPCL_FLAG_INITIALIZED])
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE,
+                             "bloopcl_read_state: the EMA is not initialised yet (init "
+                             "FIRST_GRADIENT before the first accepted step)");
+    for (size_t c = 0; c < comb->num_chunks; ++c) {
+        bloopcl_state_chunk *chunk = &comb->chunks[c];
+        cl_mem buffer = kind == BLOOPCL_STATE_EMA ? chunk->ema[comb->current]
+                                                  : chunk->aux_ema[comb->current];
+        cl_int err = clEnqueueReadBuffer(comb->ctx->queue, buffer, CL_TRUE, 0,
+                                         chunk->count * sizeof(float),
+                                         host + c * comb->chunk_capacity, 0, NULL, NULL);
+        if (err != CL_SUCCESS)
+            return bloopcl__fail_cl(comb->ctx, err, "clEnqueueReadBuffer", "reading the state");
+    }
+    return BLOOPCL_OK;
+}
+
+bloopcl_status bloopcl_write_state(bloopcl_combiner *comb, bloopcl_state_kind kind,
+                                   const float *host, size_t n)
+{
+    bloopcl_status status = check_state_request(comb, kind, host, n, "bloopcl_write_state");
+    if (status != BLOOPCL_OK)
+        return status;
+    cl_int flags[BLOOPCL_NUM_FLAGS];
+    status = read_flags(comb, flags);
+    if (status == BLOOPCL_OK)
+        status = stage_state(comb, kind, BLOOPCL_INIT_BUFFER, host);
+    bloopcl_state_kind other = kind == BLOOPCL_STATE_EMA ? BLOOPCL_STATE_AUX_EMA : BLOOPCL_STATE_EMA;
+    if (status == BLOOPCL_OK && bloopcl__method_has_aux_ema(comb->config.method))
+        status = copy_current_to_spare(comb, other);
+    flags[BLOOPCL_FLAG_INITIALIZED] = 1;
+    if (status == BLOOPCL_OK)
+        status = write_flags(comb, flags);
+    if (status == BLOOPCL_OK)
+        comb->current = 1 - comb->current;
+    return status;
+}
+
+bloopcl_status bloopcl_reset_state(bloopcl_combiner *comb)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    bloopcl__clear_error(comb->ctx);
+    if (comb->config.init == BLOOPCL_INIT_BUFFER)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE,
+                             "bloopcl_reset_state: init BUFFER keeps no copy of the caller's "
+                             "buffer; write the state with bloopcl_write_state instead");
+    return initialise_state(comb, NULL, NULL);
+}
+
+bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnostics *diagnostics)
+{
+    if (comb == NULL || diagnostics == NULL)
+        return bloopcl__fail(comb ? comb->ctx : NULL, BLOOPCL_ERR_NULL_ARGUMENT,
+                             "bloopcl_get_diagnostics: NULL argument");
+    float scalars[BLOOPCL_NUM_SCALARS];
+    cl_int flags[BLOOPCL_NUM_FLAGS];
+    cl_int err = clEnqueueReadBuffer(comb->ctx->queue, comb->scalars, CL_TRUE, 0, sizeof scalars,
+                                     scalars, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(comb->ctx, err, "clEnqueueReadBuffer", "reading diagnostics");
+    bloopcl_status status = read_flags(comb, flags);
+    if (status != BLOOPCL_OK)
+        return status;
+    const float *dot = scalars + BLOOPCL_SCALAR_DOTS;
+    bloopcl_diagnostics diag = {
+        .ratio = scalars[BLOOPCL_SCALAR_RATIO],
+        .ratio_raw = scalars[BLOOPCL_SCALAR_RATIO_RAW],
+        .dot_ema_aux = dot[BLOOPCL_DOT_EMA_AUX],
+        .ema_norm_sq = dot[BLOOPCL_DOT_EMA_EMA],
+        .aux_norm_sq = dot[BLOOPCL_DOT_AUX_AUX],
+        .aux_ratio = scalars[BLOOPCL_SCALAR_AUX_RATIO],
+        .dot_aux_ema_main = dot[BLOOPCL_DOT_AUXEMA_MAIN],
+        .aux_ema_norm_sq = dot[BLOOPCL_DOT_AUXEMA_AUXEMA],
+        .accepted = flags[BLOOPCL_FLAG_ACCEPTED] != 0,
+        .steps = comb->steps,
+    };
+    double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
+    diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;
+    *diagnostics = diag;
+    return BLOOPCL_OK;
+}

@@ -1,0 +1,295 @@
+/* device_list.c — enumeration of OpenCL platforms and devices into bloopcl_device_info. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The ICD loader's "no platform at all" code (cl_khr_icd); ocl-icd returns it when no vendor
+ * file is installed. Defined here so that cl_ext.h is not needed for one constant. */
+#ifndef CL_PLATFORM_NOT_FOUND_KHR
+#define CL_PLATFORM_NOT_FOUND_KHR -1001
+#endif
+
+const char *bloopcl__device_type_name(cl_device_type type)
+{
+    /* A device may report several bits (e.g. GPU | DEFAULT); the most specific one names it, in
+     * the same order the selector prefers them. */
+    if (type & CL_DEVICE_TYPE_GPU)
+        return "GPU";
+    if (type & CL_DEVICE_TYPE_ACCELERATOR)
+        return "ACCELERATOR";
+    if (type & CL_DEVICE_TYPE_CPU)
+        return "CPU";
+    if (type & CL_DEVICE_TYPE_CUSTOM)
+        return "CUSTOM";
+    if (type & CL_DEVICE_TYPE_DEFAULT)
+        return "DEFAULT";
+    return "OTHER";
+}
+
+/* Some drivers pad names with spaces (older Intel CPU runtimes); trimmed names print and match
+ * cleanly. */
+static void trim_in_place(char *text)
+{
+    size_t start = 0;
+    size_t length = strlen(text);
+    while (length > 0 && (text[length - 1] == ' ' || text[length - 1] == '\t' ||
+                          text[length - 1] == '\n' || text[length - 1] == '\r'))
+        text[--length] = '\0';
+    while (text[start] == ' ' || text[start] == '\t')
+        start++;
+    if (start > 0)
+        memmove(text, text + start, length - start + 1);
+}
+
+/* Copies a string property into its fixed-size field, truncating if needed. Callers query the
+ * size first and read into a heap buffer because clGet*Info fails (rather than truncates) when
+ * the destination is too small, and names are not bounded by the spec. */
+static void copy_info_string(const char *raw, char *out, size_t out_size)
+{
+    size_t length = strlen(raw);
+    if (length >= out_size)
+        length = out_size - 1;
+    memcpy(out, raw, length);
+    out[length] = '\0';
+    trim_in_place(out);
+}
+
+static bloopcl_status platform_string(cl_platform_id platform, cl_platform_info param, char *out,
+                                      size_t out_size)
+{
+    size_t size = 0;
+    if (clGetPlatformInfo(platform, param, 0, NULL, &size) != CL_SUCCESS)
+        return BLOOPCL_ERR_OPENCL;
+    char *raw = malloc(size + 1);
+    if (raw == NULL)
+        return BLOOPCL_ERR_OUT_OF_MEMORY;
+    raw[size] = '\0';
+    cl_int err = clGetPlatformInfo(platform, param, size, raw, NULL);
+    if (err == CL_SUCCESS)
+        copy_info_string(raw, out, out_size);
+    free(raw);
+    return err == CL_SUCCESS ? BLOOPCL_OK : BLOOPCL_ERR_OPENCL;
+}
+
+/* Returns the device string in a fresh allocation (the caller frees it), or NULL with *status
+ * set. Used directly for the extension list, whose length is unbounded. */
+static char *device_string_alloc(cl_device_id device, cl_device_info param,
+                                 bloopcl_status *status)
+{
+    size_t size = 0;
+    if (clGetDeviceInfo(device, param, 0, NULL, &size) != CL_SUCCESS) {
+        *status = BLOOPCL_ERR_OPENCL;
+        return NULL;
+    }
+    char *raw = malloc(size + 1);
+    if (raw == NULL) {
+        *status = BLOOPCL_ERR_OUT_OF_MEMORY;
+        return NULL;
+    }
+    raw[size] = '\0';
+    if (clGetDeviceInfo(device, param, size, raw, NULL) != CL_SUCCESS) {
+        free(raw);
+        *status = BLOOPCL_ERR_OPENCL;
+        return NULL;
+    }
+    *status = BLOOPCL_OK;
+    return raw;
+}
+
+static bloopcl_status device_string(cl_device_id device, cl_device_info param, char *out,
+                                    size_t out_size)
+{
+    bloopcl_status status;
+    char *raw = device_string_alloc(device, param, &status);
+    if (raw == NULL)
+        return status;
+    copy_info_string(raw, out, out_size);
+    free(raw);
+    return BLOOPCL_OK;
+}
+
+/* Exact token match: "cl_khr_fp64" must not be found inside e.g. "cl_khr_fp64_extended". */
+static int has_extension(const char *extensions, const char *name)
+{
+    size_t name_length = strlen(name);
+    const char *p = extensions;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *end = p;
+        while (*end != '\0' && *end != ' ' && *end != '\t')
+            end++;
+        if ((size_t)(end - p) == name_length && memcmp(p, name, name_length) == 0)
+            return 1;
+        p = end;
+    }
+    return 0;
+}
+
+static bloopcl_status describe_strings(cl_platform_id platform, cl_device_id device,
+                                       bloopcl_device_info *info)
+{
+    bloopcl_status status = platform_string(platform, CL_PLATFORM_NAME, info->platform_name,
+                                            sizeof info->platform_name);
+    if (status == BLOOPCL_OK)
+        status = platform_string(platform, CL_PLATFORM_VENDOR, info->platform_vendor,
+                                 sizeof info->platform_vendor);
+    if (status == BLOOPCL_OK)
+        status = device_string(device, CL_DEVICE_NAME, info->device_name,
+                               sizeof info->device_name);
+    if (status == BLOOPCL_OK)
+        status = device_string(device, CL_DRIVER_VERSION, info->driver_version,
+                               sizeof info->driver_version);
+    if (status == BLOOPCL_OK)
+        status = device_string(device, CL_DEVICE_OPENCL_C_VERSION, info->opencl_c_version,
+                               sizeof info->opencl_c_version);
+    return status;
+}
+
+static bloopcl_status describe_numbers(cl_device_id device, bloopcl_device_info *info)
+{
+    cl_int err = clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof info->type, &info->type, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof info->global_mem_bytes,
+                              &info->global_mem_bytes, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof info->max_alloc_bytes,
+                              &info->max_alloc_bytes, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof info->compute_units,
+                              &info->compute_units, NULL);
+    return err == CL_SUCCESS ? BLOOPCL_OK : BLOOPCL_ERR_OPENCL;
+}
+
+static bloopcl_status describe_precisions(cl_device_id device, bloopcl_device_info *info)
+{
+    bloopcl_status status;
+    char *extensions = device_string_alloc(device, CL_DEVICE_EXTENSIONS, &status);
+    if (extensions == NULL)
+        return status;
+    info->has_fp64 = has_extension(extensions, "cl_khr_fp64");
+    info->has_fp16 = has_extension(extensions, "cl_khr_fp16");
+    free(extensions);
+
+    /* OpenCL 1.2 made fp64 core-optional: a device may support it without listing the
+     * extension. Before 1.2 the query was itself optional, so a failure just means "no". */
+    cl_device_fp_config fp64 = 0;
+    if (clGetDeviceInfo(device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp64, &fp64, NULL) ==
+            CL_SUCCESS &&
+        fp64 != 0)
+        info->has_fp64 = 1;
+    return BLOOPCL_OK;
+}
+
+bloopcl_status bloopcl__describe_device(cl_platform_id platform, cl_device_id device,
+                                        bloopcl_device_info *info)
+{
+    if (info == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    memset(info, 0, sizeof *info);
+    info->platform = platform;
+    info->device = device;
+    bloopcl_status status = describe_strings(platform, device, info);
+    if (status == BLOOPCL_OK)
+        status = describe_numbers(device, info);
+    if (status == BLOOPCL_OK)
+        status = describe_precisions(device, info);
+    return status;
+}
+
+/* Fetches the platform list; *platforms is NULL when there are none (not an error). */
+static bloopcl_status get_platforms(cl_platform_id **platforms, cl_uint *num_platforms)
+{
+    *platforms = NULL;
+    *num_platforms = 0;
+    cl_uint n = 0;
+    cl_int err = clGetPlatformIDs(0, NULL, &n);
+    if (err == CL_PLATFORM_NOT_FOUND_KHR || (err == CL_SUCCESS && n == 0))
+        return BLOOPCL_OK;
+    if (err != CL_SUCCESS)
+        return BLOOPCL_ERR_OPENCL;
+    cl_platform_id *list = malloc(n * sizeof *list);
+    if (list == NULL)
+        return BLOOPCL_ERR_OUT_OF_MEMORY;
+    cl_uint returned = 0;
+    err = clGetPlatformIDs(n, list, &returned);
+    if (err != CL_SUCCESS) {
+        free(list);
+        return BLOOPCL_ERR_OPENCL;
+    }
+    *platforms = list;
+    *num_platforms = returned < n ? returned : n;
+    return BLOOPCL_OK;
+}
+
+/* Fetches one platform's devices; a platform that advertises none (rusticl without
+ * RUSTICL_ENABLE, a GPU driver with no GPU) yields *devices NULL and is simply skipped. */
+static bloopcl_status get_devices(cl_platform_id platform, cl_device_id **devices,
+                                  cl_uint *num_devices)
+{
+    *devices = NULL;
+    *num_devices = 0;
+    cl_uint n = 0;
+    cl_int err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 0, NULL, &n);
+    if (err == CL_DEVICE_NOT_FOUND || (err == CL_SUCCESS && n == 0))
+        return BLOOPCL_OK;
+    if (err != CL_SUCCESS)
+        return BLOOPCL_ERR_OPENCL;
+    cl_device_id *list = malloc(n * sizeof *list);
+    if (list == NULL)
+        return BLOOPCL_ERR_OUT_OF_MEMORY;
+    cl_uint returned = 0;
+    err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, n, list, &returned);
+    if (err != CL_SUCCESS) {
+        free(list);
+        return err == CL_DEVICE_NOT_FOUND ? BLOOPCL_OK : BLOOPCL_ERR_OPENCL;
+    }
+    *devices = list;
+    *num_devices = returned < n ? returned : n;
+    return BLOOPCL_OK;
+}
+
+/* Describes the devices of one platform that still fit, and counts all of them. */
+static bloopcl_status list_platform(cl_platform_id platform, cl_uint platform_index,
+                                    bloopcl_device_info *out, size_t capacity, size_t *total)
+{
+    cl_device_id *devices = NULL;
+    cl_uint num_devices = 0;
+    bloopcl_status status = get_devices(platform, &devices, &num_devices);
+    for (cl_uint d = 0; status == BLOOPCL_OK && d < num_devices; d++) {
+        if (*total < capacity) {
+            bloopcl_device_info *info = &out[*total];
+            status = bloopcl__describe_device(platform, devices[d], info);
+            info->flat_index = (unsigned)*total;
+            info->platform_index = platform_index;
+            info->device_index = d;
+        }
+        if (status == BLOOPCL_OK)
+            (*total)++;
+    }
+    free(devices);
+    return status;
+}
+
+bloopcl_status bloopcl_list_devices(bloopcl_device_info *devices, size_t capacity, size_t *count)
+{
+    if (count == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    *count = 0;
+    if (devices == NULL && capacity > 0)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+
+    cl_platform_id *platforms = NULL;
+    cl_uint num_platforms = 0;
+    bloopcl_status status = get_platforms(&platforms, &num_platforms);
+    /* Platform indices follow the loader's list, empty platforms included, so that "P:D"
+     * agrees with clinfo's numbering. */
+    size_t total = 0;
+    for (cl_uint p = 0; status == BLOOPCL_OK && p < num_platforms; p++)
+        status = list_platform(platforms[p], p, devices, capacity, &total);
+    free(platforms);
+    if (status == BLOOPCL_OK)
+        *count = total;
+    return status;
+}

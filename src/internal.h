@@ -1,0 +1,148 @@
+/* internal.h — structures and helpers shared by the library's source files (not installed). */
+#ifndef BLOOPCL_INTERNAL_H
+#define BLOOPCL_INTERNAL_H
+
+#include "bloopcl.h"
+#include "layout.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#define BLOOPCL_ERROR_CAPACITY 8192
+
+/* The kernels of one built program, one cl_kernel each (cl_kernel is not shareable across
+ * threads, and a context is single-threaded, so one set per context is right). */
+typedef struct bloopcl_kernels {
+    cl_program program;
+    cl_kernel ema_update;
+    cl_kernel fused_dots;
+    cl_kernel finalize;
+    cl_kernel project;
+    size_t fused_groups;      /* work-groups of the fused dot kernel (fixed: reproducible) */
+    size_t fused_group_size;  /* work-items per group of the fused dot kernel */
+    size_t elementwise_group_size;
+    size_t finalize_group_size;
+} bloopcl_kernels;
+
+struct bloopcl_context {
+    cl_context cl_ctx;
+    cl_device_id device;
+    cl_command_queue queue;
+    bloopcl_device_info info;
+    bloopcl_kernels kernels;
+    bloopcl_log_fn log_fn;
+    void *log_user;
+    size_t state_chunk_elements;      /* largest state buffer, in floats (max alloc, < 2^30) */
+    bloopcl_dot_backend default_dots; /* BLOOPCL_DOTS, or the library's choice for the device */
+    bool is_error_only;       /* created only to carry a creation error */
+    char last_error[BLOOPCL_ERROR_CAPACITY];
+};
+
+/* Pieces never exceed this many elements: CLBlast and some drivers take int sizes/offsets. */
+#define BLOOPCL_MAX_PIECE ((size_t)1 << 30)
+
+/* One contiguous run of elements that lies in one segment of g, a, d and in one state chunk. */
+typedef struct bloopcl_piece {
+    cl_mem g, a, d;
+    size_t g_offset, a_offset, d_offset;  /* elements */
+    size_t state_chunk;                   /* index into the combiner's state chunks */
+    size_t state_offset;                  /* elements within that chunk */
+    size_t count;
+} bloopcl_piece;
+
+/* The EMA state lives in chunks no larger than the device's largest allocation. Each chunk is
+ * double-buffered: a step reads `current`, writes the other buffer, then the host flips. */
+typedef struct bloopcl_state_chunk {
+    cl_mem ema[2];
+    cl_mem aux_ema[2];
+    size_t count;
+} bloopcl_state_chunk;
+
+struct bloopcl_combiner {
+    bloopcl_context *ctx;
+    bloopcl_config config;     /* validated; initial_* pointers cleared after creation */
+    float w, lambda, eps;      /* hyperparameters as the kernels see them */
+    size_t n;
+    size_t chunk_capacity;     /* elements per state chunk */
+    size_t num_chunks;
+    bloopcl_state_chunk *chunks;
+    int current;               /* which of the double buffers holds the state */
+    cl_mem scalars;            /* BLOOPCL_SCALAR_* floats written by the finalize kernel */
+    cl_mem flags;              /* BLOOPCL_FLAG_* ints */
+    cl_mem partials;           /* dot-product partial sums, BLOOPCL_NUM_DOTS x slots */
+    size_t partial_slots;
+    bloopcl_piece *pieces;     /* scratch for step planning */
+    size_t piece_capacity;
+    cl_mem *staging[3];        /* bloopcl_step_host's device copies of g, a, d, per segment */
+    size_t staging_segments;
+    uint64_t steps;
+};
+
+/* --- errors (error.c) ---------------------------------------------------------------------- */
+bloopcl_status bloopcl__fail(bloopcl_context *ctx, bloopcl_status status, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+bloopcl_status bloopcl__fail_cl(bloopcl_context *ctx, cl_int code, const char *call,
+                                const char *what);
+const char *bloopcl__cl_error_name(cl_int code);
+void bloopcl__clear_error(bloopcl_context *ctx);
+void bloopcl__log(bloopcl_context *ctx, bloopcl_log_level level, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Bounded, always terminated formatting into caller buffers (NULL buffer allowed). */
+void bloopcl__format(char *buffer, size_t size, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* --- devices (device_list.c, device_select.c) ---------------------------------------------- */
+bloopcl_status bloopcl__describe_device(cl_platform_id platform, cl_device_id device,
+                                        bloopcl_device_info *info);
+/* Pure matching of a spec against an enumerated list; no OpenCL calls, so tests can feed
+ * synthetic lists. On failure `message` explains and lists the devices. */
+bloopcl_status bloopcl__match_device_spec(const bloopcl_device_info *devices, size_t count,
+                                          const char *spec, size_t *selected, char *message,
+                                          size_t message_size);
+/* Appends "  N: platform / device (type)" lines for every device to `buffer`. */
+void bloopcl__append_device_list(char *buffer, size_t size, const bloopcl_device_info *devices,
+                                 size_t count);
+const char *bloopcl__device_type_name(cl_device_type type);
+
+/* --- programs (program.c) ------------------------------------------------------------------ */
+bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_options);
+void bloopcl__release_kernels(bloopcl_kernels *kernels);
+
+/* --- configuration (config.c) -------------------------------------------------------------- */
+bool bloopcl__method_has_ema(bloopcl_method method);
+bool bloopcl__method_has_aux_ema(bloopcl_method method);
+bloopcl_status bloopcl__validate_hyperparameters(double ema_weight, double lambda, double eps,
+                                                 char *message, size_t message_size);
+
+/* --- steps (tensor_plan.c, step.c, dots_*.c) ----------------------------------------------- */
+bloopcl_status bloopcl__plan_pieces(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                                    const bloopcl_tensor *a, const bloopcl_tensor *d,
+                                    size_t *num_pieces);
+bloopcl_status bloopcl__ensure_partials(bloopcl_combiner *comb, size_t slots);
+/* Pass 1 of each backend: EMA, non-finite check and partial dot products, one slot range per
+ * piece; `slots` is the number of partial slots per dot (see bloopcl__partial_slots). */
+size_t bloopcl__partial_slots(const bloopcl_combiner *comb, size_t num_pieces);
+bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, size_t num_pieces,
+                                             size_t slots);
+bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, size_t num_pieces,
+                                           size_t slots);
+int bloopcl__dots_mask(const bloopcl_combiner *comb);
+bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                 size_t count, ...);
+bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                   size_t global, size_t local);
+size_t bloopcl__round_up(size_t value, size_t multiple);
+
+/* Kernel argument helpers for bloopcl__set_args: (size, pointer) pairs. */
+#define BLOOPCL_ARG(value) sizeof(value), (const void *)&(value)
+
+#endif /* BLOOPCL_INTERNAL_H */

@@ -1,0 +1,180 @@
+/* program.c — builds the kernels at run time for the context's device.
+ *
+ * The sources are embedded in the library (the files in cl/, see tools/embed_kernels.py) and built as
+ * one program with -cl-std=CL1.2 and no fast-math. BLOOPCL_KERNEL_DIR, when set, makes the
+ * library read the same files from that folder instead (edit kernels without rebuilding).
+ * A failed build returns BLOOPCL_ERR_KERNEL_BUILD with the device, the options and the
+ * compiler's log in the context's last error. */
+#include "internal.h"
+#include "embedded_kernels.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OPTIONS_CAPACITY 1024
+
+/* Reads a whole file; NULL if it cannot be read. */
+static char *read_file(const char *path, size_t *length)
+{
+    FILE *file = fopen(path, "rb");
+    if (file == NULL)
+        return NULL;
+    char *text = NULL;
+    if (fseek(file, 0, SEEK_END) == 0) {
+        long size = ftell(file);
+        if (size >= 0 && fseek(file, 0, SEEK_SET) == 0 && (text = malloc((size_t)size + 1))) {
+            *length = fread(text, 1, (size_t)size, file);
+            text[*length] = '\0';
+        }
+    }
+    fclose(file);
+    return text;
+}
+
+/* The program's sources: embedded, or read from BLOOPCL_KERNEL_DIR. `owned` marks copies
+ * that must be freed. */
+static bloopcl_status load_sources(bloopcl_context *ctx, const char **texts, size_t *lengths,
+                                   char **owned)
+{
+    const char *dir = getenv("BLOOPCL_KERNEL_DIR");
+    for (size_t i = 0; i < bloopcl_num_embedded_sources; ++i) {
+        texts[i] = bloopcl_embedded_sources[i].text;
+        lengths[i] = bloopcl_embedded_sources[i].length;
+        owned[i] = NULL;
+        if (dir == NULL || dir[0] == '\0')
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, bloopcl_embedded_sources[i].name);
+        owned[i] = read_file(path, &lengths[i]);
+        if (owned[i] == NULL)
+            return bloopcl__fail(ctx, BLOOPCL_ERR_KERNEL_BUILD,
+                                 "BLOOPCL_KERNEL_DIR=\"%s\": cannot read %s", dir, path);
+        texts[i] = owned[i];
+    }
+    return BLOOPCL_OK;
+}
+
+/* -cl-std=CL1.2, the per-device access pattern, then the caller's additions. */
+static void compose_options(const bloopcl_context *ctx, const char *extra, char *options)
+{
+    const char *pattern = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? " -DBLOOPCL_CONTIGUOUS" : "";
+    snprintf(options, OPTIONS_CAPACITY, "-cl-std=CL1.2%s%s%s", pattern,
+             (extra && extra[0]) ? " " : "", extra ? extra : "");
+}
+
+static bloopcl_status report_build_failure(bloopcl_context *ctx, cl_program program,
+                                           const char *options, cl_int code)
+{
+    size_t size = 0;
+    clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size);
+    char *log = malloc(size + 1);
+    if (log != NULL) {
+        log[0] = '\0';
+        clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, size, log, NULL);
+        log[size] = '\0';
+    }
+    bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "kernel build log:\n%s", log ? log : "");
+    bloopcl__fail(ctx, BLOOPCL_ERR_KERNEL_BUILD,
+                  "building the bloopcl kernels (%s) failed with %s on device \"%s\" "
+                  "(driver %s), options \"%s\"; build log:\n%s",
+                  "layout.h common.cl ema.cl fused_dots.cl finalize.cl project.cl",
+                  bloopcl__cl_error_name(code), ctx->info.device_name, ctx->info.driver_version,
+                  options, log ? log : "(no log)");
+    free(log);
+    return BLOOPCL_ERR_KERNEL_BUILD;
+}
+
+static bloopcl_status create_program(bloopcl_context *ctx, cl_program *program)
+{
+    const size_t count = bloopcl_num_embedded_sources;
+    const char *texts[16];
+    size_t lengths[16];
+    char *owned[16] = {0};
+    if (count > 16)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_KERNEL_BUILD, "too many kernel sources");
+    bloopcl_status status = load_sources(ctx, texts, lengths, owned);
+    if (status == BLOOPCL_OK) {
+        cl_int err;
+        *program = clCreateProgramWithSource(ctx->cl_ctx, (cl_uint)count, texts, lengths, &err);
+        if (err != CL_SUCCESS)
+            status = bloopcl__fail_cl(ctx, err, "clCreateProgramWithSource", "loading kernels");
+    }
+    for (size_t i = 0; i < count; ++i)
+        free(owned[i]);
+    return status;
+}
+
+static bloopcl_status create_kernel(bloopcl_context *ctx, const char *name, cl_kernel *kernel)
+{
+    cl_int err;
+    *kernel = clCreateKernel(ctx->kernels.program, name, &err);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "clCreateKernel", name);
+    return BLOOPCL_OK;
+}
+
+static size_t largest_power_of_two_at_most(size_t limit)
+{
+    size_t p = 1;
+    while (p * 2 <= limit)
+        p *= 2;
+    return p;
+}
+
+/* Launch geometry, fixed per device (never per n) so that reductions are repeatable. */
+static void choose_geometry(bloopcl_context *ctx)
+{
+    bloopcl_kernels *k = &ctx->kernels;
+    size_t device_max = 1, kernel_max = 1;
+    clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof device_max, &device_max,
+                    NULL);
+    clGetKernelWorkGroupInfo(k->fused_dots, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                             sizeof kernel_max, &kernel_max, NULL);
+    size_t limit = kernel_max < device_max ? kernel_max : device_max;
+    bool cpu = (ctx->info.type & CL_DEVICE_TYPE_CPU) != 0;
+    size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
+    k->fused_group_size = largest_power_of_two_at_most(limit < 256 ? limit : (cpu ? 16 : 256));
+    k->fused_groups = cpu ? units * 4 : units * 8;
+    k->finalize_group_size = largest_power_of_two_at_most(limit < 64 ? limit : 64);
+    k->elementwise_group_size = largest_power_of_two_at_most(device_max < 256 ? device_max : 256);
+}
+
+bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_options)
+{
+    char options[OPTIONS_CAPACITY];
+    compose_options(ctx, extra_options, options);
+    bloopcl_status status = create_program(ctx, &ctx->kernels.program);
+    if (status != BLOOPCL_OK)
+        return status;
+    cl_int err = clBuildProgram(ctx->kernels.program, 1, &ctx->device, options, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return report_build_failure(ctx, ctx->kernels.program, options, err);
+    status = create_kernel(ctx, "bloopcl_ema_update", &ctx->kernels.ema_update);
+    if (status == BLOOPCL_OK)
+        status = create_kernel(ctx, "bloopcl_fused_dots", &ctx->kernels.fused_dots);
+    if (status == BLOOPCL_OK)
+        status = create_kernel(ctx, "bloopcl_finalize", &ctx->kernels.finalize);
+    if (status == BLOOPCL_OK)
+        status = create_kernel(ctx, "bloopcl_project", &ctx->kernels.project);
+    if (status == BLOOPCL_OK) {
+        choose_geometry(ctx);
+        bloopcl__log(ctx, BLOOPCL_LOG_INFO, "kernels built for \"%s\" with \"%s\"",
+                     ctx->info.device_name, options);
+    }
+    return status;
+}
+
+void bloopcl__release_kernels(bloopcl_kernels *kernels)
+{
+    cl_kernel *all[] = {&kernels->ema_update, &kernels->fused_dots, &kernels->finalize,
+                        &kernels->project};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
+        if (*all[i] != NULL)
+            clReleaseKernel(*all[i]);
+        *all[i] = NULL;
+    }
+    if (kernels->program != NULL)
+        clReleaseProgram(kernels->program);
+    kernels->program = NULL;
+}

@@ -1,0 +1,177 @@
+/* reference.c — the CPU reference: the update rules written as plain loops, with dot products
+ * accumulated in double. Tests and bloopcl-compare check the device against this file, so it
+ * favours being obviously right over being fast.
+ *
+ * Element-wise EMA updates are done in float exactly as the kernels do them (no contraction;
+ * see -ffp-contract=off in meson.build), so device and reference states can agree bit for bit.
+ * The scalars (dots, r) and d are computed in double from the float inputs. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The stream used for q (PCGrad's EMA of a) under BLOOPCL_INIT_RANDOM. */
+#define AUX_STREAM_XOR 0x5851F42D4C957F2Dull
+
+static float ema_update(float m, float g, float w)
+{
+    return (w == 1.0f) ? g : m + w * (g - m);
+}
+
+static double min_zero(double x)
+{
+    return (x > 0.0) ? 0.0 : x;   /* NaN propagates, as in jnp.minimum */
+}
+
+static bool all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; ++i)
+        if (!isfinite(x[i]))
+            return false;
+    return true;
+}
+
+static double dot(const float *x, const float *y, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; ++i)
+        sum += (double)x[i] * (double)y[i];
+    return sum;
+}
+
+static void fill_initial(const bloopcl_config *config, size_t n, float *state,
+                         const float *buffer, uint64_t seed)
+{
+    if (config->init == BLOOPCL_INIT_RANDOM)
+        bloopcl_reference_normal(seed, 0, n, state);
+    else if (config->init == BLOOPCL_INIT_BUFFER)
+        memcpy(state, buffer, n * sizeof *state);
+    else
+        memset(state, 0, n * sizeof *state);
+}
+
+bloopcl_status bloopcl_reference_init(const bloopcl_config *config, size_t n,
+                                      bloopcl_reference_state *state)
+{
+    if (config == NULL || state == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    memset(state, 0, sizeof *state);
+    bloopcl_status status = bloopcl_config_validate(config, NULL, 0);
+    if (status != BLOOPCL_OK)
+        return status;
+    if (n == 0)
+        return BLOOPCL_ERR_SIZE_MISMATCH;
+    state->n = n;
+    state->initialized = config->init != BLOOPCL_INIT_FIRST_GRADIENT;
+    if (!bloopcl__method_has_ema(config->method))
+        return BLOOPCL_OK;
+    state->ema = malloc(n * sizeof *state->ema);
+    if (bloopcl__method_has_aux_ema(config->method))
+        state->aux_ema = malloc(n * sizeof *state->aux_ema);
+    if (state->ema == NULL || (bloopcl__method_has_aux_ema(config->method) && !state->aux_ema)) {
+        bloopcl_reference_free(state);
+        return BLOOPCL_ERR_OUT_OF_MEMORY;
+    }
+    fill_initial(config, n, state->ema, config->initial_ema, config->seed);
+    if (state->aux_ema != NULL)
+        fill_initial(config, n, state->aux_ema, config->initial_aux_ema,
+                     config->seed ^ AUX_STREAM_XOR);
+    return BLOOPCL_OK;
+}
+
+void bloopcl_reference_free(bloopcl_reference_state *state)
+{
+    if (state == NULL)
+        return;
+    free(state->ema);
+    free(state->aux_ema);
+    memset(state, 0, sizeof *state);
+}
+
+/* The direction for one element, given the step's scalars (see the table in bloopcl.h). */
+static float direction(const bloopcl_config *config, double s, double lambda, double r,
+                       double aux_r, float g, float a, float m, float q)
+{
+    double d;
+    if (config->method == BLOOPCL_METHOD_MIXED)
+        d = s * (g + lambda * a);
+    else if (config->method == BLOOPCL_METHOD_PCGRAD)
+        d = s * ((g - min_zero(aux_r) * q) + lambda * (a - min_zero(r) * m));
+    else if (config->ratio_only)
+        d = s * ((1.0 - lambda * r) * g + lambda * a);
+    else
+        d = s * (g + lambda * (a - r * m));
+    return (float)d;
+}
+
+static void skip_step(size_t n, float *d, bloopcl_diagnostics *diagnostics)
+{
+    memset(d, 0, n * sizeof *d);
+    if (diagnostics != NULL)
+        diagnostics->accepted = 0;
+}
+
+bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
+                                      bloopcl_reference_state *state, const float *g,
+                                      const float *a, float *d, bloopcl_diagnostics *diagnostics)
+{
+    if (config == NULL || state == NULL || g == NULL || a == NULL || d == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    bloopcl_status status = bloopcl_config_validate(config, NULL, 0);
+    if (status != BLOOPCL_OK)
+        return status;
+    const size_t n = state->n;
+    const bool has_ema = bloopcl__method_has_ema(config->method);
+    const bool has_aux_ema = bloopcl__method_has_aux_ema(config->method);
+    if (n == 0 || (has_ema && state->ema == NULL) || (has_aux_ema && state->aux_ema == NULL))
+        return BLOOPCL_ERR_STATE;
+
+    /* The kernels see float hyperparameters: so does the reference. */
+    const float w = (float)config->ema_weight;
+    const double lambda = (float)config->lambda;
+    const double eps = (float)config->eps;
+    const double s = config->rescale ? (double)(1.0f / (1.0f + (float)lambda)) : 1.0;
+
+    bloopcl_diagnostics diag = {0};
+    if (config->nonfinite == BLOOPCL_NONFINITE_SKIP && !(all_finite(g, n) && all_finite(a, n))) {
+        skip_step(n, d, diagnostics);
+        return BLOOPCL_ERR_NONFINITE_INPUT;
+    }
+
+    /* 1. EMA update first (w = 1 before a first-gradient initialisation). */
+    const float w_step = state->initialized ? w : 1.0f;
+    for (size_t i = 0; has_ema && i < n; ++i)
+        state->ema[i] = ema_update(state->ema[i], g[i], w_step);
+    for (size_t i = 0; has_aux_ema && i < n; ++i)
+        state->aux_ema[i] = ema_update(state->aux_ema[i], a[i], w_step);
+    state->initialized = 1;
+
+    /* 2. Global scalars from the updated EMA(s). */
+    if (has_ema) {
+        diag.dot_ema_aux = dot(state->ema, a, n);
+        diag.ema_norm_sq = dot(state->ema, state->ema, n);
+        diag.aux_norm_sq = dot(a, a, n);
+        diag.ratio_raw = diag.dot_ema_aux / (diag.ema_norm_sq + eps);
+    }
+    diag.ratio = diag.ratio_raw;
+    const double cap = lambda > 0.0 ? (double)(1.0f / (float)lambda) : 0.0; /* as on device */
+    if (config->method == BLOOPCL_METHOD_DYNAMIC_BARRIER && lambda > 0.0 && diag.ratio_raw > cap)
+        diag.ratio = cap;
+    if (has_aux_ema) {
+        diag.dot_aux_ema_main = dot(state->aux_ema, g, n);
+        diag.aux_ema_norm_sq = dot(state->aux_ema, state->aux_ema, n);
+        diag.aux_ratio = diag.dot_aux_ema_main / (diag.aux_ema_norm_sq + eps);
+    }
+    double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
+    diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;
+    diag.accepted = 1;
+
+    /* 3. The direction. */
+    for (size_t i = 0; i < n; ++i)
+        d[i] = direction(config, s, lambda, diag.ratio, diag.aux_ratio, g[i], a[i],
+                         has_ema ? state->ema[i] : 0.0f, has_aux_ema ? state->aux_ema[i] : 0.0f);
+    if (diagnostics != NULL)
+        *diagnostics = diag;
+    return BLOOPCL_OK;
+}

@@ -1,0 +1,24 @@
+/* status.c — a static text for every status code (sqlite3_errstr's role). */
+#include "bloopcl.h"
+
+const char *bloopcl_status_string(bloopcl_status status)
+{
+    switch (status) {
+    case BLOOPCL_OK: return "ok";
+    case BLOOPCL_ERR_NULL_ARGUMENT: return "a required pointer or handle is NULL";
+    case BLOOPCL_ERR_INVALID_ARGUMENT: return "invalid argument (hyperparameter out of range or NaN)";
+    case BLOOPCL_ERR_SIZE_MISMATCH: return "sizes do not match (n = 0, segments, alignment)";
+    case BLOOPCL_ERR_BUFFER_TOO_SMALL: return "an OpenCL buffer is smaller than the data it must hold";
+    case BLOOPCL_ERR_DEVICE_SPEC: return "malformed device specification";
+    case BLOOPCL_ERR_DEVICE_NOT_FOUND: return "no OpenCL device matches";
+    case BLOOPCL_ERR_KERNEL_BUILD: return "an OpenCL kernel failed to build";
+    case BLOOPCL_ERR_OPENCL: return "an OpenCL call failed";
+    case BLOOPCL_ERR_CLBLAST: return "a CLBlast call failed";
+    case BLOOPCL_ERR_OUT_OF_MEMORY: return "out of memory";
+    case BLOOPCL_ERR_NONFINITE_INPUT: return "non-finite value (NaN or Inf) in a gradient; step skipped";
+    case BLOOPCL_ERR_STATE: return "the request does not fit the combiner's state";
+    case BLOOPCL_ERR_UNSUPPORTED: return "not supported by this build or device";
+    case BLOOPCL_ERR_WRONG_CONTEXT: return "an OpenCL buffer belongs to another cl_context";
+    }
+    return "unknown status code";
+}
