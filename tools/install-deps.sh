@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what bloopcl needs to build, test and run on Debian 12 (or a close Ubuntu):
+# the OpenCL ICD loader and headers, PoCL (an OpenCL CPU device, so every machine has one),
+# CLBlast, Criterion, meson and ninja. Skips apt when everything is already there.
+set -euo pipefail
+packages=(build-essential pkg-config python3 meson ninja-build
+          ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
+          libclblast-dev libcriterion-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ] && [ -z "${CI:-}" ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update
+$sudo apt-get install -y --no-install-recommends "${packages[@]}"
