@@ -22,6 +22,37 @@ float bloopcl_min_cap(float x, float cap)
     return (x > cap) ? cap : x;
 }
 
+/* How a kernel's work-items share the `count` elements of a piece. The launch geometry is fixed
+ * per device (never per n), so every reduction happens in the same order on every run.
+ *  BLOOPCL_CONTIGUOUS (CPU devices): each work-group owns one contiguous block (one core
+ *    streams through its own memory) and its work-items step through the block by the local
+ *    size, so consecutive lanes read consecutive elements and the vectoriser emits vector loads;
+ *  otherwise (GPUs): a grid-stride loop, so neighbouring work-items read neighbouring elements
+ *    (coalesced). */
+typedef struct bloopcl_range {
+    size_t begin, end, step;
+} bloopcl_range;
+
+bloopcl_range bloopcl_my_range(size_t count)
+{
+    bloopcl_range r;
+#ifdef BLOOPCL_CONTIGUOUS
+    size_t width = get_local_size(0);
+    size_t groups = get_num_groups(0);
+    size_t block = (count + groups - 1) / groups;
+    block = (block + width - 1) / width * width;
+    size_t first = get_group_id(0) * block;
+    r.begin = first + get_local_id(0);
+    r.end = min(count, first + block);
+    r.step = width;
+#else
+    r.begin = get_global_id(0);
+    r.end = count;
+    r.step = get_global_size(0);
+#endif
+    return r;
+}
+
 /* Kahan-compensated accumulation: sum + x with the lost low part carried in *carry. */
 void bloopcl_kahan_add(float *sum, float *carry, float x)
 {

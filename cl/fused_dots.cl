@@ -3,10 +3,8 @@
  *
  * Each work-item accumulates with Kahan compensation, then the work-group reduces in a fixed
  * tree and writes one partial per dot; the finalize kernel sums the partials in a fixed order.
- * The launch geometry is fixed per device, so a run is bitwise repeatable.
- * BLOOPCL_CONTIGUOUS (CPU devices): each work-item walks one contiguous chunk, which keeps a
- * core on sequential cache lines; otherwise (GPUs) neighbouring work-items read neighbouring
- * elements (coalesced). */
+ * Elements are shared out by bloopcl_my_range (common.cl); the geometry is fixed per device, so
+ * a run is bitwise repeatable. */
 kernel void bloopcl_fused_dots(global const float *g, ulong g_off,
                                global const float *a, ulong a_off,
                                global const float *m_cur, global const float *q_cur,
@@ -17,8 +15,6 @@ kernel void bloopcl_fused_dots(global const float *g, ulong g_off,
 {
     size_t lid = get_local_id(0);
     size_t size = get_local_size(0);
-    size_t gid = get_global_id(0);
-    size_t total = get_global_size(0);
     float w_step = flags[BLOOPCL_FLAG_INITIALIZED] ? w : 1.0f;
 
     float sum[BLOOPCL_NUM_DOTS], carry[BLOOPCL_NUM_DOTS];
@@ -26,17 +22,8 @@ kernel void bloopcl_fused_dots(global const float *g, ulong g_off,
         sum[k] = carry[k] = 0.0f;
     int bad = 0;
 
-#ifdef BLOOPCL_CONTIGUOUS
-    size_t chunk = (size_t)((count + total - 1) / total);
-    size_t begin = gid * chunk;
-    size_t end = min((size_t)count, begin + chunk);
-    size_t stride = 1;
-#else
-    size_t begin = gid;
-    size_t end = (size_t)count;
-    size_t stride = total;
-#endif
-    for (size_t i = begin; i < end; i += stride) {
+    bloopcl_range range = bloopcl_my_range((size_t)count);
+    for (size_t i = range.begin; i < range.end; i += range.step) {
         float gi = g[g_off + i];
         float ai = a[a_off + i];
         if (check_finite && !(isfinite(gi) && isfinite(ai)))

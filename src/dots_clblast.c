@@ -28,8 +28,7 @@ static bloopcl_status enqueue_ema_piece(bloopcl_combiner *comb, const bloopcl_pi
     if (status != BLOOPCL_OK)
         return status;
     size_t local = ctx->kernels.elementwise_group_size;
-    return bloopcl__enqueue_1d(ctx, k, "bloopcl_ema_update", bloopcl__round_up(p->count, local),
-                               local);
+    return bloopcl__enqueue_1d(ctx, k, "bloopcl_ema_update", ctx->kernels.elementwise_groups * local, local);
 }
 
 /* CLBlast's codes below -1000 are its own; above, they are OpenCL's (-4, -5, -6: memory). */

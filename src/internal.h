@@ -20,6 +20,7 @@ typedef struct bloopcl_kernels {
     cl_kernel project;
     size_t fused_groups;      /* work-groups of the fused dot kernel (fixed: reproducible) */
     size_t fused_group_size;  /* work-items per group of the fused dot kernel */
+    size_t elementwise_groups;        /* EMA and projection kernels: fixed geometry too */
     size_t elementwise_group_size;
     size_t finalize_group_size;
 } bloopcl_kernels;

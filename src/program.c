@@ -63,8 +63,26 @@ static void compose_options(const bloopcl_context *ctx, const char *extra, char 
              (extra && extra[0]) ? " " : "", extra ? extra : "");
 }
 
+/* "layout.h 1-40, common.cl 41-118, ...": compilers number the lines of the concatenated
+ * program, so a build log can only be read with this map. */
+static void describe_line_map(const char *const *texts, const size_t *lengths, char *map,
+                              size_t size)
+{
+    size_t line = 1, used = 0;
+    map[0] = '\0';
+    for (size_t i = 0; i < bloopcl_num_embedded_sources && used < size; ++i) {
+        size_t lines = 0;
+        for (size_t c = 0; c < lengths[i]; ++c)
+            lines += texts[i][c] == '\n';
+        int written = snprintf(map + used, size - used, "%s%s lines %zu-%zu", i ? ", " : "",
+                               bloopcl_embedded_sources[i].name, line, line + lines - (lines > 0));
+        used += written > 0 ? (size_t)written : 0;
+        line += lines;
+    }
+}
+
 static bloopcl_status report_build_failure(bloopcl_context *ctx, cl_program program,
-                                           const char *options, cl_int code)
+                                           const char *options, cl_int code, const char *map)
 {
     size_t size = 0;
     clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size);
@@ -76,16 +94,16 @@ static bloopcl_status report_build_failure(bloopcl_context *ctx, cl_program prog
     }
     bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "kernel build log:\n%s", log ? log : "");
     bloopcl__fail(ctx, BLOOPCL_ERR_KERNEL_BUILD,
-                  "building the bloopcl kernels (%s) failed with %s on device \"%s\" "
-                  "(driver %s), options \"%s\"; build log:\n%s",
-                  "layout.h common.cl ema.cl fused_dots.cl finalize.cl project.cl",
+                  "building the bloopcl kernels (one program: %s) failed with %s on device "
+                  "\"%s\" (driver %s), options \"%s\"; build log:\n%s", map,
                   bloopcl__cl_error_name(code), ctx->info.device_name, ctx->info.driver_version,
                   options, log ? log : "(no log)");
     free(log);
     return BLOOPCL_ERR_KERNEL_BUILD;
 }
 
-static bloopcl_status create_program(bloopcl_context *ctx, cl_program *program)
+static bloopcl_status create_program(bloopcl_context *ctx, cl_program *program, char *map,
+                                     size_t map_size)
 {
     const size_t count = bloopcl_num_embedded_sources;
     const char *texts[16];
@@ -96,6 +114,7 @@ static bloopcl_status create_program(bloopcl_context *ctx, cl_program *program)
     bloopcl_status status = load_sources(ctx, texts, lengths, owned);
     if (status == BLOOPCL_OK) {
         cl_int err;
+        describe_line_map(texts, lengths, map, map_size);
         *program = clCreateProgramWithSource(ctx->cl_ctx, (cl_uint)count, texts, lengths, &err);
         if (err != CL_SUCCESS)
             status = bloopcl__fail_cl(ctx, err, "clCreateProgramWithSource", "loading kernels");
@@ -137,19 +156,21 @@ static void choose_geometry(bloopcl_context *ctx)
     k->fused_group_size = largest_power_of_two_at_most(limit < 256 ? limit : (cpu ? 16 : 256));
     k->fused_groups = cpu ? units * 4 : units * 8;
     k->finalize_group_size = largest_power_of_two_at_most(limit < 64 ? limit : 64);
-    k->elementwise_group_size = largest_power_of_two_at_most(device_max < 256 ? device_max : 256);
+    k->elementwise_group_size = k->fused_group_size;
+    k->elementwise_groups = k->fused_groups;
 }
 
 bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_options)
 {
     char options[OPTIONS_CAPACITY];
     compose_options(ctx, extra_options, options);
-    bloopcl_status status = create_program(ctx, &ctx->kernels.program);
+    char map[512];
+    bloopcl_status status = create_program(ctx, &ctx->kernels.program, map, sizeof map);
     if (status != BLOOPCL_OK)
         return status;
     cl_int err = clBuildProgram(ctx->kernels.program, 1, &ctx->device, options, NULL, NULL);
     if (err != CL_SUCCESS)
-        return report_build_failure(ctx, ctx->kernels.program, options, err);
+        return report_build_failure(ctx, ctx->kernels.program, options, err, map);
     status = create_kernel(ctx, "bloopcl_ema_update", &ctx->kernels.ema_update);
     if (status == BLOOPCL_OK)
         status = create_kernel(ctx, "bloopcl_fused_dots", &ctx->kernels.fused_dots);

@@ -130,8 +130,7 @@ static bloopcl_status enqueue_project_piece(bloopcl_combiner *comb, const bloopc
     if (status != BLOOPCL_OK)
         return status;
     size_t local = ctx->kernels.elementwise_group_size;
-    return bloopcl__enqueue_1d(ctx, k, "bloopcl_project", bloopcl__round_up(p->count, local),
-                               local);
+    return bloopcl__enqueue_1d(ctx, k, "bloopcl_project", ctx->kernels.elementwise_groups * local, local);
 }
 
 /* A step that failed half-way must not leak into the next one: clear the non-finite flag and,
