@@ -53,12 +53,14 @@ bloopcl_range bloopcl_my_range(size_t count)
     return r;
 }
 
-/* Kahan-compensated accumulation: sum + x with the lost low part carried in *carry. */
+/* Kahan-compensated accumulation: sum + x with the lost low part carried in *carry. Once the
+ * sum is infinite or NaN there is no low part (Inf - Inf would turn a correct Inf into NaN),
+ * so the carry is dropped and IEEE arithmetic decides, as in the double reference. */
 void bloopcl_kahan_add(float *sum, float *carry, float x)
 {
     float y = x - *carry;
     float t = *sum + y;
-    *carry = (t - *sum) - y;
+    *carry = isfinite(t) ? (t - *sum) - y : 0.0f;
     *sum = t;
 }
 

@@ -191,6 +191,11 @@ BLOOPCL_API bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer,
                                                            const bloopcl_context_params *params,
                                                            bloopcl_context **out);
 
+/**
+ * Waits for the queue, then releases everything the context holds. If the context ever used
+ * the CLBlast backend, CLBlast's process-wide program cache is cleared (CLBlastClearCache):
+ * its programs hold references to the cl_context, which could otherwise never be freed.
+ */
 BLOOPCL_API void bloopcl_context_destroy(bloopcl_context *ctx);
 
 /** The detailed message of the last failure in this context ("" if none). Never NULL. */
@@ -355,7 +360,9 @@ BLOOPCL_API bloopcl_status bloopcl_step(bloopcl_combiner *combiner, const bloopc
                                         cl_uint num_wait_events, const cl_event *wait_list,
                                         cl_event *done);
 
-/** bloopcl_step for three single buffers holding n floats each at offset 0. */
+/** bloopcl_step for three single buffers holding n floats each at offset 0. A NULL segment
+ * list with num_segments > 0 is BLOOPCL_ERR_NULL_ARGUMENT; num_segments = 0 is
+ * BLOOPCL_ERR_SIZE_MISMATCH. */
 BLOOPCL_API bloopcl_status bloopcl_step_buffers(bloopcl_combiner *combiner, cl_mem g, cl_mem a,
                                                 cl_mem d);
 

@@ -39,13 +39,33 @@ static void release_state(bloopcl_combiner *comb)
     comb->chunks = NULL;
 }
 
+/* Some drivers (PoCL) reserve buffers lazily and abort when they cannot back them, so a state
+ * larger than the device's memory is refused here, before any allocation. */
+static bloopcl_status check_state_fits(bloopcl_combiner *comb)
+{
+    size_t kinds = (size_t)bloopcl__method_has_ema(comb->config.method) +
+                   (size_t)bloopcl__method_has_aux_ema(comb->config.method);
+    cl_ulong device = comb->ctx->info.global_mem_bytes;
+    /* two buffers (double buffering) of n floats per kind */
+    if (kinds > 0 && comb->n > (size_t)(device / (2 * kinds * sizeof(float))))
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY,
+                             "bloopcl_combiner_create: n = %zu needs %zu state buffers of %zu "
+                             "floats but device \"%s\" has %llu bytes of global memory",
+                             comb->n, 2 * kinds, comb->n, comb->ctx->info.device_name,
+                             (unsigned long long)device);
+    return BLOOPCL_OK;
+}
+
 static bloopcl_status allocate_state(bloopcl_combiner *comb)
 {
     bloopcl_context *ctx = comb->ctx;
+    bloopcl_status fits = check_state_fits(comb);
+    if (fits != BLOOPCL_OK)
+        return fits;
     bool has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     comb->chunk_capacity = ctx->state_chunk_elements;
-    comb->num_chunks = bloopcl__method_has_ema(comb->config.method)
-                           ? (comb->n + comb->chunk_capacity - 1) / comb->chunk_capacity : 0;
+    size_t chunks = comb->n / comb->chunk_capacity + (comb->n % comb->chunk_capacity != 0);
+    comb->num_chunks = bloopcl__method_has_ema(comb->config.method) ? chunks : 0;
     comb->chunks = calloc(comb->num_chunks ? comb->num_chunks : 1, sizeof *comb->chunks);
     if (comb->chunks == NULL)
         return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "allocating the state table");

@@ -2,6 +2,8 @@
  * here and only here (BLOOPCL_DEVICE, BLOOPCL_BUILD_OPTIONS); explicit parameters override it. */
 #include "internal.h"
 
+#include <clblast_c.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -220,6 +222,11 @@ void bloopcl_context_destroy(bloopcl_context *ctx)
         return;
     if (ctx->queue != NULL)
         clFinish(ctx->queue);
+    /* CLBlast caches its compiled programs process-wide and each holds a reference to our
+     * cl_context: without clearing, a caller's context could never be freed. The price is a
+     * recompilation (cached on disk by most drivers) for any other CLBlast user. */
+    if (ctx->used_clblast)
+        CLBlastClearCache();
     bloopcl__release_kernels(&ctx->kernels);
     if (ctx->queue != NULL)
         clReleaseCommandQueue(ctx->queue);

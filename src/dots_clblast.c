@@ -43,6 +43,7 @@ static bloopcl_status sdot(bloopcl_combiner *comb, int dot, size_t slots, size_t
                            size_t count, cl_mem x, size_t x_off, cl_mem y, size_t y_off)
 {
     cl_command_queue queue = comb->ctx->queue;
+    comb->ctx->used_clblast = true;
     CLBlastStatusCode code = CLBlastSdot(count, comb->partials, (size_t)dot * slots + slot, x,
                                          x_off, 1, y, y_off, 1, &queue, NULL);
     if (code != CLBlastSuccess)

@@ -36,6 +36,7 @@ struct bloopcl_context {
     size_t state_chunk_elements;      /* largest state buffer, in floats (max alloc, < 2^30) */
     bloopcl_dot_backend default_dots; /* BLOOPCL_DOTS, or the library's choice for the device */
     bool is_error_only;       /* created only to carry a creation error */
+    bool used_clblast;        /* CLBlast compiled programs on this context (see destroy) */
     char last_error[BLOOPCL_ERROR_CAPACITY];
 };
 

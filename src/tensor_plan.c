@@ -53,10 +53,11 @@ static bloopcl_status check_tensors(bloopcl_combiner *comb, const bloopcl_tensor
 {
     bloopcl_context *ctx = comb->ctx;
     for (int k = 0; k < 3; ++k) {
-        if (t[k] == NULL || t[k]->segments == NULL || t[k]->num_segments == 0)
-            return bloopcl__fail(ctx, t[k] == NULL ? BLOOPCL_ERR_NULL_ARGUMENT
-                                                   : BLOOPCL_ERR_SIZE_MISMATCH,
-                                 "%s: no segments (NULL tensor, NULL list or num_segments = 0)",
+        if (t[k] == NULL || (t[k]->segments == NULL && t[k]->num_segments > 0))
+            return bloopcl__fail(ctx, BLOOPCL_ERR_NULL_ARGUMENT, "%s: %s is NULL",
+                                 tensor_names[k], t[k] == NULL ? "the tensor" : "the segment list");
+        if (t[k]->num_segments == 0)
+            return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "%s: num_segments = 0",
                                  tensor_names[k]);
         if (t[k]->num_segments != t[0]->num_segments)
             return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "%s has %zu segments but g has "
@@ -135,8 +136,6 @@ bloopcl_status bloopcl__plan_pieces(bloopcl_combiner *comb, const bloopcl_tensor
     bloopcl_status status = check_tensors(comb, tensors);
     if (status != BLOOPCL_OK)
         return status;
-    if (comb->chunk_capacity == 0)
-        comb->chunk_capacity = comb->ctx->state_chunk_elements;  /* methods without state */
     size_t count = 0, base = 0;
     for (size_t s = 0; s < g->num_segments && status == BLOOPCL_OK; ++s) {
         status = cut_segment(comb, tensors, s, base, &count);

@@ -282,9 +282,10 @@ BACKEND_TEST(parallel_general_removes_component_along_m)
  * ------------------------------------------------------------------------------------------- */
 
 /* Exactly orthogonal vectors of small dyadic values: pairs (g, g) against (b, -b), so
- * <g,a> = sum (g b - g b) = 0; every partial sum of every order is a multiple of 1/32 below
- * 2^19, hence exact in float, so the device's <m,a> is exactly 0 as well (m = g for w = 1,
- * m = g/2 exactly for w = 1/2 from zeros). Then r = 0/(<m,m> + eps) = 0, a - 0 m = a and
+ * <g,a> = sum (g b - g b) = 0. In every dot the device takes (m = g for w = 1, m = g/2 exactly
+ * for w = 1/2 from zeros; likewise q) the terms are multiples of some 2^-k (k <= 6) whose
+ * absolute sum stays below 2^(24-k), so every partial sum, in any order, is exact in float and
+ * the device's <m,a> (and <q,g>) is exactly 0 as well. Then r = 0/(<m,m> + eps) = 0, a - 0 m = a and
  * d = fl(g + fl(lf a)) bit for bit, for Bloop, the dynamic barrier (0 is below the cap),
  * PCGrad (no conflict: both ratios are 0) and ratio-only ((1 - lf 0) g = g). */
 static void orthogonal_pair(float *g, float *a, size_t n)
@@ -467,8 +468,9 @@ BACKEND_TEST(zero_main_with_eps_gives_lambda_a)
 
 /* g = 0 and eps = 0: r = <0,a>/(<0,0> + 0) = 0/0, which IEEE 754 defines as NaN. The library
  * does "IEEE arithmetic as written" (as apple/ml-bloop does in JAX), so with the PROPAGATE
- * policy every d_i = g_i + lambda (a_i - NaN * 0) is NaN; the inputs themselves are finite.
- * The CPU reference must agree (its r is 0.0/0.0 in double). The EMA stays exactly 0. */
+ * policy every d_i = g_i + lambda (a_i - NaN * 0) is NaN. (The inputs themselves are finite,
+ * so the SKIP policy, which looks at g and a only, would not skip either.) The CPU reference
+ * must agree (its r is 0.0/0.0 in double). The EMA stays exactly 0. */
 BACKEND_TEST(zero_main_without_eps_is_nan_everywhere)
 {
     static const bloopcl_method methods[] = {BLOOPCL_METHOD_BLOOP,
@@ -970,6 +972,91 @@ BACKEND_TEST(rescale_divides_by_one_plus_lambda)
                 bloopcl_combiner_destroy(on);
             }
         free(g), free(a), free(d_on), free(d_off);
+    }
+    bloopcl_context_destroy(ctx);
+}
+
+/* With w < 1 the EMA is updated first and then used: with m (and q) the state read back after
+ * the step,
+ *   Bloop     r = <m,a>/(<m,m> + eps),            d = g + lambda (a - r m)
+ *   barrier   r = min(that, 1/lambda)              (lambda = 2: clips in some steps)
+ *   PCGrad    r = min(<m,a>/(<m,m> + eps), 0), r_q = min(<q,g>/(<q,q> + eps), 0),
+ *             d = (g - r_q q) + lambda (a - r m)
+ * computed here in double. m != g here, so this also tells m from g in the projection. */
+BACKEND_TEST(projection_uses_updated_ema)
+{
+    static const size_t ns[] = {7, 1000, 65537};
+    static const bloopcl_method methods[] = {BLOOPCL_METHOD_BLOOP,
+                                             BLOOPCL_METHOD_DYNAMIC_BARRIER,
+                                             BLOOPCL_METHOD_PCGRAD};
+    const double eps = (float)1e-7;
+    bloopcl_context *ctx = support_context();
+    for (size_t k = 0; k < COUNT(ns); ++k) {
+        size_t n = ns[k];
+        float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
+        float *base = support_alloc(n);
+        support_fill_normal(base, n, 3700 + n, 1.0f);
+        for (size_t mi = 0; mi < COUNT(methods); ++mi) {
+            bloopcl_method method = methods[mi];
+            bool pcgrad = method == BLOOPCL_METHOD_PCGRAD;
+            double lambda = method == BLOOPCL_METHOD_DYNAMIC_BARRIER ? 2.0 : 0.4;
+            double lf = (float)lambda, cap = (double)(1.0f / (float)lambda);
+            bloopcl_config config = make_config(method, *dots, 0.2, lambda, 1e-7);
+            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            int clipped = 0;
+            for (int t = 0; t < 5; ++t) {
+                /* g drifts around `base`; a alternates between agreeing and conflicting */
+                support_fill_normal(g, n, 3800 + 10 * n + (size_t)t, 0.7f);
+                for (size_t i = 0; i < n; ++i)
+                    g[i] += base[i];
+                aligned_aux(a, g, n, 3900 + 10 * n + (size_t)t, (t % 2) ? -0.9f : 0.6f);
+                bloopcl_diagnostics diag;
+                step(ctx, comb, g, a, d, &diag);
+                float *m = read_state(comb, BLOOPCL_STATE_EMA, n);
+                float *q = pcgrad ? read_state(comb, BLOOPCL_STATE_AUX_EMA, n) : NULL;
+                double r_raw = dot_d(m, a, n) / (dot_d(m, m, n) + eps);
+                double dr = ratio_tol(m, a, n, eps, r_raw);
+                double r = r_raw, rq = 0.0, drq = 0.0;
+                if (method == BLOOPCL_METHOD_DYNAMIC_BARRIER) {
+                    cr_assert(fabs(r_raw - cap) > dr, "precondition: r_raw %.9g not at the cap",
+                              r_raw);
+                    r = r_raw > cap ? cap : r_raw;
+                    clipped += r_raw > cap;
+                    cr_expect_eq(diag.ratio, r_raw > cap ? cap : diag.ratio_raw,
+                                 "barrier r = min(r_raw, 1/lambda)");
+                }
+                cr_expect(fabs(diag.ratio_raw - r_raw) <= dr, "%s %s n=%zu step %d: r_raw "
+                          "%.9g closed form %.9g", backend_name(*dots),
+                          bloopcl_method_name(method), n, t, diag.ratio_raw, r_raw);
+                if (pcgrad) {
+                    double rq_raw = dot_d(q, g, n) / (dot_d(q, q, n) + eps);
+                    drq = ratio_tol(q, g, n, eps, rq_raw);
+                    cr_expect(fabs(diag.aux_ratio - rq_raw) <= drq, "%s n=%zu step %d: r_q "
+                              "%.9g closed form %.9g", backend_name(*dots), n, t,
+                              diag.aux_ratio, rq_raw);
+                    r = r_raw < 0.0 ? r_raw : 0.0;
+                    rq = rq_raw < 0.0 ? rq_raw : 0.0;
+                }
+                tally tl;
+                tally_start(&tl, "%s %s n=%zu step %d: d from the updated EMA",
+                            backend_name(*dots), bloopcl_method_name(method), n, t);
+                for (size_t i = 0; i < n; ++i) {
+                    double gi = g[i], ai = a[i], mv = m[i], qi = q ? q[i] : 0.0;
+                    double want = (gi - rq * qi) + lf * (ai - r * mv);
+                    double tol = 8 * ULP * (fabs(gi) + fabs(rq * qi) +
+                                            lf * (fabs(ai) + fabs(r * mv))) +
+                                 lf * dr * fabs(mv) + drq * fabs(qi) + 1e-30;
+                    tally_near(&tl, i, d[i], want, tol);
+                }
+                tally_end(&tl, n);
+                free(m), free(q);
+            }
+            if (method == BLOOPCL_METHOD_DYNAMIC_BARRIER)
+                cr_expect(clipped > 0 && clipped < 5, "%s n=%zu: the barrier clipped in %d of 5 "
+                          "steps (want some, not all)", backend_name(*dots), n, clipped);
+            bloopcl_combiner_destroy(comb);
+        }
+        free(g), free(a), free(d), free(base);
     }
     bloopcl_context_destroy(ctx);
 }
