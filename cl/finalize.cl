@@ -8,7 +8,7 @@
 kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots_mask,
                              global float *scalars, global int *flags,
                              int method, int skip_nonfinite,
-                             float w, float lambda, float eps, float scale,
+                             float w, float lambda, float eps, float scale, float cap,
                              local float *scratch)
 {
     size_t lid = get_local_id(0);
@@ -34,7 +34,7 @@ kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots
     float ratio_raw = has_ema ? dot[BLOOPCL_DOT_EMA_AUX] / (dot[BLOOPCL_DOT_EMA_EMA] + eps) : 0.0f;
     float ratio = ratio_raw;
     if (method == BLOOPCL_KERNEL_DYNAMIC_BARRIER && lambda > 0.0f)
-        ratio = bloopcl_min_cap(ratio_raw, 1.0f / lambda);
+        ratio = bloopcl_min_cap(ratio_raw, cap);  /* cap = 1/lambda, divided on the host */
     float aux_ratio = has_aux_ema
         ? dot[BLOOPCL_DOT_AUXEMA_MAIN] / (dot[BLOOPCL_DOT_AUXEMA_AUXEMA] + eps) : 0.0f;
 

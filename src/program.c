@@ -55,11 +55,25 @@ static bloopcl_status load_sources(bloopcl_context *ctx, const char **texts, siz
     return BLOOPCL_OK;
 }
 
-/* -cl-std=CL1.2, the per-device access pattern, then the caller's additions. */
+/* OpenCL allows float division 2.5 ulp of error unless the device can round it correctly and
+ * is asked to: ask whenever it can, so that r = <m,a>/(<m,m>+eps) is as exact as the dots. */
+static bool rounds_division_correctly(const bloopcl_context *ctx)
+{
+    cl_device_fp_config config = 0;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof config, &config, NULL) !=
+        CL_SUCCESS)
+        return false;
+    return (config & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
+}
+
+/* -cl-std=CL1.2, exact division where possible, the per-device access pattern, then the
+ * caller's additions. Never fast-math: NaN/Inf handling and the EMA's exactness depend on it. */
 static void compose_options(const bloopcl_context *ctx, const char *extra, char *options)
 {
+    const char *division = rounds_division_correctly(ctx)
+                               ? " -cl-fp32-correctly-rounded-divide-sqrt" : "";
     const char *pattern = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? " -DBLOOPCL_CONTIGUOUS" : "";
-    snprintf(options, OPTIONS_CAPACITY, "-cl-std=CL1.2%s%s%s", pattern,
+    snprintf(options, OPTIONS_CAPACITY, "-cl-std=CL1.2%s%s%s%s", division, pattern,
              (extra && extra[0]) ? " " : "", extra ? extra : "");
 }
 

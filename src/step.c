@@ -93,11 +93,14 @@ static bloopcl_status enqueue_finalize(bloopcl_combiner *comb, size_t slots)
     cl_int method = (cl_int)comb->config.method;
     cl_int skip = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
     cl_float scale = comb->config.rescale ? 1.0f / (1.0f + comb->lambda) : 1.0f;
-    bloopcl_status status = bloopcl__set_args(ctx, k, "bloopcl_finalize", 12,
+    /* 1/lambda is divided here, correctly rounded, rather than by a device that may be
+     * allowed 2.5 ulp: the dynamic barrier's cap is then the same float everywhere. */
+    cl_float cap = comb->lambda > 0.0f ? 1.0f / comb->lambda : 0.0f;
+    bloopcl_status status = bloopcl__set_args(ctx, k, "bloopcl_finalize", 13,
         BLOOPCL_ARG(comb->partials), BLOOPCL_ARG(slots_arg), BLOOPCL_ARG(mask),
         BLOOPCL_ARG(comb->scalars), BLOOPCL_ARG(comb->flags), BLOOPCL_ARG(method),
         BLOOPCL_ARG(skip), BLOOPCL_ARG(comb->w), BLOOPCL_ARG(comb->lambda),
-        BLOOPCL_ARG(comb->eps), BLOOPCL_ARG(scale),
+        BLOOPCL_ARG(comb->eps), BLOOPCL_ARG(scale), BLOOPCL_ARG(cap),
         (size_t)(BLOOPCL_NUM_DOTS * local * sizeof(float)), (const void *)NULL);
     if (status != BLOOPCL_OK)
         return status;

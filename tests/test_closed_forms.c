@@ -27,11 +27,12 @@
 static bloopcl_dot_backend backend_params[] = {BLOOPCL_DOTS_CLBLAST, BLOOPCL_DOTS_FUSED};
 
 /* One test per backend: the parameter is the dot backend. */
-#define BACKEND_TEST(name)                                                                     \
-    ParameterizedTestParameters(closed_forms, name)                                            \
-    {                                                                                          \
-        return cr_make_param_array(bloopcl_dot_backend, backend_params, COUNT(backend_params)); \
-    }                                                                                          \
+#define BACKEND_TEST(name)                                                                 \
+    ParameterizedTestParameters(closed_forms, name)                                        \
+    {                                                                                      \
+        return cr_make_param_array(bloopcl_dot_backend, backend_params,                    \
+                                   COUNT(backend_params));                                 \
+    }                                                                                      \
     ParameterizedTest(bloopcl_dot_backend *dots, closed_forms, name, .timeout = 120)
 
 static const char *backend_name(bloopcl_dot_backend dots)
@@ -284,10 +285,10 @@ BACKEND_TEST(parallel_general_removes_component_along_m)
 /* Exactly orthogonal vectors of small dyadic values: pairs (g, g) against (b, -b), so
  * <g,a> = sum (g b - g b) = 0. In every dot the device takes (m = g for w = 1, m = g/2 exactly
  * for w = 1/2 from zeros; likewise q) the terms are multiples of some 2^-k (k <= 6) whose
- * absolute sum stays below 2^(24-k), so every partial sum, in any order, is exact in float and
- * the device's <m,a> (and <q,g>) is exactly 0 as well. Then r = 0/(<m,m> + eps) = 0, a - 0 m = a and
- * d = fl(g + fl(lf a)) bit for bit, for Bloop, the dynamic barrier (0 is below the cap),
- * PCGrad (no conflict: both ratios are 0) and ratio-only ((1 - lf 0) g = g). */
+ * absolute sum stays below 2^(24-k), so every partial sum, in any order, is exact in float
+ * and the device's <m,a> (and <q,g>) is exactly 0 as well. Then r = 0/(<m,m> + eps) = 0,
+ * a - 0 m = a and d = fl(g + fl(lf a)) bit for bit, for Bloop, the dynamic barrier (0 is
+ * below the cap), PCGrad (no conflict: both ratios are 0) and ratio-only ((1 - lf 0) g = g). */
 static void orthogonal_pair(float *g, float *a, size_t n)
 {
     for (size_t k = 0; 2 * k + 1 < n; ++k) {

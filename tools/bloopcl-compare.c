@@ -1327,12 +1327,13 @@ static double direction_tolerance(const direction_model *dm, double g, double a,
     return isfinite(tol) ? tol : 0.0;   /* no finite bound: require an exact match */
 }
 
-/* A leaf of d may leave the fp32 range on the way (section 6). */
+/* A partial result of d may leave the fp32 range on the way (section 6). Every intermediate is
+ * bounded by the leaf magnitudes before the final scaling by s (s <= 1), i.e. by L / s. */
 static bool direction_may_overflow(const direction_model *dm, double g, double a, double m,
                                    double q)
 {
-    double leaves = leaf_sum(dm, g, a, m, q, dm->r_max, dm->q_max);
-    return isfinite(leaves) && leaves * (1.0 + dm->gamma_dev) >= FLT_MAX;
+    double unscaled = leaf_sum(dm, g, a, m, q, dm->r_max, dm->q_max) / dm->s;
+    return isfinite(unscaled) && unscaled * (1.0 + dm->gamma_dev) >= FLT_MAX;
 }
 
 static void note_direction_error(case_result *res, float dev, float ref, double tol)
