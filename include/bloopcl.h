@@ -157,6 +157,9 @@ typedef struct bloopcl_context_params {
     const char *device_spec;    /* NULL: read BLOOPCL_DEVICE; otherwise overrides it */
     const char *build_options;  /* appended to the kernel build options; NULL: read
                                    BLOOPCL_BUILD_OPTIONS */
+    const char *cache_dir;      /* compiled-kernel cache folder; NULL: read BLOOPCL_CACHE_DIR,
+                                   else $XDG_CACHE_HOME/bloopcl or ~/.cache/bloopcl;
+                                   "" or "off": no cache */
     bloopcl_log_fn log_fn;      /* NULL: no logging */
     void *log_user;
 } bloopcl_context_params;

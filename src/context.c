@@ -1,6 +1,7 @@
 /* context.c — a device, its in-order queue and the built kernels. The environment is read
  * here and only here (BLOOPCL_DEVICE, BLOOPCL_BUILD_OPTIONS); explicit parameters override it. */
 #include "internal.h"
+#include "program_cache.h"
 
 #include <clblast_c.h>
 
@@ -85,6 +86,8 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
                                       bloopcl_context **out)
 {
     choose_state_chunk(ctx);
+    bloopcl__cache_folder(params != NULL ? params->cache_dir : NULL, ctx->cache_folder,
+                          sizeof ctx->cache_folder);
     bloopcl_status status = choose_default_dots(ctx);
     if (status != BLOOPCL_OK)
         return fail_creation(ctx, status, out);

@@ -23,6 +23,7 @@ typedef struct bloopcl_kernels {
     size_t elementwise_groups;        /* EMA and projection kernels: fixed geometry too */
     size_t elementwise_group_size;
     size_t finalize_group_size;
+    bool from_cache;          /* the program came from the on-disk binary cache */
 } bloopcl_kernels;
 
 struct bloopcl_context {
@@ -33,6 +34,7 @@ struct bloopcl_context {
     bloopcl_kernels kernels;
     bloopcl_log_fn log_fn;
     void *log_user;
+    char cache_folder[4096];          /* "" when the binary cache is off */
     size_t state_chunk_elements;      /* largest state buffer, in floats (max alloc, < 2^30) */
     bloopcl_dot_backend default_dots; /* BLOOPCL_DOTS, or the library's choice for the device */
     bool is_error_only;       /* created only to carry a creation error */

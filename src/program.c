@@ -3,10 +3,13 @@
  * The sources are embedded in the library (the files in cl/, see tools/embed_kernels.py) and built as
  * one program with -cl-std=CL1.2 and no fast-math. BLOOPCL_KERNEL_DIR, when set, makes the
  * library read the same files from that folder instead (edit kernels without rebuilding).
+ * Built binaries go to the on-disk cache (program_cache.c) and are reused when the key
+ * (sources, options, device, driver, library version) matches.
  * A failed build returns BLOOPCL_ERR_KERNEL_BUILD with the device, the options and the
  * compiler's log in the context's last error. */
 #include "internal.h"
 #include "embedded_kernels.h"
+#include "program_cache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,25 +119,103 @@ static bloopcl_status report_build_failure(bloopcl_context *ctx, cl_program prog
     return BLOOPCL_ERR_KERNEL_BUILD;
 }
 
-static bloopcl_status create_program(bloopcl_context *ctx, cl_program *program, char *map,
-                                     size_t map_size)
-{
-    const size_t count = bloopcl_num_embedded_sources;
+/* The program's sources (embedded or from BLOOPCL_KERNEL_DIR) and their line map. */
+typedef struct program_sources {
+    size_t count;
     const char *texts[16];
     size_t lengths[16];
-    char *owned[16] = {0};
-    if (count > 16)
+    char *owned[16];
+    char map[512];
+} program_sources;
+
+static bloopcl_status gather_sources(bloopcl_context *ctx, program_sources *src)
+{
+    *src = (program_sources){.count = bloopcl_num_embedded_sources};
+    if (src->count > 16)
         return bloopcl__fail(ctx, BLOOPCL_ERR_KERNEL_BUILD, "too many kernel sources");
-    bloopcl_status status = load_sources(ctx, texts, lengths, owned);
-    if (status == BLOOPCL_OK) {
-        cl_int err;
-        describe_line_map(texts, lengths, map, map_size);
-        *program = clCreateProgramWithSource(ctx->cl_ctx, (cl_uint)count, texts, lengths, &err);
-        if (err != CL_SUCCESS)
-            status = bloopcl__fail_cl(ctx, err, "clCreateProgramWithSource", "loading kernels");
+    bloopcl_status status = load_sources(ctx, src->texts, src->lengths, src->owned);
+    if (status == BLOOPCL_OK)
+        describe_line_map(src->texts, src->lengths, src->map, sizeof src->map);
+    return status;
+}
+
+static void release_sources(program_sources *src)
+{
+    for (size_t i = 0; i < src->count; ++i)
+        free(src->owned[i]);
+}
+
+/* A program from a cached binary, built; NULL on a miss or if the driver refuses it. */
+static cl_program program_from_cache(bloopcl_context *ctx, uint64_t key, const char *options)
+{
+    size_t size = 0;
+    unsigned char *binary = bloopcl__cache_load(ctx->cache_folder, key, &size);
+    if (binary == NULL)
+        return NULL;
+    const unsigned char *binaries[1] = {binary};
+    cl_int err, binary_status;
+    cl_program program = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &size, binaries,
+                                                   &binary_status, &err);
+    free(binary);
+    if (err == CL_SUCCESS && binary_status == CL_SUCCESS &&
+        clBuildProgram(program, 1, &ctx->device, options, NULL, NULL) == CL_SUCCESS)
+        return program;
+    if (err == CL_SUCCESS)
+        clReleaseProgram(program);
+    bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "cached kernels %016llx refused by the driver; "
+                 "building from source", (unsigned long long)key);
+    return NULL;
+}
+
+/* Saves the built program's binary for the next process; failures only cost a log line. */
+static void store_in_cache(bloopcl_context *ctx, cl_program program, uint64_t key)
+{
+    size_t size = 0;
+    if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) !=
+            CL_SUCCESS || size == 0)
+        return;
+    unsigned char *binary = malloc(size);
+    unsigned char *binaries[1] = {binary};
+    bool stored = binary != NULL &&
+                  clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof binaries, binaries,
+                                   NULL) == CL_SUCCESS &&
+                  bloopcl__cache_store(ctx->cache_folder, key, binary, size);
+    free(binary);
+    bloopcl__log(ctx, stored ? BLOOPCL_LOG_INFO : BLOOPCL_LOG_WARNING,
+                 "%s compiled kernels %016llx in %s", stored ? "cached" : "could not cache",
+                 (unsigned long long)key, ctx->cache_folder);
+}
+
+static bloopcl_status program_from_source(bloopcl_context *ctx, program_sources *src,
+                                          const char *options, cl_program *program)
+{
+    cl_int err;
+    *program = clCreateProgramWithSource(ctx->cl_ctx, (cl_uint)src->count, src->texts,
+                                         src->lengths, &err);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "clCreateProgramWithSource", "loading kernels");
+    err = clBuildProgram(*program, 1, &ctx->device, options, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return report_build_failure(ctx, *program, options, err, src->map);
+    return BLOOPCL_OK;
+}
+
+/* Cached binary if there is a good one, else a source build (then cached). */
+static bloopcl_status create_program(bloopcl_context *ctx, const char *options,
+                                     cl_program *program)
+{
+    program_sources src;
+    bloopcl_status status = gather_sources(ctx, &src);
+    uint64_t key = bloopcl__cache_key(&ctx->info, src.texts, src.lengths, src.count, options);
+    bool caching = status == BLOOPCL_OK && ctx->cache_folder[0] != '\0';
+    *program = caching ? program_from_cache(ctx, key, options) : NULL;
+    ctx->kernels.from_cache = *program != NULL;
+    if (status == BLOOPCL_OK && *program == NULL) {
+        status = program_from_source(ctx, &src, options, program);
+        if (status == BLOOPCL_OK && caching)
+            store_in_cache(ctx, *program, key);
     }
-    for (size_t i = 0; i < count; ++i)
-        free(owned[i]);
+    release_sources(&src);
     return status;
 }
 
@@ -178,14 +259,9 @@ bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_op
 {
     char options[OPTIONS_CAPACITY];
     compose_options(ctx, extra_options, options);
-    char map[512];
-    bloopcl_status status = create_program(ctx, &ctx->kernels.program, map, sizeof map);
-    if (status != BLOOPCL_OK)
-        return status;
-    cl_int err = clBuildProgram(ctx->kernels.program, 1, &ctx->device, options, NULL, NULL);
-    if (err != CL_SUCCESS)
-        return report_build_failure(ctx, ctx->kernels.program, options, err, map);
-    status = create_kernel(ctx, "bloopcl_ema_update", &ctx->kernels.ema_update);
+    bloopcl_status status = create_program(ctx, options, &ctx->kernels.program);
+    if (status == BLOOPCL_OK)
+        status = create_kernel(ctx, "bloopcl_ema_update", &ctx->kernels.ema_update);
     if (status == BLOOPCL_OK)
         status = create_kernel(ctx, "bloopcl_fused_dots", &ctx->kernels.fused_dots);
     if (status == BLOOPCL_OK)
@@ -194,7 +270,8 @@ bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_op
         status = create_kernel(ctx, "bloopcl_project", &ctx->kernels.project);
     if (status == BLOOPCL_OK) {
         choose_geometry(ctx);
-        bloopcl__log(ctx, BLOOPCL_LOG_INFO, "kernels built for \"%s\" with \"%s\"",
+        bloopcl__log(ctx, BLOOPCL_LOG_INFO, "kernels %s for \"%s\" with \"%s\"",
+                     ctx->kernels.from_cache ? "loaded from the cache" : "built from source",
                      ctx->info.device_name, options);
     }
     return status;

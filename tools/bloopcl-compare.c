@@ -508,7 +508,7 @@ static const char *backend_name(bloopcl_dot_backend backend)
 
 static const size_t FULL_SIZES[] = {1,    2,    3,    63,    64,    65,      255,     256,
                                     257,  1023, 1025, 4097,  65535, 65537,   1000003, 16777217};
-static const size_t QUICK_SIZES[] = {1, 3, 64, 65, 257, 1025, 4097, 65537, 1000003};
+static const size_t QUICK_SIZES[] = {1, 2, 3, 63, 64, 65, 256, 257, 1025, 4097, 65537, 1000003};
 
 #define SMALL_LIMIT 65537u           /* every input and configuration up to here */
 #define LARGE_LIMIT ((size_t)1 << 21) /* beyond: few inputs, two steps */
@@ -877,11 +877,18 @@ typedef struct ratio_bound {
     bool underflow;     /* fp32 may not resolve the denominator from zero */
 } ratio_bound;
 
-/* |fl(N^/fl(M^ + eps)) - N/(M + eps)| for dot errors e_n, e_m and rounding unit `unit`. */
+/* The error of the computed denominator fl(M^ + eps), for a dot error e_m. */
+static double denominator_error(double d_high, double e_m, double unit)
+{
+    return e_m + unit * (d_high + e_m);
+}
+
+/* |fl(N^/fl(M^ + eps)) - N/(M + eps)| for dot errors e_n, e_m and rounding unit `unit`;
+ * INFINITY when the computed denominator may be zero. */
 static double quotient_error(double r_max, double d_low, double d_high, double e_n, double e_m,
                              double unit, double eta)
 {
-    double e_d = e_m + unit * (d_high + e_m);
+    double e_d = denominator_error(d_high, e_m, unit);
     double low = d_low - e_d;
     if (!(low > 0.0))
         return INFINITY;
@@ -903,9 +910,12 @@ static ratio_bound ratio_error(const dot_terms *num, const dot_terms *den, doubl
     double reference = quotient_error(rb.magnitude, d_low, d_high, num->reference_error,
                                       den->reference_error, U_F64, 0.0);
     rb.bound = device + reference;
-    rb.underflow = !isfinite(rb.bound) && den->reference + eps > 0.0;
+    /* fp32 cannot tell the denominator from zero, though the reference's is positive. */
+    rb.underflow = den->reference + eps > 0.0 &&
+                   !(d_low - denominator_error(d_high, den->error, U_F32) > 0.0);
     rb.overflow = dot_may_overflow(num, beta) || dot_may_overflow(den, beta) ||
-                  (isfinite(rb.magnitude) && rb.magnitude + rb.bound >= FLT_MAX);
+                  (isfinite(rb.magnitude) && isfinite(rb.bound) &&
+                   rb.magnitude + rb.bound >= FLT_MAX);
     return rb;
 }
 
@@ -926,7 +936,8 @@ enum {
 typedef struct case_result {
     double max_abs, max_rel, max_ulp;   /* over finite pairs of d */
     double r_rel;                       /* largest |r_dev - r_ref| / |r_ref| */
-    double worst;                       /* largest error / tolerance over d, r, dots */
+    double worst_d;                     /* largest error / tolerance of d */
+    double worst_r;                     /* largest error / tolerance of r and the dots */
     bool parity_ok;
     unsigned failed;                    /* FAIL_* bits */
     size_t num_details, more_details;
@@ -971,11 +982,11 @@ static void diverge(case_result *res, int step, const char *format, ...)
     va_end(args);
 }
 
-static void note_ratio(case_result *res, double error, double tolerance)
+static void note_ratio(double *worst, double error, double tolerance)
 {
     double ratio = error == 0.0 ? 0.0 : (tolerance > 0.0 ? error / tolerance : INFINITY);
-    if (ratio > res->worst || isnan(ratio))
-        res->worst = ratio;
+    if (ratio > *worst || isnan(ratio))
+        *worst = ratio;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1030,7 +1041,7 @@ static bool compare_scalar(case_result *res, unsigned what, int step, const char
     double err = finite ? fabs(device - reference) : 0.0;
     bool agree = finite ? err <= tolerance : classify(device) == classify(reference);
     if (finite && isfinite(tolerance))
-        note_ratio(res, err, tolerance);
+        note_ratio(&res->worst_r, err, tolerance);
     if (agree)
         return true;
     if (may_diverge) {
@@ -1206,12 +1217,12 @@ static void check_dots(const step_view *sv, step_scalars *sc, case_result *res)
 static const char *ratio_excuse(const ratio_bound *rb, const dot_terms *den, char *why,
                                 size_t size)
 {
-    if (rb->overflow)
-        snprintf(why, size, "expected divergence: fp32 overflow, reference %s = %.3g, "
-                 "|r| <= %.3g", den->name, den->reference, rb->magnitude);
-    else if (rb->underflow)
+    if (rb->underflow)
         snprintf(why, size, "expected divergence: fp32 underflow, reference %s + eps = %.3g "
                  "is within the fp32 error bound of zero", den->name, den->reference);
+    else if (rb->overflow)
+        snprintf(why, size, "expected divergence: fp32 overflow, reference %s = %.3g, "
+                 "|r| <= %.3g", den->name, den->reference, rb->magnitude);
     else
         why[0] = '\0';
     return why;
@@ -1346,7 +1357,7 @@ static void note_direction_error(case_result *res, float dev, float ref, double 
     double ulp = ulp_distance(dev, ref);
     if (ulp > res->max_ulp)
         res->max_ulp = ulp;
-    note_ratio(res, err, tol);
+    note_ratio(&res->worst_d, err, tol);
 }
 
 typedef struct direction_tally {
@@ -1593,19 +1604,19 @@ static void verdict_text(const case_result *res, char *text, size_t size)
 
 static void print_table_header(void)
 {
-    printf("%-15s %-24s %-7s %8s %-12s %5s %9s %9s %7s %9s %8s %-6s %s\n", "method", "options",
-           "dots", "n", "input", "steps", "max_abs", "max_rel", "max_ulp", "r_rel", "err/tol",
-           "nan", "verdict");
+    printf("%-15s %-24s %-7s %8s %-12s %5s %9s %9s %9s %9s %6s %6s %-4s %s\n", "method",
+           "options", "dots", "n", "input", "steps", "max_abs", "max_rel", "max_ulp", "r_rel",
+           "d/tol", "r/tol", "nan", "verdict");
 }
 
 static void print_table_line(const case_def *c, const case_result *res, const options *opt)
 {
     char verdict[64];
     verdict_text(res, verdict, sizeof verdict);
-    printf("%-15s %-24s %-7s %8zu %-12s %5d %9.2e %9.2e %7.0f %9.2e %8.3f %-6s %s\n",
+    printf("%-15s %-24s %-7s %8zu %-12s %5d %9.2e %9.2e %9.0f %9.2e %6.3f %6.3f %-4s %s\n",
            bloopcl_method_name(c->config->method), c->config->label, backend_name(c->backend),
            c->n, c->input->label, c->steps, res->max_abs, res->max_rel, res->max_ulp, res->r_rel,
-           res->worst, res->parity_ok ? "ok" : "BAD", verdict);
+           res->worst_d, res->worst_r, res->parity_ok ? "ok" : "BAD", verdict);
     size_t shown = opt->verbose ? res->num_details : (res->num_details < 4 ? res->num_details : 4);
     for (size_t i = 0; i < shown; ++i)
         printf("    %s\n", res->details[i]);
@@ -1658,7 +1669,9 @@ static void print_json_case(const case_def *c, const case_result *res, tally *t)
     putchar(',');
     json_number("r_rel", res->r_rel);
     putchar(',');
-    json_number("err_over_tol", res->worst);
+    json_number("d_err_over_tol", res->worst_d);
+    putchar(',');
+    json_number("r_err_over_tol", res->worst_r);
     printf(",\"nan_parity\":%s,\"passed\":%s,\"verdict\":", res->parity_ok ? "true" : "false",
            res->failed ? "false" : "true");
     json_string(verdict);
@@ -1780,7 +1793,7 @@ static void describe_device(const device_facts *f, const options *opt)
              f->denormals ? "yes" : "no (flush-to-zero differences on subnormals accepted)",
              f->tree_depth, big, fused_dot_bound(big, f), clblast_dot_bound(big, f));
     if (opt->json) {
-        printf("{\"index\":%u,\"description\":", f->info.flat_index);
+        printf("  {\"index\":%u,\"description\":", f->info.flat_index);
         json_string(text);
         printf(",\"denormals\":%s,\"cases\":[", f->denormals ? "true" : "false");
     } else {
@@ -1789,7 +1802,24 @@ static void describe_device(const device_facts *f, const options *opt)
     }
 }
 
-static bloopcl_context *open_device(const char *spec, bool *spec_error)
+static void print_device_error(const options *opt, const char *spec, bloopcl_status status,
+                               const char *message)
+{
+    char text[TEXT_SIZE];
+    snprintf(text, sizeof text, "cannot use device \"%s\": %s", spec ? spec : "(BLOOPCL_DEVICE)",
+             bloopcl_status_string(status));
+    fprintf(stderr, "%s: %s\n%s\n", program_name, text, message);
+    if (!opt->json)
+        return;
+    printf("  {\"spec\":");
+    json_string(spec ? spec : "");
+    printf(",\"error\":");
+    json_string(text);
+    printf(",\"cases\":[]}");
+}
+
+/* A context on `spec` (NULL: BLOOPCL_DEVICE); on failure says why and returns NULL. */
+static bloopcl_context *open_device(const options *opt, const char *spec, bool *spec_error)
 {
     bloopcl_context_params params;
     bloopcl_context_params_default(&params);
@@ -1799,25 +1829,32 @@ static bloopcl_context *open_device(const char *spec, bool *spec_error)
     if (status == BLOOPCL_OK)
         return ctx;
     *spec_error = status == BLOOPCL_ERR_DEVICE_SPEC || status == BLOOPCL_ERR_DEVICE_NOT_FOUND;
-    fprintf(stderr, "%s: cannot use device %s%s%s: %s\n%s\n", program_name, spec ? "\"" : "",
-            spec ? spec : "(BLOOPCL_DEVICE)", spec ? "\"" : "", bloopcl_status_string(status),
-            ctx ? bloopcl_context_last_error(ctx) : "");
+    print_device_error(opt, spec, status, ctx ? bloopcl_context_last_error(ctx) : "");
     bloopcl_context_destroy(ctx);
     return NULL;
 }
 
-static void finish_device_json(const options *opt, bool first_device_done)
+static bool run_sizes(const runner *rn, tally *t)
 {
-    (void)first_device_done;
-    if (opt->json)
+    const size_t *sizes;
+    size_t num_sizes;
+    sizes_of_run(rn->opt, &sizes, &num_sizes);
+    bool ok = true;
+    t->first_json_case = true;
+    for (size_t s = 0; s < num_sizes && ok; ++s)
+        ok = run_size(rn, sizes[s], t);
+    if (rn->opt->json)
         printf("\n  ]}");
+    if (progress_is_tty())
+        fprintf(stderr, "\r\033[K");
+    return ok;
 }
 
 /* Runs every selected case on one device. Returns an exit code for the device. */
 static int run_device(const options *opt, const char *spec, tally *t)
 {
     bool spec_error = false;
-    bloopcl_context *ctx = open_device(spec, &spec_error);
+    bloopcl_context *ctx = open_device(opt, spec, &spec_error);
     if (ctx == NULL) {
         t->failed++;
         return spec_error ? EXIT_USAGE : EXIT_RUNTIME;
@@ -1828,16 +1865,7 @@ static int run_device(const options *opt, const char *spec, tally *t)
     describe_facts(&info, &facts);
     describe_device(&facts, opt);
     runner rn = {ctx, &facts, opt};
-    const size_t *sizes;
-    size_t num_sizes;
-    sizes_of_run(opt, &sizes, &num_sizes);
-    bool ok = true;
-    t->first_json_case = true;
-    for (size_t s = 0; s < num_sizes && ok; ++s)
-        ok = run_size(&rn, sizes[s], t);
-    finish_device_json(opt, true);
-    if (progress_is_tty())
-        fprintf(stderr, "\r\033[K");
+    bool ok = run_sizes(&rn, t);
     bloopcl_context_destroy(ctx);
     return ok ? EXIT_ALL_PASSED : EXIT_RUNTIME;
 }
@@ -1880,35 +1908,59 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static void print_json_head(const options *opt)
+{
+    printf("{\"tool\":\"bloopcl-compare\",\"library\":\"%s\",\"mode\":\"%s\",\"seed\":%" PRIu64
+           ",\n \"devices\":[\n", bloopcl_version_string(), opt->quick ? "quick" : "full", opt->seed);
+}
+
+/* The device specs to check: every flat index with --all, else the one of --device or
+ * BLOOPCL_DEVICE (NULL). Returns how many; 0 if --all finds none. */
+static size_t device_specs(const options *opt, char (*specs)[24], const char **chosen,
+                           size_t capacity)
+{
+    if (!opt->all) {
+        chosen[0] = opt->device;
+        return 1;
+    }
+    size_t count = 0;
+    free(list_devices(&count));
+    count = count < capacity ? count : capacity;
+    for (size_t i = 0; i < count; ++i) {
+        snprintf(specs[i], sizeof specs[i], "%zu", i);
+        chosen[i] = specs[i];
+    }
+    return count;
+}
+
+#define MAX_DEVICES 64
+
 static int run_devices(const options *opt)
 {
-    size_t count = 0;
-    bloopcl_device_info *devices = opt->all ? list_devices(&count) : NULL;
-    if (opt->all && devices == NULL) {
+    char specs[MAX_DEVICES][24];
+    const char *chosen[MAX_DEVICES];
+    size_t count = device_specs(opt, specs, chosen, MAX_DEVICES);
+    if (count == 0) {
         fprintf(stderr, "%s: --all: no OpenCL device found\n", program_name);
         return EXIT_RUNTIME;
     }
-    tally t = {.total = count_cases(opt) * (opt->all ? count : 1)};
+    tally t = {.total = count_cases(opt) * count};
     double start = now_seconds();
     int code = EXIT_ALL_PASSED;
     if (opt->json)
-        printf("{\"tool\":\"bloopcl-compare\",\"library\":\"%s\",\"mode\":\"%s\",\"seed\":%" PRIu64
-               ",\n \"devices\":[\n", bloopcl_version_string(), opt->quick ? "quick" : "full",
-               opt->seed);
-    for (size_t i = 0; i < (opt->all ? count : 1); ++i) {
-        char spec[32];
-        snprintf(spec, sizeof spec, "%zu", i);
+        print_json_head(opt);
+    for (size_t i = 0; i < count; ++i) {
         if (opt->json && i > 0)
             printf(",\n");
-        int c = run_device(opt, opt->all ? spec : opt->device, &t);
-        if (c != EXIT_ALL_PASSED && !opt->all) {
-            free(devices);
-            return c;
-        }
-        code = c != EXIT_ALL_PASSED ? c : code;
+        int device_code = run_device(opt, chosen[i], &t);
+        if (device_code != EXIT_ALL_PASSED && !opt->all && !opt->json)
+            return device_code;   /* no table to close: just the message */
+        if (device_code != EXIT_ALL_PASSED)
+            code = device_code;
     }
-    free(devices);
     print_summary(&t, opt, now_seconds() - start);
+    if (code == EXIT_USAGE && !opt->all)
+        return code;
     return t.failed > 0 ? EXIT_SOME_FAILED : code;
 }
 
