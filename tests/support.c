@@ -7,12 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-bloopcl_context *support_context(void)
+void support_context_skip_without_device(void)
 {
     size_t count = 0;
     cr_assert_eq(bloopcl_list_devices(NULL, 0, &count), BLOOPCL_OK);
     if (count == 0)
         cr_skip_test("no OpenCL device on this machine");
+}
+
+bloopcl_context *support_context(void)
+{
+    support_context_skip_without_device();
     bloopcl_context *ctx = NULL;
     bloopcl_status status = bloopcl_context_create(NULL, &ctx);
     cr_assert_eq(status, BLOOPCL_OK, "context: %s", bloopcl_context_last_error(ctx));

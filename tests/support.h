@@ -10,6 +10,9 @@
  * OpenCL device at all; any other failure fails the test with the library's message. */
 bloopcl_context *support_context(void);
 
+/* Skips the test when the machine has no OpenCL device (CI always has PoCL). */
+void support_context_skip_without_device(void);
+
 /* Host buffers (abort the test on allocation failure). */
 float *support_alloc(size_t n);
 
