@@ -165,7 +165,7 @@ static char *replace_once(const char *text, const char *from, const char *to, co
  * replaced by `to` in `file` (no change when file is NULL). */
 static char *kernel_copy(const char *file, const char *from, const char *to)
 {
-    char source_dir[PATH_SIZE], path[PATH_SIZE];
+    char source_dir[PATH_SIZE], path[2 * PATH_SIZE];
     snprintf(source_dir, sizeof source_dir, "%s/cl", source_root());
     DIR *handle = opendir(source_dir);
     cr_assert_not_null(handle, "cannot read %s", source_dir);
