@@ -4,17 +4,70 @@
  * particular) are bit-identical to the CPU reference, which is compiled the same way. */
 #pragma OPENCL FP_CONTRACT OFF
 
-/* m' = m + w (g - m). w = 1 means "no EMA": m' = g exactly, whatever m held before. */
-float bloopcl_ema(float m, float g, float w)
-{
-    return (w == 1.0f) ? g : m + w * (g - m);
-}
+/* Element loops run over vectors of BLOOPCL_VECTOR floats (a build option). On CPUs it is 16
+ * (one AVX-512 register, two AVX ones: enough independent lanes to hide the latency of the
+ * Kahan chains): each work-item streams one contiguous chunk with vector loads, which is what
+ * a CPU core does best. On GPUs it is 1: the lanes are the work-items themselves, and neighbouring
+ * work-items read neighbouring elements (coalesced). floatv is the vector type; the _v
+ * functions below work on it, the plain ones on single floats (chunk tails). */
+#ifndef BLOOPCL_VECTOR
+#define BLOOPCL_VECTOR 1
+#endif
+#if BLOOPCL_VECTOR == 1
+typedef float floatv;
+#define BLOOPCL_LOADV(p, i) ((p)[i])
+#define BLOOPCL_STOREV(v, p, i) ((p)[i] = (v))
+#define BLOOPCL_LANE_SUM(v) (v)
+#elif BLOOPCL_VECTOR == 8
+typedef float8 floatv;
+#define BLOOPCL_LOADV(p, i) vload8(0, (p) + (i))
+#define BLOOPCL_STOREV(v, p, i) vstore8((v), 0, (p) + (i))
+/* pairwise, in a fixed order */
+#define BLOOPCL_LANE_SUM(v) ((((v).s0 + (v).s1) + ((v).s2 + (v).s3)) + \
+                             (((v).s4 + (v).s5) + ((v).s6 + (v).s7)))
+#elif BLOOPCL_VECTOR == 16
+typedef float16 floatv;
+#define BLOOPCL_LOADV(p, i) vload16(0, (p) + (i))
+#define BLOOPCL_STOREV(v, p, i) vstore16((v), 0, (p) + (i))
+#define BLOOPCL_LANE_SUM(v) (BLOOPCL_LANE_SUM8((v).lo) + BLOOPCL_LANE_SUM8((v).hi))
+#define BLOOPCL_LANE_SUM8(v) ((((v).s0 + (v).s1) + ((v).s2 + (v).s3)) + \
+                              (((v).s4 + (v).s5) + ((v).s6 + (v).s7)))
+#else
+#error "BLOOPCL_VECTOR must be 1, 8 or 16"
+#endif
+#define BLOOPCL_LOAD1(p, i) ((p)[i])
+#define BLOOPCL_STORE1(v, p, i) ((p)[i] = (v))
 
-/* min(x, 0) that propagates NaN like jnp.minimum (fmin would drop it). */
-float bloopcl_min_zero(float x)
-{
-    return (x > 0.0f) ? 0.0f : x;
-}
+/* Element-wise rules, written once and instantiated for float and floatv:
+ *   ema       m' = m + w (g - m); w = 1 means "no EMA": m' = g exactly, whatever m held
+ *   min_zero  min(x, 0), propagating NaN like jnp.minimum (fmin would drop it)
+ *   probe     g*0 + a*0: 0 for finite g and a, NaN as soon as either is NaN or infinite;
+ *             summed over a chunk it flags non-finite inputs without a branch per element
+ *   kahan_add sum + x with the lost low part carried in *carry; once the sum is infinite or
+ *             NaN there is no low part (Inf - Inf would turn a correct Inf into NaN), so the
+ *             carry is dropped and IEEE arithmetic decides, as in the double reference */
+#define BLOOPCL_DEFINE_ELEMENTWISE(T, SFX)                                                     \
+    T bloopcl_ema##SFX(T m, T g, float w)                                                    \
+    {                                                                                          \
+        return (w == 1.0f) ? g : m + w * (g - m);                                              \
+    }                                                                                          \
+    T bloopcl_probe##SFX(T g, T a)                                                           \
+    {                                                                                          \
+        return g * 0.0f + a * 0.0f;                                                            \
+    }                                                                                          \
+    T bloopcl_min_zero##SFX(T x)                                                             \
+    {                                                                                          \
+        return select(x, (T)(0.0f), x > (T)(0.0f));                                            \
+    }                                                                                          \
+    void bloopcl_kahan_add##SFX(T *sum, T *carry, T x)                                       \
+    {                                                                                          \
+        T y = x - *carry;                                                                      \
+        T t = *sum + y;                                                                        \
+        *carry = select((T)(0.0f), (t - *sum) - y, isfinite(t));                               \
+        *sum = t;                                                                              \
+    }
+BLOOPCL_DEFINE_ELEMENTWISE(float, )
+BLOOPCL_DEFINE_ELEMENTWISE(floatv, _v)
 
 /* min(x, cap) that propagates NaN in x. */
 float bloopcl_min_cap(float x, float cap)
@@ -22,13 +75,12 @@ float bloopcl_min_cap(float x, float cap)
     return (x > cap) ? cap : x;
 }
 
-/* How a kernel's work-items share the `count` elements of a piece. The launch geometry is fixed
- * per device (never per n), so every reduction happens in the same order on every run.
- *  BLOOPCL_CONTIGUOUS (CPU devices): each work-group owns one contiguous block (one core
- *    streams through its own memory) and its work-items step through the block by the local
- *    size, so consecutive lanes read consecutive elements and the vectoriser emits vector loads;
- *  otherwise (GPUs): a grid-stride loop, so neighbouring work-items read neighbouring elements
- *    (coalesced). */
+/* The elements [begin, end) a work-item owns, visited begin, begin + step, ... The launch
+ * geometry is fixed per device (never per n), so every reduction happens in the same order on
+ * every run.
+ *  BLOOPCL_CONTIGUOUS (CPUs): one contiguous chunk per work-item, a multiple of the vector
+ *    width long, walked with step BLOOPCL_VECTOR;
+ *  otherwise (GPUs): a grid-stride loop over single elements. */
 typedef struct bloopcl_range {
     size_t begin, end, step;
 } bloopcl_range;
@@ -37,31 +89,18 @@ bloopcl_range bloopcl_my_range(size_t count)
 {
     bloopcl_range r;
 #ifdef BLOOPCL_CONTIGUOUS
-    size_t width = get_local_size(0);
-    size_t groups = get_num_groups(0);
-    size_t block = (count + groups - 1) / groups;
-    block = (block + width - 1) / width * width;
-    size_t first = get_group_id(0) * block;
-    r.begin = first + get_local_id(0);
-    r.end = min(count, first + block);
-    r.step = width;
+    size_t items = get_global_size(0);
+    size_t chunk = (count + items - 1) / items;
+    chunk = (chunk + BLOOPCL_VECTOR - 1) / BLOOPCL_VECTOR * BLOOPCL_VECTOR;
+    r.begin = min(count, get_global_id(0) * chunk);
+    r.end = min(count, r.begin + chunk);
+    r.step = BLOOPCL_VECTOR;
 #else
     r.begin = get_global_id(0);
     r.end = count;
     r.step = get_global_size(0);
 #endif
     return r;
-}
-
-/* Kahan-compensated accumulation: sum + x with the lost low part carried in *carry. Once the
- * sum is infinite or NaN there is no low part (Inf - Inf would turn a correct Inf into NaN),
- * so the carry is dropped and IEEE arithmetic decides, as in the double reference. */
-void bloopcl_kahan_add(float *sum, float *carry, float x)
-{
-    float y = x - *carry;
-    float t = *sum + y;
-    *carry = isfinite(t) ? (t - *sum) - y : 0.0f;
-    *sum = t;
 }
 
 /* Tree reduction of BLOOPCL_NUM_DOTS rows of `scratch` (row k holds one value per work-item);

@@ -1,7 +1,29 @@
 /* ema.cl - pass 1 of the CLBlast backend: write the updated EMA(s) into the "next" buffers, so
- * that CLBlast can take their dot products, and flag non-finite inputs. Work-items loop over
- * element ranges (see bloopcl_my_range). The state is double-buffered: m_cur is never written,
- * so a rejected step can be undone by the projection kernel. */
+ * that CLBlast can take their dot products, and flag non-finite inputs. The state is
+ * double-buffered: m_cur is never written, so a rejected step can be undone by the projection
+ * kernel. */
+
+/* One element (T = float) or one vector (T = floatv) at index i; adds the non-finite probe
+ * of g and a to *probe (when checked). */
+#define BLOOPCL_DEFINE_EMA_AT(T, SFX, LOAD, STORE)                                             \
+    void bloopcl_ema_at##SFX(global const float *g, global const float *a,                     \
+                            global const float *m_cur, global float *m_next,                  \
+                            global const float *q_cur, global float *q_next, size_t i,        \
+                            float w, int has_ema, int has_aux_ema, int check,       \
+                            T *probe)                                                          \
+    {                                                                                          \
+        T gi = LOAD(g, i);                                                                     \
+        T ai = (has_aux_ema || check) ? LOAD(a, i) : (T)(0.0f);                                \
+        if (check)                                                                             \
+            *probe += bloopcl_probe##SFX(gi, ai);                                              \
+        if (has_ema)                                                                           \
+            STORE(bloopcl_ema##SFX(LOAD(m_cur, i), gi, w), m_next, i);                           \
+        if (has_aux_ema)                                                                       \
+            STORE(bloopcl_ema##SFX(LOAD(q_cur, i), ai, w), q_next, i);                           \
+    }
+BLOOPCL_DEFINE_EMA_AT(floatv, _v, BLOOPCL_LOADV, BLOOPCL_STOREV)
+BLOOPCL_DEFINE_EMA_AT(float, , BLOOPCL_LOAD1, BLOOPCL_STORE1)
+
 kernel void bloopcl_ema_update(global const float *g, ulong g_off,
                                global const float *a, ulong a_off,
                                global const float *m_cur, global float *m_next,
@@ -12,18 +34,19 @@ kernel void bloopcl_ema_update(global const float *g, ulong g_off,
 {
     /* Before a first-gradient initialisation the EMA takes g whole (w = 1). */
     float w_step = flags[BLOOPCL_FLAG_INITIALIZED] ? w : 1.0f;
-    int bad = 0;
-    bloopcl_range range = bloopcl_my_range((size_t)count);
-    for (size_t i = range.begin; i < range.end; i += range.step) {
-        float gi = g[g_off + i];
-        float ai = (has_aux_ema || check_finite) ? a[a_off + i] : 0.0f;
-        if (check_finite && !(isfinite(gi) && isfinite(ai)))
-            bad = 1;
-        if (has_ema)
-            m_next[s_off + i] = bloopcl_ema(m_cur[s_off + i], gi, w_step);
-        if (has_aux_ema)
-            q_next[s_off + i] = bloopcl_ema(q_cur[s_off + i], ai, w_step);
-    }
-    if (bad)
+    global const float *gp = g + g_off, *ap = a + a_off;
+    global const float *mc = m_cur + s_off, *qc = q_cur + s_off;
+    global float *mn = m_next + s_off, *qn = q_next + s_off;
+    floatv probe_v = (floatv)(0.0f);
+    float probe = 0.0f;
+    bloopcl_range r = bloopcl_my_range((size_t)count);
+    size_t i = r.begin;
+    for (; i + BLOOPCL_VECTOR <= r.end; i += r.step)
+        bloopcl_ema_at_v(gp, ap, mc, mn, qc, qn, i, w_step, has_ema, has_aux_ema, check_finite,
+                         &probe_v);
+    for (; i < r.end; ++i)
+        bloopcl_ema_at(gp, ap, mc, mn, qc, qn, i, w_step, has_ema, has_aux_ema, check_finite,
+                       &probe);
+    if (isnan(BLOOPCL_LANE_SUM(probe_v) + probe))
         flags[BLOOPCL_FLAG_NONFINITE] = 1;  /* every writer stores the same value: no race */
 }

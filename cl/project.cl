@@ -1,5 +1,5 @@
-/* project.cl - pass 2: write the direction d and commit (or undo) the state. Work-items loop
- * over element ranges (bloopcl_my_range); the scalars come from the finalize kernel.
+/* project.cl - pass 2: write the direction d and commit (or undo) the state; the scalars come
+ * from the finalize kernel.
  *
  *   BLOOP, DYNAMIC_BARRIER   d = s (g + lambda (a - r m'))
  *   ratio-only               d = s ((1 - lambda r) g + lambda a)
@@ -10,30 +10,53 @@
  * or are recomputed here from m_cur exactly as pass 1 computed them (fused backend). A rejected
  * step writes d = 0 and copies m_cur into m_next, so the state after the host's buffer flip is
  * exactly the state before the step. g and a are read before d is written, so d may alias them. */
-/* d for one element, given m' and q' (see the table above). */
-float bloopcl_direction(int method, int ratio_only, float lambda, float s, float r, float r_q,
-                        float gi, float ai, float mi, float qi)
-{
-    if (method == BLOOPCL_KERNEL_MIXED)
-        return s * (gi + lambda * ai);
-    if (method == BLOOPCL_KERNEL_PCGRAD)
-        return s * ((gi - bloopcl_min_zero(r_q) * qi) + lambda * (ai - bloopcl_min_zero(r) * mi));
-    if (ratio_only)
-        return s * ((1.0f - lambda * r) * gi + lambda * ai);
-    return s * (gi + lambda * (ai - r * mi));
-}
 
-/* A rejected step: d = 0 and the spare state buffers get the current state back. */
-void bloopcl_undo(global float *d, global const float *m_cur, global float *m_next,
-                  global const float *q_cur, global float *q_next, size_t di, size_t si,
-                  int has_ema, int has_aux_ema)
-{
-    d[di] = 0.0f;
-    if (has_ema)
-        m_next[si] = m_cur[si];
-    if (has_aux_ema)
-        q_next[si] = q_cur[si];
-}
+typedef struct bloopcl_step_scalars {
+    int method, ratio_only, has_ema, has_aux_ema, recompute_ema, accepted;
+    float lambda, s, r, r_q, w;
+} bloopcl_step_scalars;
+
+/* One element (T = float) or one vector (T = floatv) at index i. */
+#define BLOOPCL_DEFINE_PROJECT_AT(T, SFX, LOAD, STORE)                                         \
+    void bloopcl_project_at##SFX(global const float *g, global const float *a, global float *d,\
+                                 global const float *m_cur, global float *m_next,             \
+                                 global const float *q_cur, global float *q_next, size_t i,   \
+                                 const bloopcl_step_scalars *k)                                \
+    {                                                                                          \
+        if (!k->accepted) {                                                                    \
+            STORE((T)(0.0f), d, i);                                                            \
+            if (k->has_ema)                                                                    \
+                STORE(LOAD(m_cur, i), m_next, i);                                              \
+            if (k->has_aux_ema)                                                                \
+                STORE(LOAD(q_cur, i), q_next, i);                                              \
+            return;                                                                            \
+        }                                                                                      \
+        T gi = LOAD(g, i), ai = LOAD(a, i), mi = (T)(0.0f), qi = (T)(0.0f), di;               \
+        if (k->has_ema) {                                                                      \
+            mi = k->recompute_ema ? bloopcl_ema##SFX(LOAD(m_cur, i), gi, k->w)                 \
+                                  : LOAD(m_next, i);                                           \
+            if (k->recompute_ema)                                                              \
+                STORE(mi, m_next, i);                                                          \
+        }                                                                                      \
+        if (k->has_aux_ema) {                                                                  \
+            qi = k->recompute_ema ? bloopcl_ema##SFX(LOAD(q_cur, i), ai, k->w)                 \
+                                  : LOAD(q_next, i);                                           \
+            if (k->recompute_ema)                                                              \
+                STORE(qi, q_next, i);                                                          \
+        }                                                                                      \
+        if (k->method == BLOOPCL_KERNEL_MIXED)                                                 \
+            di = k->s * (gi + k->lambda * ai);                                                 \
+        else if (k->method == BLOOPCL_KERNEL_PCGRAD)                                           \
+            di = k->s * ((gi - bloopcl_min_zero(k->r_q) * qi) +                                \
+                         k->lambda * (ai - bloopcl_min_zero(k->r) * mi));                      \
+        else if (k->ratio_only)                                                                \
+            di = k->s * ((1.0f - k->lambda * k->r) * gi + k->lambda * ai);                     \
+        else                                                                                   \
+            di = k->s * (gi + k->lambda * (ai - k->r * mi));                                   \
+        STORE(di, d, i);                                                                       \
+    }
+BLOOPCL_DEFINE_PROJECT_AT(floatv, _v, BLOOPCL_LOADV, BLOOPCL_STOREV)
+BLOOPCL_DEFINE_PROJECT_AT(float, , BLOOPCL_LOAD1, BLOOPCL_STORE1)
 
 kernel void bloopcl_project(global const float *g, ulong g_off,
                             global const float *a, ulong a_off,
@@ -45,32 +68,17 @@ kernel void bloopcl_project(global const float *g, ulong g_off,
                             int recompute_ema, float lambda,
                             global const float *scalars, global const int *flags)
 {
-    int accepted = flags[BLOOPCL_FLAG_ACCEPTED];
-    float w_step = scalars[BLOOPCL_SCALAR_EMA_WEIGHT];
-    float s = scalars[BLOOPCL_SCALAR_SCALE];
-    float r = scalars[BLOOPCL_SCALAR_RATIO];
-    float r_q = scalars[BLOOPCL_SCALAR_AUX_RATIO];
-    bloopcl_range range = bloopcl_my_range((size_t)count);
-    for (size_t i = range.begin; i < range.end; i += range.step) {
-        size_t si = (size_t)s_off + i;
-        if (!accepted) {
-            bloopcl_undo(d, m_cur, m_next, q_cur, q_next, (size_t)d_off + i, si, has_ema,
-                         has_aux_ema);
-            continue;
-        }
-        float gi = g[g_off + i];
-        float ai = a[a_off + i];
-        float mi = 0.0f, qi = 0.0f;
-        if (has_ema) {
-            mi = recompute_ema ? bloopcl_ema(m_cur[si], gi, w_step) : m_next[si];
-            if (recompute_ema)
-                m_next[si] = mi;
-        }
-        if (has_aux_ema) {
-            qi = recompute_ema ? bloopcl_ema(q_cur[si], ai, w_step) : q_next[si];
-            if (recompute_ema)
-                q_next[si] = qi;
-        }
-        d[d_off + i] = bloopcl_direction(method, ratio_only, lambda, s, r, r_q, gi, ai, mi, qi);
-    }
+    bloopcl_step_scalars k = {
+        method, ratio_only, has_ema, has_aux_ema, recompute_ema,
+        flags[BLOOPCL_FLAG_ACCEPTED], lambda, scalars[BLOOPCL_SCALAR_SCALE],
+        scalars[BLOOPCL_SCALAR_RATIO], scalars[BLOOPCL_SCALAR_AUX_RATIO],
+        scalars[BLOOPCL_SCALAR_EMA_WEIGHT]};
+    global const float *gp = g + g_off, *ap = a + a_off, *mc = m_cur + s_off, *qc = q_cur + s_off;
+    global float *dp = d + d_off, *mn = m_next + s_off, *qn = q_next + s_off;
+    bloopcl_range r = bloopcl_my_range((size_t)count);
+    size_t i = r.begin;
+    for (; i + BLOOPCL_VECTOR <= r.end; i += r.step)
+        bloopcl_project_at_v(gp, ap, dp, mc, mn, qc, qn, i, &k);
+    for (; i < r.end; ++i)
+        bloopcl_project_at(gp, ap, dp, mc, mn, qc, qn, i, &k);
 }

@@ -251,7 +251,8 @@ typedef enum bloopcl_nonfinite_policy {
 
 /** How the global dot products are computed. Both agree with the CPU reference. */
 typedef enum bloopcl_dot_backend {
-    BLOOPCL_DOTS_AUTO = 0,     /* BLOOPCL_DOTS env variable if set, else the library's choice */
+    BLOOPCL_DOTS_AUTO = 0,     /* BLOOPCL_DOTS env variable if set, else FUSED on CPU devices
+                                  and CLBLAST elsewhere */
     BLOOPCL_DOTS_CLBLAST = 1,  /* EMA kernel, CLBlastSdot per segment, projection kernel */
     BLOOPCL_DOTS_FUSED = 2     /* pass 1: EMA + all dots in one kernel; pass 2: projection */
 } bloopcl_dot_backend;

@@ -69,13 +69,15 @@ static bool rounds_division_correctly(const bloopcl_context *ctx)
     return (config & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
 }
 
-/* -cl-std=CL1.2, exact division where possible, the per-device access pattern, then the
- * caller's additions. Never fast-math: NaN/Inf handling and the EMA's exactness depend on it. */
+/* -cl-std=CL1.2, exact division where possible, the per-device access pattern (CPUs: a
+ * contiguous chunk of float16 vectors per work-item; GPUs: one element per work-item, grid
+ * stride), then the caller's additions. Never fast-math: NaN/Inf handling and the EMA's exactness depend on it. */
 static void compose_options(const bloopcl_context *ctx, const char *extra, char *options)
 {
     const char *division = rounds_division_correctly(ctx)
                                ? " -cl-fp32-correctly-rounded-divide-sqrt" : "";
-    const char *pattern = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? " -DBLOOPCL_CONTIGUOUS" : "";
+    const char *pattern = (ctx->info.type & CL_DEVICE_TYPE_CPU)
+                              ? " -DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=16" : " -DBLOOPCL_VECTOR=1";
     snprintf(options, OPTIONS_CAPACITY, "-cl-std=CL1.2%s%s%s%s", division, pattern,
              (extra && extra[0]) ? " " : "", extra ? extra : "");
 }
@@ -248,8 +250,10 @@ static void choose_geometry(bloopcl_context *ctx)
     size_t limit = kernel_max < device_max ? kernel_max : device_max;
     bool cpu = (ctx->info.type & CL_DEVICE_TYPE_CPU) != 0;
     size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
-    k->fused_group_size = largest_power_of_two_at_most(limit < 256 ? limit : (cpu ? 16 : 256));
-    k->fused_groups = cpu ? units * 4 : units * 8;
+    /* CPUs: work-items are independent streams over contiguous chunks, a few per core for
+     * balance; GPUs: enough resident work-groups of 256 to hide memory latency. */
+    k->fused_group_size = cpu ? 1 : largest_power_of_two_at_most(limit < 256 ? limit : 256);
+    k->fused_groups = units * 8;
     k->finalize_group_size = largest_power_of_two_at_most(limit < 64 ? limit : 64);
     k->elementwise_group_size = k->fused_group_size;
     k->elementwise_groups = k->fused_groups;

@@ -242,7 +242,7 @@ Test(compare_tool, unperturbed_kernel_copy_passes, .timeout = 300)
 Test(compare_tool, catches_perturbed_projection, .timeout = 300)
 {
     require_device();
-    char *dir = kernel_copy("project.cl", "(ai - r * mi)", "(ai - r * 1.0001f * mi)");
+    char *dir = kernel_copy("project.cl", "(ai - k->r * mi)", "(ai - k->r * 1.0001f * mi)");
     expect_caught("--sizes 1000 --filter parallel", dir, "d differs");
 }
 

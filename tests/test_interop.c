@@ -760,3 +760,34 @@ Test(interop, log_callback_and_silence)
               "no log message names the device \"%s\": %s", device.device_name, log.text);
     cr_expect(strstr(log.text, BLOOPCL_VERSION_STRING) != NULL, "log: %s", log.text);
 }
+
+/* BLOOPCL_DOTS_AUTO resolves at creation: BLOOPCL_DOTS when set, else fused on CPU devices
+ * (where bloopcl-bench measures CLBlast's Sdot 10-60x slower) and CLBlast elsewhere. */
+static bloopcl_dot_backend resolved_backend(void)
+{
+    bloopcl_context *ctx = support_context();
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
+    bloopcl_combiner *comb = NULL;
+    cr_assert_eq(bloopcl_combiner_create(ctx, &config, 16, &comb), BLOOPCL_OK);
+    bloopcl_config resolved;
+    cr_assert_eq(bloopcl_combiner_config(comb, &resolved), BLOOPCL_OK);
+    bloopcl_device_info info;
+    cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+    if (getenv("BLOOPCL_DOTS") == NULL)
+        cr_expect_eq(resolved.dots, (info.type & CL_DEVICE_TYPE_CPU) ? BLOOPCL_DOTS_FUSED
+                                                                     : BLOOPCL_DOTS_CLBLAST);
+    return resolved.dots;
+}
+
+Test(interop, auto_backend_follows_device_type_and_environment)
+{
+    unsetenv("BLOOPCL_DOTS");
+    cr_expect_neq(resolved_backend(), BLOOPCL_DOTS_AUTO);
+    cr_assert_eq(setenv("BLOOPCL_DOTS", "clblast", 1), 0);
+    cr_expect_eq(resolved_backend(), BLOOPCL_DOTS_CLBLAST);
+    cr_assert_eq(setenv("BLOOPCL_DOTS", "fused", 1), 0);
+    cr_expect_eq(resolved_backend(), BLOOPCL_DOTS_FUSED);
+}

@@ -63,17 +63,33 @@ static double median(double *values, int count)
 
 /* ---- the triad reference ---------------------------------------------------------------- */
 
+/* The triad in the shape bloopcl's own kernels take on the device (the same build options):
+ * contiguous float8 chunks per work-item on CPUs, one element per work-item on GPUs. Judging
+ * a step against a badly shaped triad would flatter it. */
 static const char *triad_source =
     "kernel void triad(global float *x, global const float *y, global const float *z,\n"
     "                  float s, ulong n)\n"
     "{\n"
+    "#ifdef CONTIGUOUS\n"
+    "    size_t items = get_global_size(0);\n"
+    "    size_t chunk = ((n + items - 1) / items + 7) / 8 * 8;\n"
+    "    size_t begin = min((size_t)n, get_global_id(0) * chunk);\n"
+    "    size_t end = min((size_t)n, begin + chunk), i = begin;\n"
+    "    for (; i + 8 <= end; i += 8)\n"
+    "        vstore8(vload8(0, y + i) + s * vload8(0, z + i), 0, x + i);\n"
+    "    for (; i < end; ++i)\n"
+    "        x[i] = y[i] + s * z[i];\n"
+    "#else\n"
     "    size_t i = get_global_id(0);\n"
     "    if (i < n) x[i] = y[i] + s * z[i];\n"
+    "#endif\n"
     "}\n";
 
 typedef struct triad {
     cl_program program;
     cl_kernel kernel;
+    bool cpu;
+    size_t items;  /* CPUs: work-items (each one contiguous chunk) */
 } triad;
 
 static int build_triad(bloopcl_context *ctx, triad *t)
@@ -83,20 +99,21 @@ static int build_triad(bloopcl_context *ctx, triad *t)
     bloopcl_device_info info;
     bloopcl_context_device_info(ctx, &info);
     device = info.device;
+    t->cpu = (info.type & CL_DEVICE_TYPE_CPU) != 0;
+    t->items = (size_t)info.compute_units * 8;
     t->program = clCreateProgramWithSource(bloopcl_context_cl_context(ctx), 1, &triad_source,
                                            NULL, &err);
     if (err == CL_SUCCESS)
-        err = clBuildProgram(t->program, 1, &device, "-cl-std=CL1.2", NULL, NULL);
+        err = clBuildProgram(t->program, 1, &device,
+                             t->cpu ? "-cl-std=CL1.2 -DCONTIGUOUS" : "-cl-std=CL1.2", NULL, NULL);
     if (err == CL_SUCCESS)
         t->kernel = clCreateKernel(t->program, "triad", &err);
     return err == CL_SUCCESS ? 0 : -1;
 }
 
-/* Median seconds of x = y + s z over n elements (the device's streaming bandwidth). */
-static double time_triad(bloopcl_context *ctx, const triad *t, cl_mem x, cl_mem y, cl_mem z,
-                         size_t n, int reps)
+/* Binds x = y + s z over n elements to the triad kernel. */
+static void bind_triad(const triad *t, cl_mem x, cl_mem y, cl_mem z, size_t n)
 {
-    cl_command_queue queue = bloopcl_context_queue(ctx);
     float s = 0.5f;
     cl_ulong count = n;
     clSetKernelArg(t->kernel, 0, sizeof x, &x);
@@ -104,18 +121,18 @@ static double time_triad(bloopcl_context *ctx, const triad *t, cl_mem x, cl_mem 
     clSetKernelArg(t->kernel, 2, sizeof z, &z);
     clSetKernelArg(t->kernel, 3, sizeof s, &s);
     clSetKernelArg(t->kernel, 4, sizeof count, &count);
-    size_t local = 256, global = (n + local - 1) / local * local;
-    double *times = malloc((size_t)reps * sizeof *times);
-    for (int r = -2; r < reps; ++r) {
-        double start = now_seconds();
-        clEnqueueNDRangeKernel(queue, t->kernel, 1, NULL, &global, &local, 0, NULL, NULL);
-        clFinish(queue);
-        if (r >= 0)
-            times[r] = now_seconds() - start;
-    }
-    double result = median(times, reps);
-    free(times);
-    return result;
+}
+
+/* Seconds of one triad over n elements, launch and wait included (as for a step). */
+static double run_triad(bloopcl_context *ctx, const triad *t, size_t n)
+{
+    cl_command_queue queue = bloopcl_context_queue(ctx);
+    size_t local = t->cpu ? 1 : 256;
+    size_t global = t->cpu ? t->items : (n + local - 1) / local * local;
+    double start = now_seconds();
+    clEnqueueNDRangeKernel(queue, t->kernel, 1, NULL, &global, &local, 0, NULL, NULL);
+    clFinish(queue);
+    return now_seconds() - start;
 }
 
 /* ---- steps -------------------------------------------------------------------------------- */
@@ -155,8 +172,11 @@ static void backend_traffic(bloopcl_method method, bloopcl_dot_backend dots, dou
     }
 }
 
-static int time_steps(bloopcl_context *ctx, bloopcl_method method, bloopcl_dot_backend dots,
-                      cl_mem g, cl_mem a, cl_mem d, size_t n, int reps, double *seconds)
+/* Times steps and triads alternately, so that both see the same machine (a shared host's
+ * bandwidth drifts): medians of each go to *step_seconds and *triad_seconds. */
+static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method method,
+                      bloopcl_dot_backend dots, cl_mem g, cl_mem a, cl_mem d, cl_mem scratch,
+                      size_t n, int reps, double *step_seconds, double *triad_seconds)
 {
     bloopcl_config config;
     bloopcl_config_default(&config, method);
@@ -164,18 +184,24 @@ static int time_steps(bloopcl_context *ctx, bloopcl_method method, bloopcl_dot_b
     bloopcl_combiner *comb = NULL;
     if (bloopcl_combiner_create(ctx, &config, n, &comb) != BLOOPCL_OK)
         return -1;
-    double *times = malloc((size_t)reps * sizeof *times);
-    int status = 0;
-    for (int r = -2; r < reps && status == 0; ++r) {
+    bind_triad(t, scratch, g, a, n);
+    double *steps = malloc((size_t)reps * sizeof *steps);
+    double *triads = malloc((size_t)reps * sizeof *triads);
+    int status = steps && triads ? 0 : -1;
+    for (int r = -10; r < reps && status == 0; ++r) {  /* warm-up: pages, caches, clocks */
         double start = now_seconds();
         status = bloopcl_step_buffers(comb, g, a, d) == BLOOPCL_OK ? 0 : -1;
         bloopcl_context_finish(ctx);
+        double step = now_seconds() - start, triad_time = run_triad(ctx, t, n);
         if (r >= 0)
-            times[r] = now_seconds() - start;
+            steps[r] = step, triads[r] = triad_time;
     }
-    if (status == 0)
-        *seconds = median(times, reps);
-    free(times);
+    if (status == 0) {
+        *step_seconds = median(steps, reps);
+        *triad_seconds = median(triads, reps);
+    }
+    free(steps);
+    free(triads);
     bloopcl_combiner_destroy(comb);
     return status;
 }
@@ -203,19 +229,19 @@ static cl_mem random_buffer(bloopcl_context *ctx, size_t n, uint64_t seed)
 
 static void print_header(void)
 {
-    printf("%-16s %-8s %10s %12s %9s %9s %9s %8s %8s\n", "method", "backend", "n", "step",
-           "model", "moved", "triad", "model/", "launch");
-    printf("%-16s %-8s %10s %12s %9s %9s %9s %8s %8s\n", "", "", "", "(median)", "GB/s",
-           "GB/s", "GB/s", "triad", "/step");
+    printf("%-16s %-8s %10s %12s %9s %9s %9s %8s %8s %7s\n", "method", "backend", "n", "step",
+           "model", "moved", "triad", "moved/", "model/", "kernels");
+    printf("%-16s %-8s %10s %12s %9s %9s %9s %8s %8s %7s\n", "", "", "", "(median)", "GB/s",
+           "GB/s", "GB/s", "triad", "triad", "/step");
 }
 
 static void print_row(const measurement *m)
 {
     double model_gbs = m->model_bytes * (double)m->n / m->step_seconds / 1e9;
     double moved_gbs = m->moved_bytes * (double)m->n / m->step_seconds / 1e9;
-    printf("%-16s %-8s %10zu %9.1f us %9.2f %9.2f %9.2f %8.3f %8d\n", m->method, m->backend, m->n,
-           m->step_seconds * 1e6, model_gbs, moved_gbs, m->triad_gbs, model_gbs / m->triad_gbs,
-           m->launches);
+    printf("%-16s %-8s %10zu %9.1f us %9.2f %9.2f %9.2f %8.3f %8.3f %7d\n", m->method,
+           m->backend, m->n, m->step_seconds * 1e6, model_gbs, moved_gbs, m->triad_gbs,
+           moved_gbs / m->triad_gbs, model_gbs / m->triad_gbs, m->launches);
 }
 
 static void print_json(const measurement *all, size_t count)
@@ -324,27 +350,30 @@ static size_t bench_size(bloopcl_context *ctx, const triad *t, const options *op
                          measurement *out)
 {
     cl_mem g = random_buffer(ctx, n, 1), a = random_buffer(ctx, n, 2), d = random_buffer(ctx, n, 3);
+    cl_mem scratch = random_buffer(ctx, n, 4);
     size_t count = 0;
-    if (g && a && d) {
-        double triad_gbs = 12.0 * (double)n / time_triad(ctx, t, d, g, a, n, opt->reps) / 1e9;
+    if (g && a && d && scratch) {
         for (size_t m = 0; m < NUM_METHODS; ++m)
             for (size_t b = 0; b < NUM_BACKENDS; ++b) {
                 measurement *r = &out[count];
                 *r = (measurement){.method = bloopcl_method_name(methods[m]),
                                    .backend = backends[b] == BLOOPCL_DOTS_FUSED ? "fused" : "clblast",
-                                   .n = n, .model_bytes = model_bytes(methods[m]),
-                                   .triad_gbs = triad_gbs};
+                                   .n = n, .model_bytes = model_bytes(methods[m])};
                 backend_traffic(methods[m], backends[b], &r->moved_bytes, &r->launches);
                 fprintf(stderr, "bloopcl-bench: %s %s n=%zu\n", r->method, r->backend, n);
-                if (time_steps(ctx, methods[m], backends[b], g, a, d, n, opt->reps,
-                               &r->step_seconds) == 0)
+                double triad_seconds = 0.0;
+                if (time_steps(ctx, t, methods[m], backends[b], g, a, d, scratch, n, opt->reps,
+                               &r->step_seconds, &triad_seconds) == 0) {
+                    r->triad_gbs = 12.0 * (double)n / triad_seconds / 1e9;
                     ++count;
-                else
+                } else {
                     fprintf(stderr, "bloopcl-bench: failed: %s\n", bloopcl_context_last_error(ctx));
+                }
             }
     } else {
-        fprintf(stderr, "bloopcl-bench: cannot allocate 3 x %zu floats\n", n);
+        fprintf(stderr, "bloopcl-bench: cannot allocate 4 x %zu floats\n", n);
     }
+    if (scratch) clReleaseMemObject(scratch);
     if (g) clReleaseMemObject(g);
     if (a) clReleaseMemObject(a);
     if (d) clReleaseMemObject(d);
