@@ -12,6 +12,7 @@
  * Each step is followed by clFinish, so small sizes show the per-step latency (launches).
  */
 #include "bloopcl.h"
+#include "tool_context.h"
 
 #include <getopt.h>
 #include <stdbool.h>
@@ -325,20 +326,6 @@ static int parse_options(int argc, char **argv, options *opt)
     return 0;
 }
 
-static bloopcl_context *open_context(const options *opt)
-{
-    bloopcl_context_params params;
-    bloopcl_context_params_default(&params);
-    params.device_spec = opt->device;
-    bloopcl_context *ctx = NULL;
-    if (bloopcl_context_create(&params, &ctx) != BLOOPCL_OK) {
-        fprintf(stderr, "bloopcl-bench: %s\n", bloopcl_context_last_error(ctx));
-        bloopcl_context_destroy(ctx);
-        return NULL;
-    }
-    return ctx;
-}
-
 static const bloopcl_method methods[] = {BLOOPCL_METHOD_BLOOP, BLOOPCL_METHOD_DYNAMIC_BARRIER,
                                          BLOOPCL_METHOD_PCGRAD, BLOOPCL_METHOD_MIXED};
 static const bloopcl_dot_backend backends[] = {BLOOPCL_DOTS_FUSED, BLOOPCL_DOTS_CLBLAST};
@@ -385,10 +372,12 @@ int main(int argc, char **argv)
     options opt;
     if (parse_options(argc, argv, &opt) != 0)
         return 2;
-    bloopcl_context *ctx = open_context(&opt);
+    bloopcl_context *ctx = tool_open_context("bloopcl-bench", opt.device);
+    if (ctx == NULL)
+        return 1;
     triad t = {0};
-    if (ctx == NULL || build_triad(ctx, &t) != 0) {
-        fprintf(stderr, "bloopcl-bench: cannot set up the device\n");
+    if (build_triad(ctx, &t) != 0) {
+        fprintf(stderr, "bloopcl-bench: the triad kernel does not build on this device\n");
         bloopcl_context_destroy(ctx);
         return 1;
     }

@@ -14,6 +14,7 @@
  * the main loss; Mixed simply adds the two. The program prints the final losses per method.
  */
 #include "bloopcl.h"
+#include "tool_context.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -202,15 +203,9 @@ static int parse_options(int argc, char **argv, options *opt)
 
 static bloopcl_context *open_context(const options *opt)
 {
-    bloopcl_context_params params;
-    bloopcl_context_params_default(&params);
-    params.device_spec = opt->device;
-    bloopcl_context *ctx = NULL;
-    if (bloopcl_context_create(&params, &ctx) != BLOOPCL_OK) {
-        fprintf(stderr, "bloopcl-demo: %s\n", bloopcl_context_last_error(ctx));
-        bloopcl_context_destroy(ctx);
+    bloopcl_context *ctx = tool_open_context("bloopcl-demo", opt->device);
+    if (ctx == NULL)
         return NULL;
-    }
     bloopcl_device_info info;
     bloopcl_context_device_info(ctx, &info);
     printf("bloopcl %s on device %u: %s / %s (%s)\n", bloopcl_version_string(), info.flat_index,
