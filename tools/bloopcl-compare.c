@@ -1954,11 +1954,15 @@ static void print_summary(const tally *t, const options *opt, double seconds)
                "\"seconds\":%.1f}\n}\n",
                t->passed, t->failed, t->diverged, seconds);
         fprintf(stderr, "%zu passed, %zu failed\n", t->passed, t->failed);
+        fflush(stdout);
         return;
     }
     print_notes(t, opt);
     fprintf(stderr, "%.1f s\n", seconds);
     printf("%zu passed, %zu failed\n", t->passed, t->failed);
+    /* Flush now: a leak checker or a driver's exit handler may end the process without
+     * flushing stdio, and the verdict line is the one thing that must not be lost. */
+    fflush(stdout);
 }
 
 static double now_seconds(void)
