@@ -13,6 +13,8 @@
 #ifndef BLOOPCL_VECTOR
 #define BLOOPCL_VECTOR 1
 #endif
+/* Vectors summed plainly before a Kahan step in the fused dot products (fused_dots.cl). */
+#define BLOOPCL_BLOCK 8
 #if BLOOPCL_VECTOR == 1
 typedef float floatv;
 #define BLOOPCL_LOADV(p, i) ((p)[i])

@@ -10,6 +10,7 @@
  *   moved bytes   what the backend really reads and writes (fused: two passes, 32 B for Bloop;
  *                 CLBlast: EMA kernel, three Sdot calls, projection: 56 B for Bloop).
  * Each step is followed by clFinish, so small sizes show the per-step latency (launches).
+ * Steps and triads run in alternating blocks (see time_steps).
  */
 #include "bloopcl.h"
 #include "tool_context.h"
@@ -173,8 +174,11 @@ static void backend_traffic(bloopcl_method method, bloopcl_dot_backend dots, dou
     }
 }
 
-/* Times steps and triads alternately, so that both see the same machine (a shared host's
- * bandwidth drifts): medians of each go to *step_seconds and *triad_seconds. */
+/* Times steps and triads in alternating blocks of BLOCK runs each: blocks, so that each keeps
+ * the caches as a loop of its own kind would (at 1M elements everything lives in L3);
+ * alternating, so that both see the same machine (a shared host's bandwidth drifts). The
+ * medians of each go to *step_seconds and *triad_seconds. */
+#define BLOCK 5
 static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method method,
                       bloopcl_dot_backend dots, cl_mem g, cl_mem a, cl_mem d, cl_mem scratch,
                       size_t n, int reps, double *step_seconds, double *triad_seconds)
@@ -186,20 +190,27 @@ static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method metho
     if (bloopcl_combiner_create(ctx, &config, n, &comb) != BLOOPCL_OK)
         return -1;
     bind_triad(t, scratch, g, a, n);
-    double *steps = malloc((size_t)reps * sizeof *steps);
-    double *triads = malloc((size_t)reps * sizeof *triads);
+    int rounds = (reps + BLOCK - 1) / BLOCK, samples = rounds * BLOCK;
+    double *steps = malloc((size_t)samples * sizeof *steps);
+    double *triads = malloc((size_t)samples * sizeof *triads);
     int status = steps && triads ? 0 : -1;
-    for (int r = -10; r < reps && status == 0; ++r) {  /* warm-up: pages, caches, clocks */
-        double start = now_seconds();
-        status = bloopcl_step_buffers(comb, g, a, d) == BLOOPCL_OK ? 0 : -1;
-        bloopcl_context_finish(ctx);
-        double step = now_seconds() - start, triad_time = run_triad(ctx, t, n);
-        if (r >= 0)
-            steps[r] = step, triads[r] = triad_time;
+    for (int round = -1; round < rounds && status == 0; ++round) {  /* round -1 warms up */
+        for (int k = 0; k < BLOCK && status == 0; ++k) {
+            double start = now_seconds();
+            status = bloopcl_step_buffers(comb, g, a, d) == BLOOPCL_OK ? 0 : -1;
+            bloopcl_context_finish(ctx);
+            if (round >= 0)
+                steps[round * BLOCK + k] = now_seconds() - start;
+        }
+        for (int k = 0; k < BLOCK; ++k) {
+            double seconds = run_triad(ctx, t, n);
+            if (round >= 0)
+                triads[round * BLOCK + k] = seconds;
+        }
     }
     if (status == 0) {
-        *step_seconds = median(steps, reps);
-        *triad_seconds = median(triads, reps);
+        *step_seconds = median(steps, samples);
+        *triad_seconds = median(triads, samples);
     }
     free(steps);
     free(triads);

@@ -42,12 +42,14 @@
  *        constant; we use the weaker bound because every constant in it is explicit.
  *    (d) Stages compose: a stage with relative bound b over values that each carry a relative
  *        bound b' gives (1 + b)(1 + b') - 1 of the sum of the magnitudes.
- *    Fused backend (cl/fused_dots.cl + cl/finalize.cl): product (u), Kahan over one work-item's
- *        elements (k <= n), the work-group tree, then the finalize kernel: Kahan over the
- *        partials (at most 65536 of them: groups x pieces), then its tree. Group sizes are powers
- *        of two <= CL_DEVICE_MAX_WORK_GROUP_SIZE, so both depths are <= t = ceil(log2 of it):
- *            beta_fused = (1+u)(1+K(n))(1+gamma_t)(1+K(65536))(1+gamma_t) - 1.
- *        PoCL (t = 12), n = 2^24+1: beta ~= 45 u ~= 2.7e-6.
+ *    Fused backend (cl/fused_dots.cl + cl/finalize.cl): product (u), a plain sum of each block
+ *        of B = 8 consecutive terms per vector lane (gamma_{B-1}), Kahan over the block sums of
+ *        one work-item (k <= n), the lane and work-group trees, then the finalize kernel: Kahan
+ *        over the partials (at most 65536 of them: groups x pieces), then its tree. Group sizes
+ *        are powers of two <= CL_DEVICE_MAX_WORK_GROUP_SIZE, so the depths are <= t = ceil(log2
+ *        of it) (on CPUs the group has one work-item and the 16-lane sum has depth 5 <= t):
+ *            beta_fused = (1+u)(1+gamma_{B-1})(1+K(n))(1+gamma_t)(1+K(65536))(1+gamma_t) - 1.
+ *        PoCL (t = 12), n = 2^24+1: beta ~= 52 u ~= 3.1e-6.
  *    CLBlast backend (CLBlastSdot per piece, then the same finalize kernel). CLBlast's Xdot
  *        (src/kernels/level1/xdot.opencl and src/routines/level1/xdot.cpp, the same in 1.5.3 and
  *        1.7) launches 2 WGS2 groups of WGS1 work-items; each work-item does acc += x*y over a
@@ -131,6 +133,7 @@
 #define LEAF_ROUNDINGS 5.0       /* the deepest leaf of d meets 5 fp32 roundings */
 
 #define MAX_SIZE ((size_t)1 << 25) /* K(k) needs k u <= 2 */
+#define FUSED_BLOCK 8              /* BLOOPCL_BLOCK in cl/common.cl */
 #define MAX_STEPS 64
 #define MAX_SIZES 64
 #define MAX_FILTERS 16
@@ -223,9 +226,10 @@ static void print_help_tolerances(void)
          "          contraction); flush-to-zero devices may differ only on subnormal values.\n"
          "  dots    |dev - ref| <= (beta + gamma_n(2^-53)) S + underflow, where beta follows\n"
          "          the backend's structure:\n"
-         "          fused:   product, Kahan per work-item (K(k) = 6u + 8 k u^2), tree of depth\n"
-         "                   t = log2(max work-group), Kahan over <= 65536 partials, tree t:\n"
-         "                   beta = (1+u)(1+K(n))(1+gamma_t)(1+K(65536))(1+gamma_t) - 1\n"
+         "          fused:   product, plain sums of 8 terms per lane, Kahan over them per\n"
+         "                   work-item (K(k) = 6u + 8 k u^2), tree of depth t = log2(max\n"
+         "                   work-group), Kahan over <= 65536 partials, tree t: beta =\n"
+         "                   (1+u)(1+gamma_7)(1+K(n))(1+gamma_t)(1+K(65536))(1+gamma_t) - 1\n"
          "          clblast: CLBlast Xdot: chains of k <= ceil(n/2048) (WGS1, WGS2 >= 32),\n"
          "                   trees of depth <= 10 and 11, then the finalize kernel:\n"
          "                   beta = (1+gamma_{k+21})(1+K(65536))(1+gamma_t) - 1\n"
@@ -849,7 +853,9 @@ static double finalize_bound(const device_facts *f)
 
 static double fused_dot_bound(size_t n, const device_facts *f)
 {
-    double per_item = compose(U_F32, kahan_bound((double)n));   /* product, one chain */
+    /* product, a plain block sum of FUSED_BLOCK terms per lane, then Kahan over the blocks */
+    double per_item = compose(compose(U_F32, gamma_k(FUSED_BLOCK - 1, U_F32)),
+                              kahan_bound((double)n));
     double per_group = compose(per_item, gamma_k(f->tree_depth, U_F32));
     return compose(per_group, finalize_bound(f));
 }
