@@ -93,6 +93,8 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
     bloopcl__cache_folder(params != NULL ? params->cache_dir : NULL, ctx->cache_folder,
                           sizeof ctx->cache_folder);
     bloopcl_status status = choose_default_dots(ctx);
+    if (status == BLOOPCL_OK)
+        status = bloopcl__choose_xdot_parameters(ctx);
     if (status != BLOOPCL_OK)
         return fail_creation(ctx, status, out);
     status = bloopcl__build_kernels(ctx, build_options_from(params));

@@ -5,6 +5,46 @@
 #include "internal.h"
 
 #include <clblast_c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* BLOOPCL_CLBLAST_XDOT="WGS1,WGS2" hands Xdot parameters to CLBlast (CLBlastOverrideParameters)
+ * for this device. CLBlast's tuner (clblast_tuner_xdot, PoCL 3.1, 2-core EPYC, n = 16M) finds
+ * 1024,64: bloopcl-bench's CLBlast Bloop step at 16M drops from 154 to 110 ms, but at 64k it
+ * rises from 1.0 to 2.2 ms, so no value is imposed by default: CLBlast's database decides. */
+bloopcl_status bloopcl__choose_xdot_parameters(bloopcl_context *ctx)
+{
+    const char *text = getenv("BLOOPCL_CLBLAST_XDOT");
+    ctx->xdot_wgs[0] = ctx->xdot_wgs[1] = 0;
+    if (text == NULL || text[0] == '\0' || strcmp(text, "default") == 0)
+        return BLOOPCL_OK;
+    unsigned long wgs1 = 0, wgs2 = 0;
+    char end = '\0';
+    if (sscanf(text, "%lu,%lu%c", &wgs1, &wgs2, &end) != 2 || wgs1 == 0 || wgs2 == 0 ||
+        (wgs1 & (wgs1 - 1)) != 0 || (wgs2 & (wgs2 - 1)) != 0)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT,
+                             "BLOOPCL_CLBLAST_XDOT=\"%s\" is not \"WGS1,WGS2\" (two powers of two, "
+                             "e.g. 1024,64) or \"default\"", text);
+    ctx->xdot_wgs[0] = wgs1;
+    ctx->xdot_wgs[1] = wgs2;
+    return BLOOPCL_OK;
+}
+
+/* Before the first Sdot: hand the chosen Xdot parameters to CLBlast (for this device). */
+static bloopcl_status apply_xdot_parameters(bloopcl_context *ctx)
+{
+    if (ctx->used_clblast || ctx->xdot_wgs[0] == 0)
+        return BLOOPCL_OK;
+    const char *names[2] = {"WGS1", "WGS2"};
+    CLBlastStatusCode code = CLBlastOverrideParameters(ctx->device, "Xdot", CLBlastPrecisionSingle,
+                                                       2, names, ctx->xdot_wgs);
+    if (code != CLBlastSuccess)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_CLBLAST, "CLBlastOverrideParameters(Xdot, WGS1 = "
+                             "%zu, WGS2 = %zu) failed with status %d", ctx->xdot_wgs[0],
+                             ctx->xdot_wgs[1], (int)code);
+    return BLOOPCL_OK;
+}
 
 static bloopcl_status enqueue_ema_piece(bloopcl_combiner *comb, const bloopcl_piece *p)
 {
@@ -43,6 +83,9 @@ static bloopcl_status sdot(bloopcl_combiner *comb, int dot, size_t slots, size_t
                            size_t count, cl_mem x, size_t x_off, cl_mem y, size_t y_off)
 {
     cl_command_queue queue = comb->ctx->queue;
+    bloopcl_status tuned = apply_xdot_parameters(comb->ctx);
+    if (tuned != BLOOPCL_OK)
+        return tuned;
     comb->ctx->used_clblast = true;
     CLBlastStatusCode code = CLBlastSdot(count, comb->partials, (size_t)dot * slots + slot, x,
                                          x_off, 1, y, y_off, 1, &queue, NULL);

@@ -39,6 +39,7 @@ struct bloopcl_context {
     bloopcl_dot_backend default_dots; /* BLOOPCL_DOTS, or the library's choice for the device */
     bool is_error_only;       /* created only to carry a creation error */
     bool used_clblast;        /* CLBlast compiled programs on this context (see destroy) */
+    size_t xdot_wgs[2];       /* WGS1, WGS2 for CLBlast's Xdot; 0: CLBlast's own database */
     char last_error[BLOOPCL_ERROR_CAPACITY];
 };
 
@@ -116,6 +117,10 @@ bloopcl_status bloopcl__match_device_spec(const bloopcl_device_info *devices, si
 void bloopcl__append_device_list(char *buffer, size_t size, const bloopcl_device_info *devices,
                                  size_t count);
 const char *bloopcl__device_type_name(cl_device_type type);
+
+/* --- CLBlast (dots_clblast.c) ------------------------------------------------------------ */
+/* Reads BLOOPCL_CLBLAST_XDOT ("WGS1,WGS2" or "default"): Xdot parameters for CLBlast. */
+bloopcl_status bloopcl__choose_xdot_parameters(bloopcl_context *ctx);
 
 /* --- programs (program.c) ------------------------------------------------------------------ */
 bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_options);

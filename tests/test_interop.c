@@ -791,3 +791,19 @@ Test(interop, auto_backend_follows_device_type_and_environment)
     cr_assert_eq(setenv("BLOOPCL_DOTS", "fused", 1), 0);
     cr_expect_eq(resolved_backend(), BLOOPCL_DOTS_FUSED);
 }
+
+/* BLOOPCL_CLBLAST_XDOT hands tuned Xdot parameters to CLBlast: the CLBlast backend still agrees
+ * with the reference under them, and a malformed value is refused at context creation. */
+Test(interop, clblast_xdot_override)
+{
+    cr_assert_eq(setenv("BLOOPCL_CLBLAST_XDOT", "1024,64", 1), 0);
+    bloopcl_context *ctx = support_context();
+    expect_steps_match_reference(ctx, BLOOPCL_DOTS_CLBLAST);
+    bloopcl_context_destroy(ctx);
+    cr_assert_eq(setenv("BLOOPCL_CLBLAST_XDOT", "1000,64", 1), 0);
+    ctx = NULL;
+    cr_expect_eq(bloopcl_context_create(NULL, &ctx), BLOOPCL_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(bloopcl_context_last_error(ctx), "BLOOPCL_CLBLAST_XDOT") != NULL, "%s",
+              bloopcl_context_last_error(ctx));
+    bloopcl_context_destroy(ctx);
+}
