@@ -77,6 +77,22 @@ static bloopcl_status choose_default_dots(bloopcl_context *ctx)
     return BLOOPCL_OK;
 }
 
+/* The kernels' shape follows the device type; BLOOPCL_KERNEL_SHAPE=cpu|gpu forces one, so
+ * that both shapes can be tested (and compared) on any device. */
+static bloopcl_status choose_kernel_shape(bloopcl_context *ctx)
+{
+    const char *forced = getenv("BLOOPCL_KERNEL_SHAPE");
+    ctx->cpu_shape = (ctx->info.type & CL_DEVICE_TYPE_CPU) != 0;
+    if (forced == NULL || forced[0] == '\0')
+        return BLOOPCL_OK;
+    if (strcmp(forced, "cpu") == 0 || strcmp(forced, "gpu") == 0) {
+        ctx->cpu_shape = strcmp(forced, "cpu") == 0;
+        return BLOOPCL_OK;
+    }
+    return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT,
+                         "BLOOPCL_KERNEL_SHAPE=\"%s\" is not cpu or gpu", forced);
+}
+
 /* State buffers stay within the device's largest allocation and under 2^30 elements. */
 static void choose_state_chunk(bloopcl_context *ctx)
 {
@@ -95,6 +111,8 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
     bloopcl_status status = choose_default_dots(ctx);
     if (status == BLOOPCL_OK)
         status = bloopcl__choose_xdot_parameters(ctx);
+    if (status == BLOOPCL_OK)
+        status = choose_kernel_shape(ctx);
     if (status != BLOOPCL_OK)
         return fail_creation(ctx, status, out);
     status = bloopcl__build_kernels(ctx, build_options_from(params));

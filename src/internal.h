@@ -40,6 +40,7 @@ struct bloopcl_context {
     bool is_error_only;       /* created only to carry a creation error */
     bool used_clblast;        /* CLBlast compiled programs on this context (see destroy) */
     size_t xdot_wgs[2];       /* WGS1, WGS2 for CLBlast's Xdot; 0: CLBlast's own database */
+    bool cpu_shape;           /* kernels in the CPU shape (contiguous float16 chunks) */
     char last_error[BLOOPCL_ERROR_CAPACITY];
 };
 

@@ -76,8 +76,8 @@ static void compose_options(const bloopcl_context *ctx, const char *extra, char 
 {
     const char *division = rounds_division_correctly(ctx)
                                ? " -cl-fp32-correctly-rounded-divide-sqrt" : "";
-    const char *pattern = (ctx->info.type & CL_DEVICE_TYPE_CPU)
-                              ? " -DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=16" : " -DBLOOPCL_VECTOR=1";
+    const char *pattern = ctx->cpu_shape ? " -DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=16"
+                                         : " -DBLOOPCL_VECTOR=1";
     snprintf(options, OPTIONS_CAPACITY, "-cl-std=CL1.2%s%s%s%s", division, pattern,
              (extra && extra[0]) ? " " : "", extra ? extra : "");
 }
@@ -248,7 +248,7 @@ static void choose_geometry(bloopcl_context *ctx)
     clGetKernelWorkGroupInfo(k->fused_dots, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
                              sizeof kernel_max, &kernel_max, NULL);
     size_t limit = kernel_max < device_max ? kernel_max : device_max;
-    bool cpu = (ctx->info.type & CL_DEVICE_TYPE_CPU) != 0;
+    bool cpu = ctx->cpu_shape;
     size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
     /* CPUs: work-items are independent streams over contiguous chunks, a few per core for
      * balance; GPUs: enough resident work-groups of 256 to hide memory latency. */
