@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(build-essential pkg-config python3 meson ninja-build
           ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
-          libclblast-dev libcriterion-dev)
+          libclblast-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
