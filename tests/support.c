@@ -64,6 +64,30 @@ void support_read(bloopcl_context *ctx, cl_mem buffer, float *host, size_t n)
     cr_assert_eq(err, CL_SUCCESS);
 }
 
+void support_check_step(bloopcl_combiner *comb, const bloopcl_config *config,
+                        bloopcl_reference_state *ref, const float *g, const float *a,
+                        const float *d_device, float *d_reference, int step)
+{
+    bloopcl_diagnostics device, reference;
+    cr_assert_eq(bloopcl_get_diagnostics(comb, &device), BLOOPCL_OK);
+    cr_assert_eq(bloopcl_reference_step(config, ref, g, a, d_reference, &reference), BLOOPCL_OK);
+    support_expect_step_matches(config, ref->n, g, a, d_device, d_reference, &device, &reference,
+                                ref->ema, ref->aux_ema, step);
+}
+
+bloopcl_combiner *support_combiner(bloopcl_context *ctx, const bloopcl_config *config, size_t n)
+{
+    bloopcl_combiner *comb = NULL;
+    bloopcl_status status = bloopcl_combiner_create(ctx, config, n, &comb);
+    cr_assert_eq(status, BLOOPCL_OK, "combiner_create(n = %zu): %s", n,
+                 bloopcl_context_last_error(ctx));
+    bloopcl_config in_force;
+    cr_assert_eq(bloopcl_combiner_config(comb, &in_force), BLOOPCL_OK);
+    if (config->dots != BLOOPCL_DOTS_AUTO)
+        cr_assert_eq(in_force.dots, config->dots, "the backend asked for is the one in force");
+    return comb;
+}
+
 static double abs_dot(const float *x, const float *y, size_t n)
 {
     double sum = 0.0;
@@ -183,11 +207,7 @@ void support_run_against_reference(const bloopcl_config *config, size_t n, int s
             support_read(ctx, db, d_dev, n);
         }
         cr_assert_eq(status, BLOOPCL_OK, "step %d: %s", t, bloopcl_context_last_error(ctx));
-        bloopcl_diagnostics dev_diag, ref_diag;
-        cr_assert_eq(bloopcl_get_diagnostics(comb, &dev_diag), BLOOPCL_OK);
-        cr_assert_eq(bloopcl_reference_step(config, &ref, g, a, d_ref, &ref_diag), BLOOPCL_OK);
-        support_expect_step_matches(config, n, g, a, d_dev, d_ref, &dev_diag, &ref_diag, ref.ema,
-                                    ref.aux_ema, t);
+        support_check_step(comb, config, &ref, g, a, d_dev, d_ref, t);
     }
     if (ref.ema != NULL)
         support_expect_state(comb, BLOOPCL_STATE_EMA, ref.ema, n);

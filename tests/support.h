@@ -36,6 +36,16 @@ void support_expect_step_matches(const bloopcl_config *config, size_t n, const f
                                  const bloopcl_diagnostics *reference, const float *m_reference,
                                  const float *q_reference, int step);
 
+/* After a device step on `comb` that wrote d_device: reads its diagnostics, takes the same
+ * step on the reference (which updates `ref` and writes d_reference) and compares the two. */
+void support_check_step(bloopcl_combiner *comb, const bloopcl_config *config,
+                        bloopcl_reference_state *ref, const float *g, const float *a,
+                        const float *d_device, float *d_reference, int step);
+
+/* A combiner that must be created (the library's message otherwise), with the dot backend
+ * asked for in force (unless AUTO was asked for). */
+bloopcl_combiner *support_combiner(bloopcl_context *ctx, const bloopcl_config *config, size_t n);
+
 /* Runs `steps` steps on the device (through one cl_mem per tensor, or the host call) and on
  * the CPU reference from identical inputs and checks every step and the final state. */
 void support_run_against_reference(const bloopcl_config *config, size_t n, int steps,

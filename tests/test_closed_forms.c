@@ -55,18 +55,6 @@ static bloopcl_config make_config(bloopcl_method method, bloopcl_dot_backend dot
     return config;
 }
 
-static bloopcl_combiner *new_combiner(bloopcl_context *ctx, const bloopcl_config *config, size_t n)
-{
-    bloopcl_combiner *comb = NULL;
-    bloopcl_status status = bloopcl_combiner_create(ctx, config, n, &comb);
-    cr_assert_eq(status, BLOOPCL_OK, "combiner_create(n = %zu): %s", n,
-                 bloopcl_context_last_error(ctx));
-    bloopcl_config in_force;
-    cr_assert_eq(bloopcl_combiner_config(comb, &in_force), BLOOPCL_OK);
-    cr_assert_eq(in_force.dots, config->dots, "the backend asked for is the one in force");
-    return comb;
-}
-
 /* One blocking step from host arrays; the diagnostics are read when `diag` is not NULL. */
 static void step(bloopcl_context *ctx, bloopcl_combiner *comb, const float *g, const float *a,
                  float *d, bloopcl_diagnostics *diag)
@@ -202,7 +190,7 @@ BACKEND_TEST(parallel_power_of_two_gives_exact_g)
                     bloopcl_config config = make_config(BLOOPCL_METHOD_BLOOP, *dots, 1.0,
                                                         lambdas[li], 0.0);
                     config.rescale = rescale;
-                    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                     bloopcl_diagnostics diag;
                     step(ctx, comb, g, a, d, &diag);
                     float lf = (float)lambdas[li];
@@ -252,7 +240,7 @@ BACKEND_TEST(parallel_general_removes_component_along_m)
                 double eps = (float)epss[ei];
                 bloopcl_config config = make_config(BLOOPCL_METHOD_BLOOP, *dots, 1.0, lambda,
                                                     epss[ei]);
-                bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                 bloopcl_diagnostics diag;
                 step(ctx, comb, g, a, d, &diag);
                 double r_cf = c * S / (S + eps);
@@ -329,7 +317,7 @@ BACKEND_TEST(orthogonal_gives_g_plus_lambda_a_exactly)
                 bloopcl_config config = make_config(variants[vi].method, *dots, ws[wi], lambda,
                                                     1e-7);
                 config.ratio_only = variants[vi].ratio_only;
-                bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                 bloopcl_diagnostics diag;
                 step(ctx, comb, g, a, d, &diag);
                 const char *name = bloopcl_method_name(variants[vi].method);
@@ -385,7 +373,7 @@ BACKEND_TEST(zero_aux_gives_scaled_g)
                                                     1e-7);
                 config.ratio_only = variants[vi].ratio_only;
                 config.rescale = rescale;
-                bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                 float s = rescale ? 1.0f / (1.0f + lf) : 1.0f;
                 for (int t = 0; t < 3; ++t) {
                     support_fill_normal(g, n, 300 + 10 * n + (size_t)t, 1.0f);
@@ -438,7 +426,7 @@ BACKEND_TEST(zero_main_with_eps_gives_lambda_a)
                     bloopcl_config config = make_config(variants[vi].method, *dots, 1.0,
                                                         lambdas[li], epss[ei]);
                     config.ratio_only = variants[vi].ratio_only;
-                    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                     bloopcl_diagnostics diag;
                     step(ctx, comb, g, a, d, &diag);
                     const char *name = bloopcl_method_name(variants[vi].method);
@@ -486,7 +474,7 @@ BACKEND_TEST(zero_main_without_eps_is_nan_everywhere)
         for (size_t mi = 0; mi < COUNT(methods); ++mi) {
             bloopcl_config config = make_config(methods[mi], *dots, 1.0, 0.5, 0.0);
             config.nonfinite = BLOOPCL_NONFINITE_PROPAGATE;
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             bloopcl_diagnostics diag;
             step(ctx, comb, g, a, d, &diag);
             const char *name = bloopcl_method_name(methods[mi]);
@@ -543,7 +531,7 @@ BACKEND_TEST(w_one_projects_on_current_gradient)
         bloopcl_config config = make_config(BLOOPCL_METHOD_BLOOP, *dots, 1.0, lambda, 1e-7);
         config.init = BLOOPCL_INIT_RANDOM;
         config.seed = 99;
-        bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+        bloopcl_combiner *comb = support_combiner(ctx, &config, n);
         for (int t = 0; t < 5; ++t) {
             support_fill_normal(g, n, 600 + 10 * n + (size_t)t, 0.5f + (float)t);
             aligned_aux(a, g, n, 700 + 10 * n + (size_t)t, (t % 2) ? -0.6f : 0.9f);
@@ -601,7 +589,7 @@ BACKEND_TEST(ema_recursion_from_zeros)
             for (size_t wi = 0; wi < COUNT(ws); ++wi) {
                 bloopcl_config config = make_config(methods[mi], *dots, ws[wi], 0.3, 1e-7);
                 bool pcgrad = methods[mi] == BLOOPCL_METHOD_PCGRAD;
-                bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                 double wf = (float)ws[wi];
                 for (int t = 1; t <= runs[k].steps; ++t) {
                     step(ctx, comb, g, a, d, NULL);
@@ -659,7 +647,7 @@ BACKEND_TEST(barrier_clips_at_inverse_lambda)
                 bloopcl_config config = make_config(BLOOPCL_METHOD_DYNAMIC_BARRIER, *dots, 1.0,
                                                     lambdas[li], 0.0);
                 config.ratio_only = ratio_only;
-                bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                 bloopcl_diagnostics diag;
                 step(ctx, comb, g, a, d, &diag);
                 cr_expect_eq(diag.ratio, cap, "%s n=%zu lambda=%g: r = %.9g, want 1/lambda = "
@@ -686,7 +674,7 @@ BACKEND_TEST(barrier_clips_at_inverse_lambda)
                 /* negative r: no clip, and a - r m = -16 g + 16 g = 0, d = g */
                 for (size_t i = 0; i < n; ++i)
                     a[i] = -16.0f * g[i];
-                comb = new_combiner(ctx, &config, n);
+                comb = support_combiner(ctx, &config, n);
                 step(ctx, comb, g, a, d, &diag);
                 cr_expect_eq(diag.ratio, -16.0, "negative r is not clipped: r = %.9g",
                              diag.ratio);
@@ -707,7 +695,7 @@ BACKEND_TEST(barrier_clips_at_inverse_lambda)
                 a[i] = 0.1f * a[i] + 20.0f * g[i];
             bloopcl_config config = make_config(BLOOPCL_METHOD_DYNAMIC_BARRIER, *dots, 1.0,
                                                 lambdas[li], 1e-7);
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             bloopcl_diagnostics diag;
             step(ctx, comb, g, a, d, &diag);
             double eps = (float)1e-7;
@@ -749,7 +737,7 @@ BACKEND_TEST(barrier_below_cap_does_not_clip)
             a[i] = 2.0f * g[i];
         bloopcl_config config = make_config(BLOOPCL_METHOD_DYNAMIC_BARRIER, *dots, 1.0, lambda,
                                             0.0);
-        bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+        bloopcl_combiner *comb = support_combiner(ctx, &config, n);
         bloopcl_diagnostics diag, diag_bloop;
         step(ctx, comb, g, a, d, &diag);
         cr_expect_eq(diag.ratio, 2.0, "%s n=%zu: r = %.9g", backend_name(*dots), n, diag.ratio);
@@ -764,8 +752,8 @@ BACKEND_TEST(barrier_below_cap_does_not_clip)
         config = make_config(BLOOPCL_METHOD_DYNAMIC_BARRIER, *dots, 0.2, lambda, 1e-7);
         bloopcl_config bloop = config;
         bloop.method = BLOOPCL_METHOD_BLOOP;
-        comb = new_combiner(ctx, &config, n);
-        bloopcl_combiner *ref = new_combiner(ctx, &bloop, n);
+        comb = support_combiner(ctx, &config, n);
+        bloopcl_combiner *ref = support_combiner(ctx, &bloop, n);
         for (int s = 0; s < 4; ++s) {
             support_fill_normal(g, n, 1300 + 10 * n + (size_t)s, 1.0f);
             aligned_aux(a, g, n, 1400 + 10 * n + (size_t)s, (s % 2) ? 0.05f : -0.5f);
@@ -803,7 +791,7 @@ BACKEND_TEST(barrier_lambda_zero_does_not_clip)
             bloopcl_config config = make_config(BLOOPCL_METHOD_DYNAMIC_BARRIER, *dots, 1.0, 0.0,
                                                 1e-7);
             config.rescale = rescale;
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             bloopcl_diagnostics diag;
             step(ctx, comb, g, a, d, &diag);
             cr_expect(diag.ratio > 15.0, "%s n=%zu: r = %.9g (not clipped)",
@@ -842,7 +830,7 @@ BACKEND_TEST(pcgrad_without_conflict_adds)
         for (size_t li = 0; li < COUNT(lambdas); ++li) {
             bloopcl_config config = make_config(BLOOPCL_METHOD_PCGRAD, *dots, 1.0, lambdas[li],
                                                 1e-7);
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             bloopcl_diagnostics diag;
             step(ctx, comb, g, a, d, &diag);
             cr_expect(diag.ratio > 0.0 && diag.aux_ratio > 0.0, "%s n=%zu: r %.9g r_q %.9g",
@@ -885,7 +873,7 @@ BACKEND_TEST(pcgrad_with_conflict_projects_both)
         for (size_t li = 0; li < COUNT(lambdas); ++li) {
             bloopcl_config config = make_config(BLOOPCL_METHOD_PCGRAD, *dots, 1.0, lambdas[li],
                                                 1e-7);
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             bloopcl_diagnostics diag;
             step(ctx, comb, g, a, d, &diag);
             cr_expect(fabs(diag.ratio - r) <= dr, "%s n=%zu: r %.9g closed form %.9g",
@@ -942,9 +930,9 @@ BACKEND_TEST(rescale_divides_by_one_plus_lambda)
                 bloopcl_config config = make_config(variants[vi].method, *dots, 0.3,
                                                     lambdas[li], 1e-7);
                 config.ratio_only = variants[vi].ratio_only;
-                bloopcl_combiner *off = new_combiner(ctx, &config, n);
+                bloopcl_combiner *off = support_combiner(ctx, &config, n);
                 config.rescale = 1;
-                bloopcl_combiner *on = new_combiner(ctx, &config, n);
+                bloopcl_combiner *on = support_combiner(ctx, &config, n);
                 double one_plus = 1.0 + (double)(float)lambdas[li];
                 for (int t = 0; t < 3; ++t) {
                     support_fill_normal(g, n, 2100 + 10 * n + (size_t)t, 1.0f);
@@ -1003,7 +991,7 @@ BACKEND_TEST(projection_uses_updated_ema)
             double lambda = method == BLOOPCL_METHOD_DYNAMIC_BARRIER ? 2.0 : 0.4;
             double lf = (float)lambda, cap = (double)(1.0f / (float)lambda);
             bloopcl_config config = make_config(method, *dots, 0.2, lambda, 1e-7);
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             int clipped = 0;
             for (int t = 0; t < 5; ++t) {
                 /* g drifts around `base`; a alternates between agreeing and conflicting */
@@ -1079,7 +1067,7 @@ BACKEND_TEST(ratio_only_scales_g)
                 bloopcl_config config = make_config(BLOOPCL_METHOD_BLOOP, *dots, ws[wi],
                                                     lambdas[li], 1e-7);
                 config.ratio_only = 1;
-                bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                 double lf = (float)lambdas[li];
                 for (int t = 0; t < 3; ++t) {
                     support_fill_normal(g, n, 2300 + 10 * n + (size_t)t, 1.0f);
@@ -1127,7 +1115,7 @@ BACKEND_TEST(mixed_is_stateless_sum)
                 bloopcl_config config = make_config(BLOOPCL_METHOD_MIXED, *dots, 0.1,
                                                     lambdas[li], 1e-7);
                 config.rescale = rescale;
-                bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                 double lf = (float)lambdas[li];
                 double s = rescale ? 1.0 / (1.0 + lf) : 1.0;
                 for (int t = 0; t < 3; ++t) {
@@ -1177,7 +1165,7 @@ BACKEND_TEST(init_zeros)
             for (size_t wi = 0; wi < COUNT(ws); ++wi) {
                 bool pcgrad = methods[mi] == BLOOPCL_METHOD_PCGRAD;
                 bloopcl_config config = make_config(methods[mi], *dots, ws[wi], 0.1, 1e-7);
-                bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+                bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                 support_expect_state(comb, BLOOPCL_STATE_EMA, zeros, n);
                 if (pcgrad)
                     support_expect_state(comb, BLOOPCL_STATE_AUX_EMA, zeros, n);
@@ -1218,7 +1206,7 @@ BACKEND_TEST(init_first_gradient)
             bool pcgrad = methods[mi] == BLOOPCL_METHOD_PCGRAD;
             bloopcl_config config = make_config(methods[mi], *dots, 0.01, 0.1, 1e-7);
             config.init = BLOOPCL_INIT_FIRST_GRADIENT;
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             cr_expect_eq(bloopcl_read_state(comb, BLOOPCL_STATE_EMA, expected, n),
                          BLOOPCL_ERR_STATE, "no EMA before the first gradient");
             if (pcgrad)
@@ -1273,18 +1261,18 @@ BACKEND_TEST(init_random)
             bloopcl_config config = make_config(BLOOPCL_METHOD_PCGRAD, *dots, 0.1, 0.1, 1e-7);
             config.init = BLOOPCL_INIT_RANDOM;
             config.seed = seeds[si];
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             bloopcl_reference_normal(seeds[si], 0, n, stream);
             bloopcl_reference_normal(seeds[si] ^ AUX_STREAM_XOR, 0, n, stream_aux);
             support_expect_state(comb, BLOOPCL_STATE_EMA, stream, n);
             support_expect_state(comb, BLOOPCL_STATE_AUX_EMA, stream_aux, n);
 
             config.method = BLOOPCL_METHOD_BLOOP;  /* same seed, other method: same m */
-            bloopcl_combiner *same = new_combiner(ctx, &config, n);
+            bloopcl_combiner *same = support_combiner(ctx, &config, n);
             support_expect_state(same, BLOOPCL_STATE_EMA, stream, n);
 
             config.seed = seeds[si] + 1000;  /* another seed: (almost) every element differs */
-            bloopcl_combiner *other = new_combiner(ctx, &config, n);
+            bloopcl_combiner *other = support_combiner(ctx, &config, n);
             float *m_other = read_state(other, BLOOPCL_STATE_EMA, n);
             size_t equal = 0, equal_aux = 0;
             for (size_t i = 0; i < n; ++i) {
@@ -1342,7 +1330,7 @@ BACKEND_TEST(init_buffer)
             config.init = BLOOPCL_INIT_BUFFER;
             config.initial_ema = m0;
             config.initial_aux_ema = pcgrad ? q0 : NULL;
-            bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+            bloopcl_combiner *comb = support_combiner(ctx, &config, n);
             for (size_t i = 0; i < n; ++i)
                 m0[i] = q0[i] = -1.0f;  /* the caller reuses its arrays */
             support_expect_state(comb, BLOOPCL_STATE_EMA, m0_copy, n);

@@ -165,11 +165,7 @@ static void expect_steps_match_reference(bloopcl_context *ctx, bloopcl_dot_backe
         cr_assert_eq(bloopcl_step(comb, &tg, &ta, &td, 0, NULL, NULL), BLOOPCL_OK, "%s",
                      bloopcl_context_last_error(ctx));
         read_floats(queue, db, 0, d, N);
-        bloopcl_diagnostics diag, diag_ref;
-        cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
-        cr_assert_eq(bloopcl_reference_step(&config, &ref, g, a, d_ref, &diag_ref), BLOOPCL_OK);
-        support_expect_step_matches(&config, N, g, a, d, d_ref, &diag, &diag_ref, ref.ema, NULL,
-                                    t);
+        support_check_step(comb, &config, &ref, g, a, d, d_ref, t);
     }
     support_expect_state(comb, BLOOPCL_STATE_EMA, ref.ema, N);
     clReleaseMemObject(gb);
@@ -365,12 +361,7 @@ Test(interop, create_from_mem_steps_in_place)
                      bloopcl_context_last_error(ctx));
         cr_assert_eq(bloopcl_context_finish(ctx), BLOOPCL_OK);
         read_floats(queue, both, 0, after, 2 * N);
-        bloopcl_diagnostics diag, diag_ref;
-        cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
-        cr_assert_eq(bloopcl_reference_step(&config, &ref, ga, ga + N, d_ref, &diag_ref),
-                     BLOOPCL_OK);
-        support_expect_step_matches(&config, N, ga, ga + N, after, d_ref, &diag, &diag_ref,
-                                    ref.ema, NULL, t);
+        support_check_step(comb, &config, &ref, ga, ga + N, after, d_ref, t);
         cr_expect(memcmp(after + N, ga + N, N * sizeof(float)) == 0,
                   "step %d: a (the second half of the buffer) is never written", t);
     }
@@ -468,10 +459,7 @@ ParameterizedTest(bloopcl_dot_backend *dots, interop, step_waits_for_user_event,
     cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
     cr_expect_eq(execution_status(done), CL_COMPLETE);
     read_floats(queue, db, 0, d, N);
-    bloopcl_diagnostics diag, diag_ref;
-    cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
-    cr_assert_eq(bloopcl_reference_step(&config, &ref, g, a, d_ref, &diag_ref), BLOOPCL_OK);
-    support_expect_step_matches(&config, N, g, a, d, d_ref, &diag, &diag_ref, ref.ema, NULL, 0);
+    support_check_step(comb, &config, &ref, g, a, d, d_ref, 0);
     support_expect_state(comb, BLOOPCL_STATE_EMA, ref.ema, N);
 
     clReleaseEvent(done);

@@ -64,15 +64,6 @@ static bool has_ema(const bloopcl_config *config)
     return config->method != BLOOPCL_METHOD_MIXED;
 }
 
-static bloopcl_combiner *new_combiner(bloopcl_context *ctx, const bloopcl_config *config, size_t n)
-{
-    bloopcl_combiner *comb = NULL;
-    bloopcl_status status = bloopcl_combiner_create(ctx, config, n, &comb);
-    cr_assert_eq(status, BLOOPCL_OK, "combiner_create(n = %zu): %s", n,
-                 bloopcl_context_last_error(ctx));
-    return comb;
-}
-
 static void host_step(bloopcl_context *ctx, bloopcl_combiner *comb, const float *g,
                       const float *a, float *d, bloopcl_diagnostics *diag)
 {
@@ -181,7 +172,7 @@ CASE_TEST(checkpoint_cases, checkpoint_resume_is_bit_exact)
     config.ema_weight = 0.1;
     config.lambda = 0.5;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb_a = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb_a = support_combiner(ctx, &config, n);
     float *g = support_alloc(n), *a = support_alloc(n);
     float *d_a = support_alloc(n), *d_b = support_alloc(n);
     for (int t = 0; t < 20; ++t) {
@@ -191,7 +182,7 @@ CASE_TEST(checkpoint_cases, checkpoint_resume_is_bit_exact)
     float *m = read_state(comb_a, BLOOPCL_STATE_EMA, n);
     float *q = has_aux(&config) ? read_state(comb_a, BLOOPCL_STATE_AUX_EMA, n) : NULL;
 
-    bloopcl_combiner *comb_b = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb_b = support_combiner(ctx, &config, n);
     cr_assert_eq(bloopcl_write_state(comb_b, BLOOPCL_STATE_EMA, m, n), BLOOPCL_OK, "%s",
                  bloopcl_context_last_error(ctx));
     if (q != NULL)
@@ -231,7 +222,7 @@ CASE_TEST(ema_methods, reset_zeros_restores_zeros)
     const size_t n = 1000;
     bloopcl_config config = make_config(c);
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
     float *d_fresh = support_alloc(n), *zeros = support_alloc(n), *expected = support_alloc(n);
     for (int t = 0; t < 3; ++t) {
@@ -245,7 +236,7 @@ CASE_TEST(ema_methods, reset_zeros_restores_zeros)
 
     make_inputs(g, a, n, 23, 7, 0.5f);
     host_step(ctx, comb, g, a, d, NULL);
-    bloopcl_combiner *fresh = new_combiner(ctx, &config, n);
+    bloopcl_combiner *fresh = support_combiner(ctx, &config, n);
     host_step(ctx, fresh, g, a, d_fresh, NULL);
     expect_same_bits(d, d_fresh, n, "%s %s: first step after reset = first step of a fresh "
                      "combiner", backend_name(c->dots), bloopcl_method_name(c->method));
@@ -267,7 +258,7 @@ CASE_TEST(ema_methods, reset_random_restores_same_draw)
     config.init = BLOOPCL_INIT_RANDOM;
     config.seed = 42;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     float *m0 = read_state(comb, BLOOPCL_STATE_EMA, n);
     float *q0 = has_aux(&config) ? read_state(comb, BLOOPCL_STATE_AUX_EMA, n) : NULL;
     float *stream = support_alloc(n);
@@ -298,7 +289,7 @@ CASE_TEST(ema_methods, reset_first_gradient_uninitialises)
     config.init = BLOOPCL_INIT_FIRST_GRADIENT;
     config.ema_weight = 0.1;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
     for (int t = 0; t < 3; ++t) {
         make_inputs(g, a, n, 31, t, 0.5f);
@@ -332,7 +323,7 @@ CASE_TEST(ema_methods, first_gradient_waits_for_accepted_step)
     config.init = BLOOPCL_INIT_FIRST_GRADIENT;
     config.ema_weight = 0.1;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
     make_inputs(g, a, n, 71, 0, 0.5f);
     g[3] = NAN;
@@ -365,7 +356,7 @@ CASE_TEST(ema_methods, reset_buffer_is_refused_and_keeps_state)
     config.initial_aux_ema = has_aux(&config) ? q0 : NULL;
     config.ema_weight = 0.25;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
     float *expected = support_alloc(n);
     for (int t = 0; t < 2; ++t) {
@@ -413,7 +404,7 @@ CASE_TEST(projecting_methods, set_hyperparameters_follows_schedule)
     bloopcl_config config = make_config(c);
     config.rescale = 1;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     bloopcl_reference_state ref;
     cr_assert_eq(bloopcl_reference_init(&config, n, &ref), BLOOPCL_OK);
     float *g = support_alloc(n), *a = support_alloc(n);
@@ -469,7 +460,7 @@ CASE_TEST(projecting_methods, diagnostics_match_reference)
     bloopcl_config config = make_config(c);
     config.lambda = 2.0;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     bloopcl_reference_state ref;
     cr_assert_eq(bloopcl_reference_init(&config, n, &ref), BLOOPCL_OK);
     float *g = support_alloc(n), *a = support_alloc(n);
@@ -542,9 +533,9 @@ CASE_TEST(ema_methods, repeatable_bit_for_bit)
     config.lambda = 0.7;
     bloopcl_context *ctx = support_context();
     bloopcl_context *ctx2 = support_context();
-    bloopcl_combiner *x = new_combiner(ctx, &config, n);
-    bloopcl_combiner *y = new_combiner(ctx, &config, n);
-    bloopcl_combiner *z = new_combiner(ctx2, &config, n);
+    bloopcl_combiner *x = support_combiner(ctx, &config, n);
+    bloopcl_combiner *y = support_combiner(ctx, &config, n);
+    bloopcl_combiner *z = support_combiner(ctx2, &config, n);
     float *g = support_alloc(n), *a = support_alloc(n);
     float *dx = support_alloc(n), *dy = support_alloc(n), *dz = support_alloc(n);
     for (int t = 0; t < steps; ++t) {
@@ -627,11 +618,7 @@ static void run_segmented_against_reference(bloopcl_context *ctx, bloopcl_combin
             cr_assert_eq(err, CL_SUCCESS);
             first += seg->count;
         }
-        bloopcl_diagnostics dev_diag, ref_diag;
-        cr_assert_eq(bloopcl_get_diagnostics(comb, &dev_diag), BLOOPCL_OK);
-        cr_assert_eq(bloopcl_reference_step(config, &ref, g, a, d_ref, &ref_diag), BLOOPCL_OK);
-        support_expect_step_matches(config, n, g, a, d_dev, d_ref, &dev_diag, &ref_diag,
-                                    ref.ema, ref.aux_ema, t);
+        support_check_step(comb, config, &ref, g, a, d_dev, d_ref, t);
         if (garbage != NULL) {
             /* d's buffer outside its segments, and g's and a's buffers entirely, unchanged */
             support_read(ctx, buffers[2], whole, buffer_floats);
@@ -663,7 +650,7 @@ CASE_TEST(projecting_methods, segments_in_separate_buffers)
     bloopcl_config config = make_config(c);
     config.lambda = 0.6;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, SEGMENTED_N);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, SEGMENTED_N);
     bloopcl_segment segments[3][NUM_SEGMENTS];
     cl_mem buffers[3 * NUM_SEGMENTS];
     bloopcl_tensor tensors[3];
@@ -697,7 +684,7 @@ CASE_TEST(projecting_methods, segments_at_offsets_in_one_buffer)
     bloopcl_config config = make_config(c);
     config.lambda = 0.6;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, SEGMENTED_N);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, SEGMENTED_N);
     size_t offsets[3 * NUM_SEGMENTS];
     size_t floats[3];
     for (int k = 0; k < 3; ++k) {
@@ -765,7 +752,7 @@ CASE_TEST(ema_methods, empty_segments_are_skipped)
     bloopcl_config config = make_config(c);
     config.lambda = 0.6;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     bloopcl_reference_state ref;
     cr_assert_eq(bloopcl_reference_init(&config, n, &ref), BLOOPCL_OK);
     bloopcl_segment segments[3][4];
@@ -793,11 +780,7 @@ CASE_TEST(ema_methods, empty_segments_are_skipped)
                      BLOOPCL_OK, "step %d: %s", t, bloopcl_context_last_error(ctx));
         support_read(ctx, buffers[2][1], d_dev, 500);
         support_read(ctx, buffers[2][3], d_dev + 500, 499);
-        bloopcl_diagnostics dev_diag, ref_diag;
-        cr_assert_eq(bloopcl_get_diagnostics(comb, &dev_diag), BLOOPCL_OK);
-        cr_assert_eq(bloopcl_reference_step(&config, &ref, g, a, d_ref, &ref_diag), BLOOPCL_OK);
-        support_expect_step_matches(&config, n, g, a, d_dev, d_ref, &dev_diag, &ref_diag,
-                                    ref.ema, ref.aux_ema, t);
+        support_check_step(comb, &config, &ref, g, a, d_dev, d_ref, t);
     }
     support_expect_state(comb, BLOOPCL_STATE_EMA, ref.ema, n);
     if (ref.aux_ema != NULL)
@@ -824,9 +807,9 @@ CASE_TEST(all_methods, d_aliasing_g_or_a_matches_separate)
     bloopcl_config config = make_config(c);
     config.lambda = 0.4;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *separate = new_combiner(ctx, &config, n);
-    bloopcl_combiner *on_g = new_combiner(ctx, &config, n);
-    bloopcl_combiner *on_a = new_combiner(ctx, &config, n);
+    bloopcl_combiner *separate = support_combiner(ctx, &config, n);
+    bloopcl_combiner *on_g = support_combiner(ctx, &config, n);
+    bloopcl_combiner *on_a = support_combiner(ctx, &config, n);
     cl_mem gb = support_buffer(ctx, NULL, n), ab = support_buffer(ctx, NULL, n);
     cl_mem db = support_buffer(ctx, NULL, n);
     float *g = support_alloc(n), *a = support_alloc(n);
@@ -871,7 +854,7 @@ CASE_TEST(all_methods, inputs_never_modified)
     bloopcl_config config = make_config(c);
     config.lambda = 0.5;
     bloopcl_context *ctx = support_context();
-    bloopcl_combiner *comb = new_combiner(ctx, &config, n);
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
     float *g = support_alloc(n), *a = support_alloc(n), *back = support_alloc(n);
     cl_mem gb = support_buffer(ctx, NULL, n), ab = support_buffer(ctx, NULL, n);
     cl_mem db = support_buffer(ctx, NULL, n);
