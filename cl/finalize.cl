@@ -39,6 +39,7 @@ kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots
         ? dot[BLOOPCL_DOT_AUXEMA_MAIN] / (dot[BLOOPCL_DOT_AUXEMA_AUXEMA] + eps) : 0.0f;
 
     int accepted = !(skip_nonfinite && flags[BLOOPCL_FLAG_NONFINITE]);
+    scalars[BLOOPCL_SCALAR_ACCEPTED] = accepted ? 1.0f : 0.0f;
     scalars[BLOOPCL_SCALAR_RATIO] = ratio;
     scalars[BLOOPCL_SCALAR_RATIO_RAW] = ratio_raw;
     scalars[BLOOPCL_SCALAR_AUX_RATIO] = aux_ratio;

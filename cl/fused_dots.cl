@@ -20,6 +20,7 @@
         T ai = LOAD(a, i);                                                                     \
         if (check)                                                                             \
             *probe += bloopcl_probe##SFX(gi, ai);                                              \
+        acc[BLOOPCL_DOT_MAIN_MAIN] += gi * gi;                                                 \
         if (has_ema) {                                                                         \
             T mi = bloopcl_ema##SFX(LOAD(m_cur, i), gi, w);                                    \
             acc[BLOOPCL_DOT_EMA_AUX] += mi * ai;                                               \

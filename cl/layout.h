@@ -9,15 +9,19 @@
 #define BLOOPCL_DOT_AUX_AUX 2      /* <a, a>  (diagnostics: cosine) */
 #define BLOOPCL_DOT_AUXEMA_MAIN 3  /* <q, g>  (PCGrad) */
 #define BLOOPCL_DOT_AUXEMA_AUXEMA 4 /* <q, q> (PCGrad) */
-#define BLOOPCL_NUM_DOTS 5
+#define BLOOPCL_DOT_MAIN_MAIN 5    /* <g, g>  (the gradient norm, for clipping) */
+#define BLOOPCL_NUM_DOTS 6
 
-/* Scalars written by the finalize kernel (floats) and read by the projection and the host. */
-#define BLOOPCL_SCALAR_RATIO 0         /* r used in the direction (after any clip) */
-#define BLOOPCL_SCALAR_RATIO_RAW 1     /* <m,a> / (<m,m> + eps) */
-#define BLOOPCL_SCALAR_AUX_RATIO 2     /* PCGrad: <q,g> / (<q,q> + eps) */
-#define BLOOPCL_SCALAR_SCALE 3         /* s */
-#define BLOOPCL_SCALAR_EMA_WEIGHT 4    /* the w this step used (1 for a first-gradient init) */
-#define BLOOPCL_SCALAR_DOTS 5          /* BLOOPCL_NUM_DOTS totals from here on */
+/* Scalars written by the finalize kernel (floats) and read by the projection, the host and
+ * the caller's kernels: this is the public output buffer (enum bloopcl_output in bloopcl.h
+ * has the same indices; src/combiner.c checks that they agree). */
+#define BLOOPCL_SCALAR_ACCEPTED 0      /* 1.0f: the step is applied; 0.0f: skipped */
+#define BLOOPCL_SCALAR_RATIO 1         /* r used in the direction (after any clip) */
+#define BLOOPCL_SCALAR_RATIO_RAW 2     /* <m,a> / (<m,m> + eps) */
+#define BLOOPCL_SCALAR_AUX_RATIO 3     /* PCGrad: <q,g> / (<q,q> + eps) */
+#define BLOOPCL_SCALAR_SCALE 4         /* s */
+#define BLOOPCL_SCALAR_EMA_WEIGHT 5    /* the w this step used (1 for a first-gradient init) */
+#define BLOOPCL_SCALAR_DOTS 6          /* BLOOPCL_NUM_DOTS totals from here on */
 #define BLOOPCL_NUM_SCALARS (BLOOPCL_SCALAR_DOTS + BLOOPCL_NUM_DOTS)
 
 /* Integer flags kept on the device between steps. */

@@ -24,7 +24,10 @@
  *   - Every call returns a bloopcl_status: 0 on success, a negative code on failure.
  *     bloopcl_status_string() gives a static text for a code and
  *     bloopcl_context_last_error() the detailed message of the last failure in that context.
- *   - On any failure the EMA state is left exactly as it was.
+ *   - A call that fails was not applied: the EMA state is left exactly as it was. The one
+ *     exception is BLOOPCL_ERR_STATE_INVALID: the driver failed in the middle of a step that
+ *     had already begun to update the state in place; the combiner then refuses steps until
+ *     bloopcl_write_state or bloopcl_reset_state gives it a state again.
  *   - The library never prints and never exits. An optional log callback receives notes.
  *   - Destroy functions accept NULL.
  *   - Gradients are never modified (unless the caller makes d alias g or a, which is allowed:
@@ -89,7 +92,9 @@ typedef enum bloopcl_status {
     BLOOPCL_ERR_NONFINITE_INPUT = -11,  /* g or a held NaN or Inf; the step was skipped */
     BLOOPCL_ERR_STATE = -12,            /* the call does not fit the combiner's state */
     BLOOPCL_ERR_UNSUPPORTED = -13,      /* valid request this build or device cannot serve */
-    BLOOPCL_ERR_WRONG_CONTEXT = -14     /* a cl_mem belongs to another cl_context */
+    BLOOPCL_ERR_WRONG_CONTEXT = -14,    /* a cl_mem belongs to another cl_context */
+    BLOOPCL_ERR_STATE_INVALID = -15     /* the driver failed mid-step after the state began to
+                                           change; write or reset the state to go on */
 } bloopcl_status;
 
 /** Static, never NULL text for a status code (also for unknown codes). */
@@ -156,7 +161,11 @@ typedef void (*bloopcl_log_fn)(void *user, bloopcl_log_level level, const char *
 typedef struct bloopcl_context_params {
     const char *device_spec;    /* NULL: read BLOOPCL_DEVICE; otherwise overrides it */
     const char *build_options;  /* appended to the kernel build options; NULL: read
-                                   BLOOPCL_BUILD_OPTIONS */
+                                   BLOOPCL_BUILD_OPTIONS. Options that break the kernels'
+                                   exactness (-cl-fast-relaxed-math, -cl-finite-math-only,
+                                   -cl-unsafe-math-optimizations, -cl-mad-enable,
+                                   -cl-no-signed-zeros, -cl-denorms-are-zero) or their shape
+                                   (-DBLOOPCL_*) are refused: BLOOPCL_ERR_INVALID_ARGUMENT */
     const char *cache_dir;      /* compiled-kernel cache folder; NULL: read BLOOPCL_CACHE_DIR,
                                    else $XDG_CACHE_HOME/bloopcl or ~/.cache/bloopcl;
                                    "" or "off": no cache */
@@ -188,16 +197,22 @@ BLOOPCL_API bloopcl_status bloopcl_context_create_from_cl(cl_context cl_ctx, cl_
 
 /**
  * Creates a context from any buffer of the caller (e.g. a tensor's cl_mem): its cl_context is
- * used, with the first device of that context and a new in-order queue.
+ * used, with the first device of that context (CL_CONTEXT_DEVICES[0], also when the context
+ * holds several devices) and a new in-order queue.
  */
 BLOOPCL_API bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer,
                                                            const bloopcl_context_params *params,
                                                            bloopcl_context **out);
 
 /**
- * Waits for the queue, then releases everything the context holds. If the context ever used
- * the CLBlast backend, CLBlast's process-wide program cache is cleared (CLBlastClearCache):
- * its programs hold references to the cl_context, which could otherwise never be freed.
+ * Waits for the queue, then releases everything the context holds. Destroy every combiner of
+ * a context before the context itself (a combiner uses its context's queue and kernels).
+ * CLBlast caches its compiled programs process-wide, each holding a reference to its
+ * cl_context. For a cl_context that bloopcl created and whose combiners used the CLBlast
+ * backend, that cache is cleared here (CLBlastClearCache), so the cl_context is freed. For a
+ * caller's cl_context (bloopcl_context_create_from_cl, _from_mem) it is left alone: clearing
+ * it would evict the trainer's own CLBlast kernels. Such a caller calls CLBlastClearCache
+ * itself before it releases its cl_context, if it wants that context freed.
  */
 BLOOPCL_API void bloopcl_context_destroy(bloopcl_context *ctx);
 
@@ -249,11 +264,20 @@ typedef enum bloopcl_nonfinite_policy {
     BLOOPCL_NONFINITE_PROPAGATE = 1  /* IEEE arithmetic as written (as apple/ml-bloop does) */
 } bloopcl_nonfinite_policy;
 
-/** How the global dot products are computed. Both agree with the CPU reference. */
+/**
+ * How the global dot products are computed. Both agree with the CPU reference.
+ *
+ * FUSED is the default on every device type: by the library's byte model it moves 32 B per
+ * element for BLOOP (44 for PCGRAD) where CLBLAST moves 56 (88), and it enqueues
+ * 2 ceil(P/16) + 1 kernels for P segments where CLBLAST enqueues CLBlast's two Xdot kernels per
+ * dot per piece besides. FUSED keeps its state in place (4 bytes per parameter for BLOOP and
+ * DYNAMIC_BARRIER, 8 for PCGRAD); CLBLAST keeps it double-buffered (8 and 16), because the EMA
+ * CLBlast takes dots of must be materialised before the step can still be rejected.
+ */
 typedef enum bloopcl_dot_backend {
-    BLOOPCL_DOTS_AUTO = 0,     /* BLOOPCL_DOTS env variable if set, else FUSED on CPU devices
-                                  and CLBLAST elsewhere */
-    BLOOPCL_DOTS_CLBLAST = 1,  /* EMA kernel, CLBlastSdot per segment, projection kernel */
+    BLOOPCL_DOTS_AUTO = 0,     /* BLOOPCL_DOTS env variable (auto|fused|clblast) if set,
+                                  else FUSED, on every device type */
+    BLOOPCL_DOTS_CLBLAST = 1,  /* EMA kernel, CLBlastSdot per piece, projection kernel */
     BLOOPCL_DOTS_FUSED = 2     /* pass 1: EMA + all dots in one kernel; pass 2: projection */
 } bloopcl_dot_backend;
 
@@ -290,6 +314,15 @@ BLOOPCL_API const char *bloopcl_method_name(bloopcl_method method);
  * A gradient of n elements is a list of segments laid end to end; one model is often hundreds of
  * buffers. g, a and d must have the same number of segments with the same counts. The dot
  * products are global across all segments. A single buffer is the one-segment case.
+ *
+ * Cost: consecutive segments that lie end to end in their buffers (in g, a and d alike) are
+ * merged into one range; the kernels take 16 ranges per launch, each with a number of
+ * work-groups that follows its size (a fixed function of the layout: results are bitwise
+ * repeatable for a given layout). A step over P ranges on the fused backend enqueues
+ * 2 ceil(P/16) + 1 kernels (more only when n exceeds one state buffer of the device).
+ * The plan of a segment list is kept: a step with the same lists as the step before is not
+ * validated again. To make that safe, the combiner holds a reference (clRetainMemObject) on
+ * the buffers of its last segment lists until other lists are used or it is destroyed.
  * ------------------------------------------------------------------------------------------- */
 typedef enum bloopcl_dtype {
     BLOOPCL_DTYPE_F32 = 0   /* float; other element types are reserved for later versions */
@@ -331,7 +364,33 @@ typedef struct bloopcl_diagnostics {
     double aux_ema_norm_sq;  /* PCGRAD: <q,q> */
     int accepted;            /* 0 if the step was skipped for a non-finite input */
     uint64_t steps;          /* steps enqueued so far on this combiner */
+    double grad_norm_sq;     /* <g,g>, the squared global norm of the main gradient */
+    unsigned kernels;        /* kernels the last step enqueued (CLBlastSdot counts 2) */
 } bloopcl_diagnostics;
+
+/**
+ * The step's results on the device, for the trainer's own kernels: a buffer of
+ * BLOOPCL_NUM_OUTPUTS floats at the indices below, written by every step (by its finalize
+ * kernel, before the direction is written), so an optimizer enqueued after the step on the
+ * same queue (or after its `done` event) can, say, skip a rejected step without a host read,
+ * or clip by the gradient norm. The buffer belongs to the combiner (do not release it) and
+ * lives as long as the combiner; the next step overwrites it.
+ */
+typedef enum bloopcl_output {
+    BLOOPCL_OUTPUT_ACCEPTED = 0,        /* 1.0f: the step was applied; 0.0f: it was skipped */
+    BLOOPCL_OUTPUT_RATIO = 1,           /* r used in d (after the dynamic-barrier clip) */
+    BLOOPCL_OUTPUT_RATIO_RAW = 2,       /* <m,a>/(<m,m>+eps) */
+    BLOOPCL_OUTPUT_AUX_RATIO = 3,       /* PCGRAD: <q,g>/(<q,q>+eps) */
+    BLOOPCL_OUTPUT_SCALE = 4,           /* s */
+    BLOOPCL_OUTPUT_EMA_WEIGHT = 5,      /* the w this step used (1 for a first-gradient init) */
+    BLOOPCL_OUTPUT_DOT_EMA_AUX = 6,     /* <m,a> */
+    BLOOPCL_OUTPUT_EMA_NORM_SQ = 7,     /* <m,m> */
+    BLOOPCL_OUTPUT_AUX_NORM_SQ = 8,     /* <a,a> */
+    BLOOPCL_OUTPUT_DOT_AUX_EMA_MAIN = 9,/* PCGRAD: <q,g> */
+    BLOOPCL_OUTPUT_AUX_EMA_NORM_SQ = 10,/* PCGRAD: <q,q> */
+    BLOOPCL_OUTPUT_GRAD_NORM_SQ = 11,   /* <g,g> */
+    BLOOPCL_NUM_OUTPUTS = 12
+} bloopcl_output;
 
 /**
  * Creates a combiner for vectors of n elements (n >= 1). The configuration is validated and
@@ -352,12 +411,21 @@ BLOOPCL_API bloopcl_status bloopcl_combiner_set_hyperparameters(bloopcl_combiner
                                                                 double ema_weight, double lambda,
                                                                 double eps);
 
+/** The combiner's output buffer (see bloopcl_output); never NULL for a valid combiner. */
+BLOOPCL_API bloopcl_status bloopcl_combiner_outputs(const bloopcl_combiner *combiner,
+                                                    cl_mem *outputs);
+
 /**
  * Enqueues one step on the context's queue and returns without waiting. Reads g and a, writes
  * d, updates the state. Scalars never travel to the host inside a step. If `wait_list` is not
- * NULL the step starts after those events; if `done` is not NULL it receives an event that
- * completes with the step (release it with clReleaseEvent).
- * A skipped step (non-finite input, policy SKIP) is only visible through the diagnostics.
+ * NULL the step starts after those events (an event that has already failed is refused:
+ * BLOOPCL_ERR_INVALID_ARGUMENT); if `done` is not NULL it receives an event that completes
+ * with the step (release it with clReleaseEvent). The queue is flushed before the call
+ * returns, so `done` may be waited on from another queue or thread.
+ * On success the step was enqueued; on any failure it was not applied, `*done` is NULL and
+ * the state is unchanged, except for BLOOPCL_ERR_STATE_INVALID (see the conventions above).
+ * A skipped step (non-finite input, policy SKIP) is visible through the diagnostics and the
+ * output buffer (BLOOPCL_OUTPUT_ACCEPTED = 0).
  */
 BLOOPCL_API bloopcl_status bloopcl_step(bloopcl_combiner *combiner, const bloopcl_tensor *g,
                                         const bloopcl_tensor *a, const bloopcl_tensor *d,
@@ -389,11 +457,15 @@ BLOOPCL_API bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *combiner,
 BLOOPCL_API bloopcl_status bloopcl_read_state(bloopcl_combiner *combiner, bloopcl_state_kind kind,
                                               float *host, size_t n);
 
-/** Overwrites the state from the host (resuming a checkpoint); marks it initialised. */
+/** Overwrites the state from the host (resuming a checkpoint); marks it initialised. After
+ * BLOOPCL_ERR_STATE_INVALID, writing every state kind of the method makes it valid again.
+ * On the fused backend the state is single-buffered, so a driver failure during this call
+ * leaves that kind invalid (BLOOPCL_ERR_STATE_INVALID) rather than as it was. */
 BLOOPCL_API bloopcl_status bloopcl_write_state(bloopcl_combiner *combiner, bloopcl_state_kind kind,
                                                const float *host, size_t n);
 
-/** Puts the state back as config->init made it at creation. */
+/** Puts the state back as config->init made it at creation (also after
+ * BLOOPCL_ERR_STATE_INVALID). */
 BLOOPCL_API bloopcl_status bloopcl_reset_state(bloopcl_combiner *combiner);
 
 /* ---------------------------------------------------------------------------------------------

@@ -294,6 +294,31 @@ void bloopcl_combiner_destroy(bloopcl_combiner *comb)
     free(comb);
 }
 
+/* The public output indices are the kernels' scalar indices. */
+_Static_assert(BLOOPCL_OUTPUT_ACCEPTED == BLOOPCL_SCALAR_ACCEPTED &&
+               BLOOPCL_OUTPUT_RATIO == BLOOPCL_SCALAR_RATIO &&
+               BLOOPCL_OUTPUT_RATIO_RAW == BLOOPCL_SCALAR_RATIO_RAW &&
+               BLOOPCL_OUTPUT_AUX_RATIO == BLOOPCL_SCALAR_AUX_RATIO &&
+               BLOOPCL_OUTPUT_SCALE == BLOOPCL_SCALAR_SCALE &&
+               BLOOPCL_OUTPUT_EMA_WEIGHT == BLOOPCL_SCALAR_EMA_WEIGHT &&
+               BLOOPCL_OUTPUT_DOT_EMA_AUX == BLOOPCL_SCALAR_DOTS + BLOOPCL_DOT_EMA_AUX &&
+               BLOOPCL_OUTPUT_EMA_NORM_SQ == BLOOPCL_SCALAR_DOTS + BLOOPCL_DOT_EMA_EMA &&
+               BLOOPCL_OUTPUT_AUX_NORM_SQ == BLOOPCL_SCALAR_DOTS + BLOOPCL_DOT_AUX_AUX &&
+               BLOOPCL_OUTPUT_DOT_AUX_EMA_MAIN == BLOOPCL_SCALAR_DOTS + BLOOPCL_DOT_AUXEMA_MAIN &&
+               BLOOPCL_OUTPUT_AUX_EMA_NORM_SQ ==
+                   BLOOPCL_SCALAR_DOTS + BLOOPCL_DOT_AUXEMA_AUXEMA &&
+               BLOOPCL_OUTPUT_GRAD_NORM_SQ == BLOOPCL_SCALAR_DOTS + BLOOPCL_DOT_MAIN_MAIN &&
+               BLOOPCL_NUM_OUTPUTS == BLOOPCL_NUM_SCALARS,
+               "bloopcl_output and cl/layout.h disagree");
+
+bloopcl_status bloopcl_combiner_outputs(const bloopcl_combiner *comb, cl_mem *outputs)
+{
+    if (comb == NULL || outputs == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    *outputs = comb->scalars;
+    return BLOOPCL_OK;
+}
+
 bloopcl_status bloopcl_combiner_config(const bloopcl_combiner *comb, bloopcl_config *config)
 {
     if (comb == NULL || config == NULL)
@@ -429,6 +454,8 @@ bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnosti
         .aux_ema_norm_sq = dot[BLOOPCL_DOT_AUXEMA_AUXEMA],
         .accepted = flags[BLOOPCL_FLAG_ACCEPTED] != 0,
         .steps = comb->steps,
+        .grad_norm_sq = dot[BLOOPCL_DOT_MAIN_MAIN],
+        .kernels = comb->kernels_last_step,
     };
     double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
     diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;

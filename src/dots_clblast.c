@@ -118,6 +118,14 @@ static bloopcl_status piece_dots(bloopcl_combiner *comb, const bloopcl_piece *p,
     return status;
 }
 
+/* <g,g> of one piece, for every method (the gradient norm the trainer may clip by). */
+static bloopcl_status piece_grad_norm(bloopcl_combiner *comb, const bloopcl_piece *p, size_t slots,
+                                      size_t slot)
+{
+    return sdot(comb, BLOOPCL_DOT_MAIN_MAIN, slots, slot, p->count, p->g, p->g_offset, p->g,
+                p->g_offset);
+}
+
 bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, size_t num_pieces,
                                              size_t slots)
 {
@@ -128,5 +136,7 @@ bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, size_t num_
         status = enqueue_ema_piece(comb, &comb->pieces[p]);
     for (size_t p = 0; p < num_pieces && status == BLOOPCL_OK && has_ema; ++p)
         status = piece_dots(comb, &comb->pieces[p], slots, p);
+    for (size_t p = 0; p < num_pieces && status == BLOOPCL_OK; ++p)
+        status = piece_grad_norm(comb, &comb->pieces[p], slots, p);
     return status;
 }

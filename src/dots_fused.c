@@ -35,8 +35,7 @@ static bloopcl_status enqueue_fused_piece(bloopcl_combiner *comb, const bloopcl_
 bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, size_t num_pieces,
                                            size_t slots)
 {
-    bool needed = bloopcl__method_has_ema(comb->config.method) ||
-                  comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
+    bool needed = true;  /* <g,g> is always reported */
     bloopcl_status status = BLOOPCL_OK;
     size_t groups = comb->ctx->kernels.fused_groups;
     for (size_t p = 0; p < num_pieces && status == BLOOPCL_OK && needed; ++p)

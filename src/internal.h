@@ -82,6 +82,7 @@ struct bloopcl_combiner {
     cl_mem *staging[3];        /* bloopcl_step_host's device copies of g, a, d, per segment */
     size_t staging_segments;
     uint64_t steps;
+    unsigned kernels_last_step;  /* kernels the last step enqueued (diagnostics) */
 };
 
 /* --- errors (error.c) ---------------------------------------------------------------------- */

@@ -165,6 +165,7 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
     }
     double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
     diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;
+    diag.grad_norm_sq = dot(g, g, n);
     diag.accepted = 1;
 
     /* 3. The direction. */

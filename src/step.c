@@ -50,7 +50,7 @@ bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const
 
 int bloopcl__dots_mask(const bloopcl_combiner *comb)
 {
-    int mask = 0;
+    int mask = 1 << BLOOPCL_DOT_MAIN_MAIN;  /* the gradient norm, always */
     if (bloopcl__method_has_ema(comb->config.method))
         mask |= (1 << BLOOPCL_DOT_EMA_AUX) | (1 << BLOOPCL_DOT_EMA_EMA) | (1 << BLOOPCL_DOT_AUX_AUX);
     if (bloopcl__method_has_aux_ema(comb->config.method))
