@@ -77,33 +77,72 @@ float bloopcl_min_cap(float x, float cap)
     return (x > cap) ? cap : x;
 }
 
-/* The elements [begin, end) a work-item owns, visited begin, begin + step, ... The launch
- * geometry is fixed per device (never per n), so every reduction happens in the same order on
- * every run.
+/* Multi-range launches (layout.h): the range a work-group serves, and its place in it. */
+typedef struct bloopcl_slot {
+    uint index;             /* which of the launch's BLOOPCL_SLOTS buffer arguments */
+    size_t g_off, a_off, d_off, s_off, count;
+    size_t item, items;     /* this work-item among the work-items serving the range */
+} bloopcl_slot;
+
+/* The table holds BLOOPCL_SLOTS rows per launch; this is launch `launch`, with `num_slots`
+ * ranges. Work-groups are handed to the ranges in order, so the range of this group is the last one
+ * whose first group is not after it (at most BLOOPCL_SLOTS comparisons, uniform per group). */
+bloopcl_slot bloopcl_find_slot(global const ulong *table, uint launch, uint num_slots)
+{
+    size_t group = get_group_id(0);
+    table += (size_t)launch * BLOOPCL_SLOTS * BLOOPCL_SLOT_WORDS;
+    uint s = 0;
+    while (s + 1 < num_slots &&
+           group >= table[(s + 1) * BLOOPCL_SLOT_WORDS + BLOOPCL_SLOT_FIRST_GROUP])
+        ++s;
+    global const ulong *row = table + s * BLOOPCL_SLOT_WORDS;
+    bloopcl_slot slot;
+    slot.index = s;
+    slot.g_off = row[BLOOPCL_SLOT_G_OFFSET];
+    slot.a_off = row[BLOOPCL_SLOT_A_OFFSET];
+    slot.d_off = row[BLOOPCL_SLOT_D_OFFSET];
+    slot.s_off = row[BLOOPCL_SLOT_STATE_OFFSET];
+    slot.count = row[BLOOPCL_SLOT_COUNT];
+    slot.item = (group - row[BLOOPCL_SLOT_FIRST_GROUP]) * get_local_size(0) + get_local_id(0);
+    slot.items = row[BLOOPCL_SLOT_GROUPS] * get_local_size(0);
+    return slot;
+}
+
+/* The elements [begin, end) of its range a work-item owns, visited begin, begin + step, ...
+ * The number of work-items per range is a fixed function of the layout, so every reduction
+ * happens in the same order on every run.
  *  BLOOPCL_CONTIGUOUS (CPUs): one contiguous chunk per work-item, a multiple of the vector
  *    width long, walked with step BLOOPCL_VECTOR;
- *  otherwise (GPUs): a grid-stride loop over single elements. */
+ *  otherwise (GPUs): a grid-stride loop over single elements (neighbours read neighbours). */
 typedef struct bloopcl_range {
     size_t begin, end, step;
 } bloopcl_range;
 
-bloopcl_range bloopcl_my_range(size_t count)
+bloopcl_range bloopcl_slot_range(const bloopcl_slot *slot)
 {
     bloopcl_range r;
 #ifdef BLOOPCL_CONTIGUOUS
-    size_t items = get_global_size(0);
-    size_t chunk = (count + items - 1) / items;
+    size_t chunk = (slot->count + slot->items - 1) / slot->items;
     chunk = (chunk + BLOOPCL_VECTOR - 1) / BLOOPCL_VECTOR * BLOOPCL_VECTOR;
-    r.begin = min(count, get_global_id(0) * chunk);
-    r.end = min(count, r.begin + chunk);
+    r.begin = min(slot->count, slot->item * chunk);
+    r.end = min(slot->count, r.begin + chunk);
     r.step = BLOOPCL_VECTOR;
 #else
-    r.begin = get_global_id(0);
-    r.end = count;
-    r.step = get_global_size(0);
+    r.begin = slot->item;
+    r.end = slot->count;
+    r.step = slot->items;
 #endif
     return r;
 }
+
+/* Kernel parameters for one buffer per slot, and the private table that indexes them. */
+#define BLOOPCL_SLOT_PARAMS(T, name)                                                           \
+    T name##0, T name##1, T name##2, T name##3, T name##4, T name##5, T name##6, T name##7,     \
+    T name##8, T name##9, T name##10, T name##11, T name##12, T name##13, T name##14,          \
+    T name##15
+#define BLOOPCL_SLOT_TABLE(name)                                                               \
+    {name##0, name##1, name##2, name##3, name##4, name##5, name##6, name##7, name##8,          \
+     name##9, name##10, name##11, name##12, name##13, name##14, name##15}
 
 /* Tree reduction of BLOOPCL_NUM_DOTS rows of `scratch` (row k holds one value per work-item);
  * the local size must be a power of two. The order is fixed, so results are repeatable. */
@@ -118,3 +157,15 @@ void bloopcl_reduce_rows(local float *scratch, size_t lid, size_t size)
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }
+
+/* The kernels' invariants, guarded where the compiler can see them: exact IEEE arithmetic
+ * (NaN/Inf detection, the bit-exact EMA) and the vector width only in the contiguous shape. */
+#ifdef __FAST_RELAXED_MATH__
+#error "bloopcl kernels must not be built with -cl-fast-relaxed-math"
+#endif
+#if BLOOPCL_SLOTS != 16
+#error "BLOOPCL_SLOT_PARAMS and BLOOPCL_SLOT_TABLE spell out 16 slots"
+#endif
+#if BLOOPCL_VECTOR > 1 && !defined(BLOOPCL_CONTIGUOUS)
+#error "BLOOPCL_VECTOR > 1 needs BLOOPCL_CONTIGUOUS (the grid-stride shape reads single floats)"
+#endif

@@ -24,22 +24,27 @@
 BLOOPCL_DEFINE_EMA_AT(floatv, _v, BLOOPCL_LOADV, BLOOPCL_STOREV)
 BLOOPCL_DEFINE_EMA_AT(float, , BLOOPCL_LOAD1, BLOOPCL_STORE1)
 
-kernel void bloopcl_ema_update(global const float *g, ulong g_off,
-                               global const float *a, ulong a_off,
+/* One launch serves up to BLOOPCL_SLOTS ranges (layout.h), all in the same state buffers. */
+kernel void bloopcl_ema_update(BLOOPCL_SLOT_PARAMS(global const float *, g),
+                               BLOOPCL_SLOT_PARAMS(global const float *, a),
                                global const float *m_cur, global float *m_next,
                                global const float *q_cur, global float *q_next,
-                               ulong s_off, ulong count, float w,
+                               global const ulong *table, uint launch, uint num_slots, float w,
                                int has_ema, int has_aux_ema, int check_finite,
                                global int *flags)
 {
     /* Before a first-gradient initialisation the EMA takes g whole (w = 1). */
     float w_step = flags[BLOOPCL_FLAG_INITIALIZED] ? w : 1.0f;
-    global const float *gp = g + g_off, *ap = a + a_off;
-    global const float *mc = m_cur + s_off, *qc = q_cur + s_off;
-    global float *mn = m_next + s_off, *qn = q_next + s_off;
+    global const float *g_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(g);
+    global const float *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
+    bloopcl_slot slot = bloopcl_find_slot(table, launch, num_slots);
+    global const float *gp = g_slots[slot.index] + slot.g_off;
+    global const float *ap = a_slots[slot.index] + slot.a_off;
+    global const float *mc = m_cur + slot.s_off, *qc = q_cur + slot.s_off;
+    global float *mn = m_next + slot.s_off, *qn = q_next + slot.s_off;
     floatv probe_v = (floatv)(0.0f);
     float probe = 0.0f;
-    bloopcl_range r = bloopcl_my_range((size_t)count);
+    bloopcl_range r = bloopcl_slot_range(&slot);
     size_t i = r.begin;
     for (; i + BLOOPCL_VECTOR <= r.end; i += r.step)
         bloopcl_ema_at_v(gp, ap, mc, mn, qc, qn, i, w_step, has_ema, has_aux_ema, check_finite,

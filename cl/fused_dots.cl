@@ -36,19 +36,26 @@
 BLOOPCL_DEFINE_DOTS_AT(floatv, _v, BLOOPCL_LOADV)
 BLOOPCL_DEFINE_DOTS_AT(float, , BLOOPCL_LOAD1)
 
-kernel void bloopcl_fused_dots(global const float *g, ulong g_off,
-                               global const float *a, ulong a_off,
+/* One launch serves up to BLOOPCL_SLOTS ranges (layout.h); every range of a launch lies in
+ * the same state buffers m_cur (q_cur). Work-group k of the launch writes partial slot
+ * partial_base + k of each dot. */
+kernel void bloopcl_fused_dots(BLOOPCL_SLOT_PARAMS(global const float *, g),
+                               BLOOPCL_SLOT_PARAMS(global const float *, a),
                                global const float *m_cur, global const float *q_cur,
-                               ulong s_off, ulong count, float w,
+                               global const ulong *table, uint launch, uint num_slots, float w,
                                int has_ema, int has_aux_ema, int check_finite,
                                global int *flags, global float *partials,
-                               ulong slots, ulong slot_base, local float *scratch)
+                               ulong partial_stride, ulong partial_base, local float *scratch)
 {
     size_t lid = get_local_id(0);
     size_t size = get_local_size(0);
     float w_step = flags[BLOOPCL_FLAG_INITIALIZED] ? w : 1.0f;
-    global const float *gp = g + g_off, *ap = a + a_off;
-    global const float *mc = m_cur + s_off, *qc = q_cur + s_off;
+    global const float *g_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(g);
+    global const float *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
+    bloopcl_slot slot = bloopcl_find_slot(table, launch, num_slots);
+    global const float *gp = g_slots[slot.index] + slot.g_off;
+    global const float *ap = a_slots[slot.index] + slot.a_off;
+    global const float *mc = m_cur + slot.s_off, *qc = q_cur + slot.s_off;
 
     floatv sum_v[BLOOPCL_NUM_DOTS], carry_v[BLOOPCL_NUM_DOTS], part_v[BLOOPCL_NUM_DOTS];
     float sum[BLOOPCL_NUM_DOTS], carry[BLOOPCL_NUM_DOTS], part[BLOOPCL_NUM_DOTS];
@@ -58,7 +65,7 @@ kernel void bloopcl_fused_dots(global const float *g, ulong g_off,
     }
     floatv probe_v = (floatv)(0.0f);
     float probe = 0.0f;
-    bloopcl_range r = bloopcl_my_range((size_t)count);
+    bloopcl_range r = bloopcl_slot_range(&slot);
     size_t i = r.begin;
     /* Blocks of BLOOPCL_BLOCK vectors are summed plainly, then folded into the Kahan sums: a
      * Kahan step is four dependent additions, which per element would make a core wait on
@@ -98,8 +105,8 @@ kernel void bloopcl_fused_dots(global const float *g, ulong g_off,
         scratch[k * size + lid] = BLOOPCL_LANE_SUM(sum_v[k] - carry_v[k]) + (sum[k] - carry[k]);
     bloopcl_reduce_rows(scratch, lid, size);
     if (lid == 0) {
-        size_t slot = (size_t)slot_base + get_group_id(0);
+        size_t slot_index = (size_t)partial_base + get_group_id(0);
         for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
-            partials[k * slots + slot] = scratch[k * size];
+            partials[k * partial_stride + slot_index] = scratch[k * size];
     }
 }

@@ -32,6 +32,22 @@
 #define BLOOPCL_FLAG_BACKUP_ACCEPTED 4    /* last finalize, to undo a step that failed to enqueue */
 #define BLOOPCL_NUM_FLAGS 5
 
+/* Multi-range launches: each launch of the element-wise and fused kernels takes up to
+ * BLOOPCL_SLOTS ranges (OpenCL 1.2 has no pointer tables, so each range's buffers are kernel
+ * arguments of their own) and a table in device memory, BLOOPCL_SLOT_WORDS ulongs per slot,
+ * that says where each range starts and which work-groups serve it. Work-groups
+ * [first_group, first_group + groups) of a launch serve its range; the count follows the
+ * range's size and is a fixed function of the layout, so results are bitwise repeatable. */
+#define BLOOPCL_SLOTS 16
+#define BLOOPCL_SLOT_G_OFFSET 0        /* elements into the range's g buffer */
+#define BLOOPCL_SLOT_A_OFFSET 1
+#define BLOOPCL_SLOT_D_OFFSET 2
+#define BLOOPCL_SLOT_STATE_OFFSET 3    /* elements into the launch's state buffer */
+#define BLOOPCL_SLOT_COUNT 4           /* elements in the range */
+#define BLOOPCL_SLOT_FIRST_GROUP 5     /* first work-group of the launch serving the range */
+#define BLOOPCL_SLOT_GROUPS 6          /* work-groups serving it (>= 1) */
+#define BLOOPCL_SLOT_WORDS 8           /* padded to a power of two */
+
 /* Method codes as the kernels see them (same values as enum bloopcl_method). */
 #define BLOOPCL_KERNEL_BLOOP 0
 #define BLOOPCL_KERNEL_DYNAMIC_BARRIER 1

@@ -6,13 +6,17 @@
  *   PCGRAD                   d = s ((g - min(r_q, 0) q') + lambda (a - min(r, 0) m'))
  *   MIXED                    d = s (g + lambda a)
  *
- * m' (and q') either were materialised in m_next by pass 1 (CLBlast backend, recompute_ema = 0)
- * or are recomputed here from m_cur exactly as pass 1 computed them (fused backend). A rejected
- * step writes d = 0 and copies m_cur into m_next, so the state after the host's buffer flip is
- * exactly the state before the step. g and a are read before d is written, so d may alias them. */
+ * m' (and q') either were materialised in m_next by pass 1 (CLBlast backend, recompute_ema = 0,
+ * double-buffered state) or are recomputed here from m_cur exactly as pass 1 computed them and
+ * written back in place (fused backend: m_next is m_cur, and each element is read and written
+ * by the same work-item). A rejected step writes d = 0 and leaves the state alone: in place
+ * nothing is written; double-buffered, m_cur is copied into m_next, so the state after the
+ * host's buffer flip is exactly the state before the step. g and a are read before d is
+ * written, so d may alias them. */
 
 typedef struct bloopcl_step_scalars {
-    int method, ratio_only, has_ema, has_aux_ema, recompute_ema, accepted;
+    int method, ratio_only, has_ema, has_aux_ema, recompute_ema, accepted;  /* recompute_ema:
+                                                       fused backend, state in place */
     float lambda, s, r, r_q, w;
 } bloopcl_step_scalars;
 
@@ -25,9 +29,9 @@ typedef struct bloopcl_step_scalars {
     {                                                                                          \
         if (!k->accepted) {                                                                    \
             STORE((T)(0.0f), d, i);                                                            \
-            if (k->has_ema)                                                                    \
+            if (k->has_ema && !k->recompute_ema)                                               \
                 STORE(LOAD(m_cur, i), m_next, i);                                              \
-            if (k->has_aux_ema)                                                                \
+            if (k->has_aux_ema && !k->recompute_ema)                                           \
                 STORE(LOAD(q_cur, i), q_next, i);                                              \
             return;                                                                            \
         }                                                                                      \
@@ -58,12 +62,13 @@ typedef struct bloopcl_step_scalars {
 BLOOPCL_DEFINE_PROJECT_AT(floatv, _v, BLOOPCL_LOADV, BLOOPCL_STOREV)
 BLOOPCL_DEFINE_PROJECT_AT(float, , BLOOPCL_LOAD1, BLOOPCL_STORE1)
 
-kernel void bloopcl_project(global const float *g, ulong g_off,
-                            global const float *a, ulong a_off,
-                            global float *d, ulong d_off,
+/* One launch serves up to BLOOPCL_SLOTS ranges (layout.h), all in the same state buffers. */
+kernel void bloopcl_project(BLOOPCL_SLOT_PARAMS(global const float *, g),
+                            BLOOPCL_SLOT_PARAMS(global const float *, a),
+                            BLOOPCL_SLOT_PARAMS(global float *, d),
                             global const float *m_cur, global float *m_next,
                             global const float *q_cur, global float *q_next,
-                            ulong s_off, ulong count,
+                            global const ulong *table, uint launch, uint num_slots,
                             int method, int ratio_only, int has_ema, int has_aux_ema,
                             int recompute_ema, float lambda,
                             global const float *scalars, global const int *flags)
@@ -73,9 +78,16 @@ kernel void bloopcl_project(global const float *g, ulong g_off,
         flags[BLOOPCL_FLAG_ACCEPTED], lambda, scalars[BLOOPCL_SCALAR_SCALE],
         scalars[BLOOPCL_SCALAR_RATIO], scalars[BLOOPCL_SCALAR_AUX_RATIO],
         scalars[BLOOPCL_SCALAR_EMA_WEIGHT]};
-    global const float *gp = g + g_off, *ap = a + a_off, *mc = m_cur + s_off, *qc = q_cur + s_off;
-    global float *dp = d + d_off, *mn = m_next + s_off, *qn = q_next + s_off;
-    bloopcl_range r = bloopcl_my_range((size_t)count);
+    global const float *g_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(g);
+    global const float *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
+    global float *d_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(d);
+    bloopcl_slot slot = bloopcl_find_slot(table, launch, num_slots);
+    global const float *gp = g_slots[slot.index] + slot.g_off;
+    global const float *ap = a_slots[slot.index] + slot.a_off;
+    global float *dp = d_slots[slot.index] + slot.d_off;
+    global const float *mc = m_cur + slot.s_off, *qc = q_cur + slot.s_off;
+    global float *mn = m_next + slot.s_off, *qn = q_next + slot.s_off;
+    bloopcl_range r = bloopcl_slot_range(&slot);
     size_t i = r.begin;
     for (; i + BLOOPCL_VECTOR <= r.end; i += r.step)
         bloopcl_project_at_v(gp, ap, dp, mc, mn, qc, qn, i, &k);

@@ -1,7 +1,9 @@
 /* combiner.c — a method, its hyperparameters and its device state: creation, checkpoints
- * (read/write), reset and diagnostics. Every state change is staged in the spare half of the
- * double buffer and made visible by one flip of `current`, so a failure half-way leaves the
- * state exactly as it was. */
+ * (read/write), reset, diagnostics and the output buffer. On the CLBlast backend the state is
+ * double-buffered: every change is staged in the spare half and made visible by one flip of
+ * `current`, so a failure half-way leaves the state exactly as it was. On the fused backend it
+ * is one buffer updated in place: a driver failure half-way through a write marks that state
+ * kind invalid (BLOOPCL_ERR_STATE_INVALID) until it is written or reset. */
 #include "internal.h"
 
 #include <math.h>
@@ -46,12 +48,12 @@ static bloopcl_status check_state_fits(bloopcl_combiner *comb)
     size_t kinds = (size_t)bloopcl__method_has_ema(comb->config.method) +
                    (size_t)bloopcl__method_has_aux_ema(comb->config.method);
     cl_ulong device = comb->ctx->info.global_mem_bytes;
-    /* two buffers (double buffering) of n floats per kind */
-    if (kinds > 0 && comb->n > (size_t)(device / (2 * kinds * sizeof(float))))
+    size_t buffers = kinds * (comb->double_buffered ? 2 : 1);  /* of n floats each */
+    if (kinds > 0 && comb->n > (size_t)(device / (buffers * sizeof(float))))
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY,
                              "bloopcl_combiner_create: n = %zu needs %zu state buffers of %zu "
                              "floats but device \"%s\" has %llu bytes of global memory",
-                             comb->n, 2 * kinds, comb->n, comb->ctx->info.device_name,
+                             comb->n, buffers, comb->n, comb->ctx->info.device_name,
                              (unsigned long long)device);
     return BLOOPCL_OK;
 }
@@ -74,7 +76,7 @@ static bloopcl_status allocate_state(bloopcl_combiner *comb)
         size_t count = comb->n - first < comb->chunk_capacity ? comb->n - first
                                                                : comb->chunk_capacity;
         comb->chunks[c].count = count;
-        for (int b = 0; b < 2; ++b) {
+        for (int b = 0; b < (comb->double_buffered ? 2 : 1); ++b) {
             bloopcl_status status = create_buffer(ctx, count * sizeof(float),
                                                   &comb->chunks[c].ema[b], "allocating the EMA");
             if (status == BLOOPCL_OK && has_aux)
@@ -130,20 +132,42 @@ static bloopcl_status fill_chunk(bloopcl_context *ctx, cl_mem buffer, size_t fir
     return BLOOPCL_OK;
 }
 
-/* Stages a whole state kind into the spare buffers (the caller flips `current` on success). */
+/* The buffer a state change is written to: the spare half when double-buffered (the caller
+ * flips `current` on success), else the state itself. */
+static int write_target(const bloopcl_combiner *comb)
+{
+    return comb->double_buffered ? 1 - comb->current : comb->current;
+}
+
+/* Makes a staged change visible: one flip when double-buffered; in place it already is. */
+static void commit_staged(bloopcl_combiner *comb)
+{
+    if (comb->double_buffered)
+        comb->current = 1 - comb->current;
+}
+
+/* A failed write in place leaves that kind partly written. */
+static bloopcl_status fail_in_place(bloopcl_combiner *comb, unsigned kinds, bloopcl_status status)
+{
+    if (!comb->double_buffered)
+        comb->invalid_kinds |= kinds;
+    return status;
+}
+
+/* Stages a whole state kind into the write target. */
 static bloopcl_status stage_state(bloopcl_combiner *comb, bloopcl_state_kind kind,
                                   bloopcl_init init, const float *host)
 {
     uint64_t seed = kind == BLOOPCL_STATE_EMA ? comb->config.seed
                                               : comb->config.seed ^ AUX_STREAM_XOR;
-    int spare = 1 - comb->current;
+    int target = write_target(comb);
     for (size_t c = 0; c < comb->num_chunks; ++c) {
         bloopcl_state_chunk *chunk = &comb->chunks[c];
-        cl_mem buffer = kind == BLOOPCL_STATE_EMA ? chunk->ema[spare] : chunk->aux_ema[spare];
+        cl_mem buffer = kind == BLOOPCL_STATE_EMA ? chunk->ema[target] : chunk->aux_ema[target];
         bloopcl_status status = fill_chunk(comb->ctx, buffer, c * comb->chunk_capacity,
                                            chunk->count, init, host, seed);
         if (status != BLOOPCL_OK)
-            return status;
+            return fail_in_place(comb, 1u << kind, status);
     }
     return BLOOPCL_OK;
 }
@@ -151,6 +175,8 @@ static bloopcl_status stage_state(bloopcl_combiner *comb, bloopcl_state_kind kin
 /* Keeps the spare buffers equal to the current ones for a kind that was not restaged. */
 static bloopcl_status copy_current_to_spare(bloopcl_combiner *comb, bloopcl_state_kind kind)
 {
+    if (!comb->double_buffered)
+        return BLOOPCL_OK;
     for (size_t c = 0; c < comb->num_chunks; ++c) {
         bloopcl_state_chunk *chunk = &comb->chunks[c];
         cl_mem *pair = kind == BLOOPCL_STATE_EMA ? chunk->ema : chunk->aux_ema;
@@ -197,9 +223,11 @@ static bloopcl_status initialise_state(bloopcl_combiner *comb, const float *ema,
     flags[BLOOPCL_FLAG_ACCEPTED] = 1;
     if (status == BLOOPCL_OK)
         status = write_flags(comb, flags);
-    if (status == BLOOPCL_OK)
-        comb->current = 1 - comb->current;
-    return status;
+    if (status != BLOOPCL_OK)
+        return fail_in_place(comb, bloopcl__state_kinds(comb), status);
+    commit_staged(comb);
+    comb->invalid_kinds = 0;
+    return BLOOPCL_OK;
 }
 
 static bloopcl_status setup(bloopcl_combiner *comb)
@@ -262,6 +290,7 @@ bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx, const bloopcl_confi
     comb->ctx = ctx;
     comb->config = *config;
     comb->config.dots = resolve_backend(ctx, config->dots);
+    comb->double_buffered = comb->config.dots == BLOOPCL_DOTS_CLBLAST;
     comb->n = n;
     set_kernel_hyperparameters(comb);
     status = setup(comb);
@@ -285,12 +314,12 @@ void bloopcl_combiner_destroy(bloopcl_combiner *comb)
     release(&comb->scalars);
     release(&comb->flags);
     release(&comb->partials);
+    bloopcl__plan_release(&comb->plan);
     for (int k = 0; k < 3; ++k) {
         for (size_t s = 0; comb->staging[k] != NULL && s < comb->staging_segments; ++s)
             release(&comb->staging[k][s]);
         free(comb->staging[k]);
     }
-    free(comb->pieces);
     free(comb);
 }
 
@@ -378,14 +407,17 @@ bloopcl_status bloopcl_read_state(bloopcl_combiner *comb, bloopcl_state_kind kin
     status = read_flags(comb, flags);
     if (status != BLOOPCL_OK)
         return status;
+    if (comb->invalid_kinds & (1u << kind))
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID,
+                             "bloopcl_read_state: the state is invalid since a driver failure "
+                             "in the middle of a step or a write; write or reset it first");
     if (!flags[BLOOPCL_FLAG_INITIALIZED])
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE,
                              "bloopcl_read_state: the EMA is not initialised yet (init "
                              "FIRST_GRADIENT before the first accepted step)");
     for (size_t c = 0; c < comb->num_chunks; ++c) {
         bloopcl_state_chunk *chunk = &comb->chunks[c];
-        cl_mem buffer = kind == BLOOPCL_STATE_EMA ? chunk->ema[comb->current]
-                                                  : chunk->aux_ema[comb->current];
+        cl_mem buffer = bloopcl__state_buffer(comb, c, kind, false);
         cl_int err = clEnqueueReadBuffer(comb->ctx->queue, buffer, CL_TRUE, 0,
                                          chunk->count * sizeof(float),
                                          host + c * comb->chunk_capacity, 0, NULL, NULL);
@@ -403,17 +435,20 @@ bloopcl_status bloopcl_write_state(bloopcl_combiner *comb, bloopcl_state_kind ki
         return status;
     cl_int flags[BLOOPCL_NUM_FLAGS];
     status = read_flags(comb, flags);
-    if (status == BLOOPCL_OK)
-        status = stage_state(comb, kind, BLOOPCL_INIT_BUFFER, host);
+    if (status != BLOOPCL_OK)
+        return status;  /* nothing written yet */
+    status = stage_state(comb, kind, BLOOPCL_INIT_BUFFER, host);
     bloopcl_state_kind other = kind == BLOOPCL_STATE_EMA ? BLOOPCL_STATE_AUX_EMA : BLOOPCL_STATE_EMA;
     if (status == BLOOPCL_OK && bloopcl__method_has_aux_ema(comb->config.method))
         status = copy_current_to_spare(comb, other);
     flags[BLOOPCL_FLAG_INITIALIZED] = 1;
     if (status == BLOOPCL_OK)
         status = write_flags(comb, flags);
-    if (status == BLOOPCL_OK)
-        comb->current = 1 - comb->current;
-    return status;
+    if (status != BLOOPCL_OK)
+        return fail_in_place(comb, 1u << kind, status);
+    commit_staged(comb);
+    comb->invalid_kinds &= ~(1u << kind);
+    return BLOOPCL_OK;
 }
 
 bloopcl_status bloopcl_reset_state(bloopcl_combiner *comb)

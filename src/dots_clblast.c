@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <clblast_c.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,29 +47,38 @@ static bloopcl_status apply_xdot_parameters(bloopcl_context *ctx)
     return BLOOPCL_OK;
 }
 
-static bloopcl_status enqueue_ema_piece(bloopcl_combiner *comb, const bloopcl_piece *p)
+static bloopcl_status enqueue_ema_launch(bloopcl_combiner *comb, cl_uint index)
 {
     bloopcl_context *ctx = comb->ctx;
+    const bloopcl_plan *plan = &comb->plan;
+    const bloopcl_launch *launch = &plan->launches[index];
     cl_kernel k = ctx->kernels.ema_update;
-    bloopcl_state_chunk *chunk = comb->num_chunks ? &comb->chunks[p->state_chunk] : NULL;
-    cl_mem none = NULL;
-    cl_mem m_cur = chunk ? chunk->ema[comb->current] : none;
-    cl_mem m_next = chunk ? chunk->ema[1 - comb->current] : none;
-    cl_mem q_cur = chunk ? chunk->aux_ema[comb->current] : none;
-    cl_mem q_next = chunk ? chunk->aux_ema[1 - comb->current] : none;
-    cl_ulong g_off = p->g_offset, a_off = p->a_offset, s_off = p->state_offset, count = p->count;
+    const char *name = "bloopcl_ema_update";
+    size_t chunk = launch->state_chunk;
+    cl_mem m_cur = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_EMA, false);
+    cl_mem m_next = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_EMA, true);
+    cl_mem q_cur = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_AUX_EMA, false);
+    cl_mem q_next = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_AUX_EMA, true);
+    cl_uint num_slots = (cl_uint)launch->num_pieces;
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
-    bloopcl_status status = bloopcl__set_args(ctx, k, "bloopcl_ema_update", 15,
-        BLOOPCL_ARG(p->g), BLOOPCL_ARG(g_off), BLOOPCL_ARG(p->a), BLOOPCL_ARG(a_off),
-        BLOOPCL_ARG(m_cur), BLOOPCL_ARG(m_next), BLOOPCL_ARG(q_cur), BLOOPCL_ARG(q_next),
-        BLOOPCL_ARG(s_off), BLOOPCL_ARG(count), BLOOPCL_ARG(comb->w), BLOOPCL_ARG(has_ema),
-        BLOOPCL_ARG(has_aux), BLOOPCL_ARG(check), BLOOPCL_ARG(comb->flags));
+    bloopcl_status status = BLOOPCL_OK;
+    for (int which = 0; which < 2 && status == BLOOPCL_OK; ++which)
+        status = bloopcl__set_slot_buffers(ctx, k, name, (cl_uint)(which * BLOOPCL_SLOTS), plan,
+                                           launch, which);
+    const bloopcl_arg rest[] = {
+        {BLOOPCL_ARG(m_cur)}, {BLOOPCL_ARG(m_next)}, {BLOOPCL_ARG(q_cur)}, {BLOOPCL_ARG(q_next)},
+        {BLOOPCL_ARG(plan->table)}, {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)},
+        {BLOOPCL_ARG(comb->w)}, {BLOOPCL_ARG(has_ema)}, {BLOOPCL_ARG(has_aux)},
+        {BLOOPCL_ARG(check)}, {BLOOPCL_ARG(comb->flags)}};
+    if (status == BLOOPCL_OK)
+        status = bloopcl__set_arg_list(ctx, k, name, 2 * BLOOPCL_SLOTS, rest,
+                                       sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;
-    size_t local = ctx->kernels.elementwise_group_size;
-    return bloopcl__enqueue_1d(ctx, k, "bloopcl_ema_update", ctx->kernels.elementwise_groups * local, local);
+    return bloopcl__enqueue_launch(ctx, k, name, launch, ctx->kernels.elementwise_group_size,
+                                   NULL);
 }
 
 /* CLBlast's codes below -1000 are its own; above, they are OpenCL's (-4, -5, -6: memory). */
@@ -78,22 +88,79 @@ static bool out_of_memory(CLBlastStatusCode code)
            (int)code == CL_MEM_OBJECT_ALLOCATION_FAILURE;
 }
 
+bool bloopcl__clblast_rebase(size_t offset, size_t count, size_t align_bytes,
+                             size_t *origin_bytes, size_t *rebased_offset)
+{
+    if (offset + count <= (size_t)INT_MAX)
+        return false;
+    size_t align = align_bytes >= sizeof(float) ? align_bytes : sizeof(float);
+    size_t bytes = offset * sizeof(float);
+    *origin_bytes = bytes / align * align;
+    *rebased_offset = (bytes - *origin_bytes) / sizeof(float);
+    return true;
+}
+
+/* A vector operand as CLBlast gets it: the buffer itself, or a sub-buffer rebased so that
+ * offset + count fits in an int (then `owned` is set and released after the call). */
+typedef struct clblast_operand {
+    cl_mem buffer;
+    size_t offset;
+    bool owned;
+} clblast_operand;
+
+static bloopcl_status operand(bloopcl_context *ctx, cl_mem buffer, size_t offset, size_t count,
+                              clblast_operand *out)
+{
+    *out = (clblast_operand){buffer, offset, false};
+    if (offset + count <= (size_t)INT_MAX)
+        return BLOOPCL_OK;
+    cl_uint align_bits = 0;  /* sub-buffer origins must be multiples of this */
+    clGetDeviceInfo(ctx->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits,
+                    NULL);
+    size_t origin = 0, rebased = 0;
+    bloopcl__clblast_rebase(offset, count, align_bits / 8, &origin, &rebased);
+    cl_buffer_region region = {origin, (rebased + count) * sizeof(float)};
+    cl_int err;
+    out->buffer = clCreateSubBuffer(buffer, 0, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "clCreateSubBuffer", "rebasing a piece whose offset "
+                                "exceeds CLBlast's int range (the buffer must not be a "
+                                "sub-buffer itself)");
+    out->offset = rebased;
+    out->owned = true;
+    return BLOOPCL_OK;
+}
+
 /* partials[dot * slots + slot] <- <x, y> over one piece. */
 static bloopcl_status sdot(bloopcl_combiner *comb, int dot, size_t slots, size_t slot,
-                           size_t count, cl_mem x, size_t x_off, cl_mem y, size_t y_off)
+                           size_t count, cl_mem x_buffer, size_t x_off, cl_mem y_buffer,
+                           size_t y_off)
 {
-    cl_command_queue queue = comb->ctx->queue;
-    bloopcl_status tuned = apply_xdot_parameters(comb->ctx);
-    if (tuned != BLOOPCL_OK)
-        return tuned;
-    comb->ctx->used_clblast = true;
-    CLBlastStatusCode code = CLBlastSdot(count, comb->partials, (size_t)dot * slots + slot, x,
-                                         x_off, 1, y, y_off, 1, &queue, NULL);
+    bloopcl_context *ctx = comb->ctx;
+    cl_command_queue queue = ctx->queue;
+    bloopcl_status status = apply_xdot_parameters(ctx);
+    clblast_operand x = {0}, y = {0};
+    if (status == BLOOPCL_OK)
+        status = operand(ctx, x_buffer, x_off, count, &x);
+    if (status == BLOOPCL_OK)
+        status = operand(ctx, y_buffer, y_off, count, &y);
+    CLBlastStatusCode code = CLBlastSuccess;
+    if (status == BLOOPCL_OK) {
+        ctx->used_clblast = true;
+        code = CLBlastSdot(count, comb->partials, (size_t)dot * slots + slot, x.buffer, x.offset,
+                           1, y.buffer, y.offset, 1, &queue, NULL);
+    }
+    if (x.owned)
+        clReleaseMemObject(x.buffer);  /* the driver keeps it while the kernel needs it */
+    if (y.owned)
+        clReleaseMemObject(y.buffer);
+    if (status != BLOOPCL_OK)
+        return status;
     if (code != CLBlastSuccess)
-        return bloopcl__fail(comb->ctx, out_of_memory(code) ? BLOOPCL_ERR_OUT_OF_MEMORY
-                                                            : BLOOPCL_ERR_CLBLAST,
+        return bloopcl__fail(ctx, out_of_memory(code) ? BLOOPCL_ERR_OUT_OF_MEMORY
+                                                      : BLOOPCL_ERR_CLBLAST,
                              "CLBlastSdot failed with status %d (n = %zu, dot %d) on device "
-                             "\"%s\"", (int)code, count, dot, comb->ctx->info.device_name);
+                             "\"%s\"", (int)code, count, dot, ctx->info.device_name);
     return BLOOPCL_OK;
 }
 
@@ -101,9 +168,8 @@ static bloopcl_status sdot(bloopcl_combiner *comb, int dot, size_t slots, size_t
 static bloopcl_status piece_dots(bloopcl_combiner *comb, const bloopcl_piece *p, size_t slots,
                                  size_t slot)
 {
-    bloopcl_state_chunk *chunk = &comb->chunks[p->state_chunk];
-    cl_mem m = chunk->ema[1 - comb->current];
-    cl_mem q = chunk->aux_ema[1 - comb->current];
+    cl_mem m = bloopcl__state_buffer(comb, p->state_chunk, BLOOPCL_STATE_EMA, true);
+    cl_mem q = bloopcl__state_buffer(comb, p->state_chunk, BLOOPCL_STATE_AUX_EMA, true);
     size_t n = p->count, s = p->state_offset;
     bloopcl_status status = sdot(comb, BLOOPCL_DOT_EMA_AUX, slots, slot, n, m, s, p->a, p->a_offset);
     if (status == BLOOPCL_OK)
@@ -126,17 +192,25 @@ static bloopcl_status piece_grad_norm(bloopcl_combiner *comb, const bloopcl_piec
                 p->g_offset);
 }
 
-bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, size_t num_pieces,
-                                             size_t slots)
+/* EMA launches, then CLBlastSdot per piece and dot (two kernels each: Xdot's two stages). */
+bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, unsigned *kernels)
 {
+    const bloopcl_plan *plan = &comb->plan;
     bool has_ema = bloopcl__method_has_ema(comb->config.method);
     bool check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
+    unsigned dots = 1 + (has_ema ? 3 : 0) + (bloopcl__method_has_aux_ema(comb->config.method) ? 2 : 0);
+    size_t slots = bloopcl__partial_slots(comb);
     bloopcl_status status = BLOOPCL_OK;
-    for (size_t p = 0; p < num_pieces && status == BLOOPCL_OK && (has_ema || check); ++p)
-        status = enqueue_ema_piece(comb, &comb->pieces[p]);
-    for (size_t p = 0; p < num_pieces && status == BLOOPCL_OK && has_ema; ++p)
-        status = piece_dots(comb, &comb->pieces[p], slots, p);
-    for (size_t p = 0; p < num_pieces && status == BLOOPCL_OK; ++p)
-        status = piece_grad_norm(comb, &comb->pieces[p], slots, p);
+    for (size_t l = 0; l < plan->num_launches && status == BLOOPCL_OK && (has_ema || check); ++l) {
+        status = enqueue_ema_launch(comb, (cl_uint)l);
+        *kernels += status == BLOOPCL_OK;
+    }
+    for (size_t p = 0; p < plan->num_pieces && status == BLOOPCL_OK; ++p) {
+        if (has_ema)
+            status = piece_dots(comb, &plan->pieces[p], slots, p);
+        if (status == BLOOPCL_OK)
+            status = piece_grad_norm(comb, &plan->pieces[p], slots, p);
+        *kernels += status == BLOOPCL_OK ? 2 * dots : 0;
+    }
     return status;
 }

@@ -1,44 +1,49 @@
-/* dots_fused.c — pass 1 of the fused backend: one kernel per piece reads g, a and m (q) once,
- * forms m' on the fly without writing it, and leaves one partial per dot per work-group.
- * Pass 2 recomputes m' bit-identically and writes it, so a step moves 32 bytes per element
- * (read g, a, m twice; write m, d) instead of materialising m' in between. */
+/* dots_fused.c — pass 1 of the fused backend: one kernel launch per BLOOPCL_SLOTS ranges reads
+ * g, a and m (q) once, forms m' on the fly without writing it, and leaves one partial per dot
+ * per work-group. Pass 2 recomputes m' bit-identically and writes it in place, so a step moves
+ * 32 bytes per element (read g, a, m twice; write m, d) and keeps one copy of the state. */
 #include "internal.h"
 
-static bloopcl_status enqueue_fused_piece(bloopcl_combiner *comb, const bloopcl_piece *p,
-                                          size_t slots, size_t slot_base)
+static bloopcl_status enqueue_fused_launch(bloopcl_combiner *comb, cl_uint index)
 {
     bloopcl_context *ctx = comb->ctx;
+    const bloopcl_plan *plan = &comb->plan;
+    const bloopcl_launch *launch = &plan->launches[index];
     cl_kernel k = ctx->kernels.fused_dots;
-    bloopcl_state_chunk *chunk = comb->num_chunks ? &comb->chunks[p->state_chunk] : NULL;
-    cl_mem none = NULL;
-    cl_mem m_cur = chunk ? chunk->ema[comb->current] : none;
-    cl_mem q_cur = chunk ? chunk->aux_ema[comb->current] : none;
-    cl_ulong g_off = p->g_offset, a_off = p->a_offset, s_off = p->state_offset, count = p->count;
-    cl_ulong slots_arg = slots, base = slot_base;
+    const char *name = "bloopcl_fused_dots";
+    cl_mem m_cur = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_EMA, false);
+    cl_mem q_cur = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_AUX_EMA, false);
+    cl_uint num_slots = (cl_uint)launch->num_pieces;
+    cl_ulong stride = bloopcl__partial_slots(comb), base = launch->first_partial;
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
     size_t local = ctx->kernels.fused_group_size;
-    bloopcl_status status = bloopcl__set_args(ctx, k, "bloopcl_fused_dots", 17,
-        BLOOPCL_ARG(p->g), BLOOPCL_ARG(g_off), BLOOPCL_ARG(p->a), BLOOPCL_ARG(a_off),
-        BLOOPCL_ARG(m_cur), BLOOPCL_ARG(q_cur), BLOOPCL_ARG(s_off), BLOOPCL_ARG(count),
-        BLOOPCL_ARG(comb->w), BLOOPCL_ARG(has_ema), BLOOPCL_ARG(has_aux), BLOOPCL_ARG(check),
-        BLOOPCL_ARG(comb->flags), BLOOPCL_ARG(comb->partials), BLOOPCL_ARG(slots_arg),
-        BLOOPCL_ARG(base), (size_t)(BLOOPCL_NUM_DOTS * local * sizeof(float)),
-        (const void *)NULL);
+    bloopcl_status status = BLOOPCL_OK;
+    for (int which = 0; which < 2 && status == BLOOPCL_OK; ++which)
+        status = bloopcl__set_slot_buffers(ctx, k, name, (cl_uint)(which * BLOOPCL_SLOTS), plan,
+                                           launch, which);
+    const bloopcl_arg rest[] = {
+        {BLOOPCL_ARG(m_cur)}, {BLOOPCL_ARG(q_cur)}, {BLOOPCL_ARG(plan->table)},
+        {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)}, {BLOOPCL_ARG(comb->w)},
+        {BLOOPCL_ARG(has_ema)}, {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(check)},
+        {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(comb->partials)}, {BLOOPCL_ARG(stride)},
+        {BLOOPCL_ARG(base)}, {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}};
+    if (status == BLOOPCL_OK)
+        status = bloopcl__set_arg_list(ctx, k, name, 2 * BLOOPCL_SLOTS, rest,
+                                       sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;
-    return bloopcl__enqueue_1d(ctx, k, "bloopcl_fused_dots", ctx->kernels.fused_groups * local,
-                               local);
+    return bloopcl__enqueue_launch(ctx, k, name, launch, local, NULL);
 }
 
-bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, size_t num_pieces,
-                                           size_t slots)
+bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, unsigned *kernels)
 {
-    bool needed = true;  /* <g,g> is always reported */
+    /* always needed: <g,g> is reported for every method */
     bloopcl_status status = BLOOPCL_OK;
-    size_t groups = comb->ctx->kernels.fused_groups;
-    for (size_t p = 0; p < num_pieces && status == BLOOPCL_OK && needed; ++p)
-        status = enqueue_fused_piece(comb, &comb->pieces[p], slots, p * groups);
+    for (size_t l = 0; l < comb->plan.num_launches && status == BLOOPCL_OK; ++l) {
+        status = enqueue_fused_launch(comb, (cl_uint)l);
+        *kernels += status == BLOOPCL_OK;
+    }
     return status;
 }

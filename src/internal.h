@@ -47,17 +47,58 @@ struct bloopcl_context {
 /* Pieces never exceed this many elements: CLBlast and some drivers take int sizes/offsets. */
 #define BLOOPCL_MAX_PIECE ((size_t)1 << 30)
 
-/* One contiguous run of elements that lies in one segment of g, a, d and in one state chunk. */
+/* One contiguous run of elements that lies in one segment of g, a and d (or in several that
+ * lie end to end in all three, merged) and in one state chunk. */
 typedef struct bloopcl_piece {
     cl_mem g, a, d;
     size_t g_offset, a_offset, d_offset;  /* elements */
     size_t state_chunk;                   /* index into the combiner's state chunks */
     size_t state_offset;                  /* elements within that chunk */
     size_t count;
+    size_t groups;                        /* work-groups serving it (see bloopcl__range_groups) */
 } bloopcl_piece;
 
-/* The EMA state lives in chunks no larger than the device's largest allocation. Each chunk is
- * double-buffered: a step reads `current`, writes the other buffer, then the host flips. */
+/* Up to BLOOPCL_SLOTS consecutive pieces of one state chunk, served by one kernel launch of
+ * each multi-range kernel (layout.h). */
+typedef struct bloopcl_launch {
+    size_t first_piece, num_pieces;
+    size_t state_chunk;
+    size_t groups;          /* work-groups of the launch: the sum over its pieces */
+    size_t first_partial;   /* fused backend: the partial slot of its first work-group */
+} bloopcl_launch;
+
+/* The checked, cut and packed form of the segment lists of the last step. A step with the same
+ * lists reuses it: no validation, no clGetMemObjectInfo. The buffers it names are retained, so
+ * no handle can be freed and reused by another buffer while the plan trusts it. */
+typedef struct bloopcl_plan {
+    bool valid;
+    bloopcl_segment *lists;     /* g, a, d lists it was made from, num_segments each */
+    size_t num_segments;
+    cl_mem *held;               /* the distinct buffers of those lists, retained */
+    size_t num_held;
+    bloopcl_piece *pieces;
+    size_t num_pieces;
+    bloopcl_launch *launches;
+    size_t num_launches;
+    size_t total_groups;        /* fused backend: partial slots per dot */
+    cl_mem table;               /* BLOOPCL_SLOTS x BLOOPCL_SLOT_WORDS ulongs per launch */
+} bloopcl_plan;
+
+/* What the layout planner needs to know of the device and the combiner (pure: tests feed it). */
+typedef struct bloopcl_plan_limits {
+    size_t n;                   /* elements of the whole vector */
+    size_t chunk_capacity;      /* elements per state chunk */
+    size_t group_budget;        /* work-groups a one-buffer step is spread over */
+    size_t min_group_elements;  /* below this many elements per group, fewer groups */
+} bloopcl_plan_limits;
+
+/* Work-groups per range: its share of the budget, but no group with fewer than
+ * BLOOPCL_MIN_GROUP_ELEMENTS elements (a bias gets one); always at least one. */
+#define BLOOPCL_MIN_GROUP_ELEMENTS ((size_t)4096)
+
+/* The EMA state lives in chunks no larger than the device's largest allocation. The fused
+ * backend keeps one buffer per chunk and updates it in place; the CLBlast backend keeps two:
+ * a step reads `current`, writes the other one, then the host flips. */
 typedef struct bloopcl_state_chunk {
     cl_mem ema[2];
     cl_mem aux_ema[2];
@@ -72,13 +113,14 @@ struct bloopcl_combiner {
     size_t chunk_capacity;     /* elements per state chunk */
     size_t num_chunks;
     bloopcl_state_chunk *chunks;
-    int current;               /* which of the double buffers holds the state */
-    cl_mem scalars;            /* BLOOPCL_SCALAR_* floats written by the finalize kernel */
+    bool double_buffered;      /* CLBlast backend: ema[1 - current] is the spare buffer */
+    int current;               /* which of the double buffers holds the state (0 in place) */
+    unsigned invalid_kinds;    /* bit (1 << bloopcl_state_kind): that state is not valid */
+    cl_mem scalars;            /* BLOOPCL_SCALAR_* floats: the public output buffer */
     cl_mem flags;              /* BLOOPCL_FLAG_* ints */
     cl_mem partials;           /* dot-product partial sums, BLOOPCL_NUM_DOTS x slots */
     size_t partial_slots;
-    bloopcl_piece *pieces;     /* scratch for step planning */
-    size_t piece_capacity;
+    bloopcl_plan plan;         /* of the last segment lists */
     cl_mem *staging[3];        /* bloopcl_step_host's device copies of g, a, d, per segment */
     size_t staging_segments;
     uint64_t steps;
@@ -135,23 +177,55 @@ bloopcl_status bloopcl__validate_hyperparameters(double ema_weight, double lambd
                                                  char *message, size_t message_size);
 
 /* --- steps (tensor_plan.c, step.c, dots_*.c) ----------------------------------------------- */
-bloopcl_status bloopcl__plan_pieces(bloopcl_combiner *comb, const bloopcl_tensor *g,
-                                    const bloopcl_tensor *a, const bloopcl_tensor *d,
-                                    size_t *num_pieces);
+/* Checks the lists (or finds them unchanged since the last step) and leaves their plan in
+ * comb->plan. On failure the previous plan is kept and nothing was enqueued. */
+bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                                  const bloopcl_tensor *a, const bloopcl_tensor *d);
+void bloopcl__plan_release(bloopcl_plan *plan);
+/* Pure layout planning (no OpenCL calls): merges, cuts and packs already-checked lists. Fills
+ * pieces, launches and total_groups of `plan`; false only when memory runs out. */
+bool bloopcl__plan_layout(const bloopcl_tensor *const t[3], const bloopcl_plan_limits *limits,
+                          bloopcl_plan *plan);
+size_t bloopcl__range_groups(size_t count, const bloopcl_plan_limits *limits);
 bloopcl_status bloopcl__ensure_partials(bloopcl_combiner *comb, size_t slots);
-/* Pass 1 of each backend: EMA, non-finite check and partial dot products, one slot range per
- * piece; `slots` is the number of partial slots per dot (see bloopcl__partial_slots). */
-size_t bloopcl__partial_slots(const bloopcl_combiner *comb, size_t num_pieces);
-bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, size_t num_pieces,
-                                             size_t slots);
-bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, size_t num_pieces,
-                                           size_t slots);
+/* Pass 1 of each backend: EMA, non-finite check and partial dot products. */
+size_t bloopcl__partial_slots(const bloopcl_combiner *comb);
+bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, unsigned *kernels);
+bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, unsigned *kernels);
 int bloopcl__dots_mask(const bloopcl_combiner *comb);
 bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                  size_t count, ...);
+/* Sets kernel arguments first .. first + BLOOPCL_SLOTS - 1 to the g, a or d buffers (which =
+ * 0, 1, 2) of the launch's pieces; unused slots repeat the first piece's buffer. */
+bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
+                                         const char *name, cl_uint first,
+                                         const bloopcl_plan *plan, const bloopcl_launch *launch,
+                                         int which);
+/* The launch geometry: launch->groups work-groups of `local` work-items. `event` may be NULL. */
+bloopcl_status bloopcl__enqueue_launch(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                       const bloopcl_launch *launch, size_t local,
+                                       cl_event *event);
 bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                    size_t global, size_t local);
-size_t bloopcl__round_up(size_t value, size_t multiple);
+/* A state buffer of a launch's chunk, or a stand-in the kernels never read (methods without
+ * that state): `spare` selects the buffer a double-buffered step writes. */
+cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl_state_kind kind,
+                             bool spare);
+/* Bits (1 << bloopcl_state_kind) of the state kinds the combiner's method keeps. */
+unsigned bloopcl__state_kinds(const bloopcl_combiner *comb);
+/* CLBlast's level-1 routines take int offsets: if offset + count does not fit, the piece is
+ * read through a sub-buffer starting at an origin aligned to `align_bytes` at or below the
+ * offset. Returns true and the origin (bytes) and the rebased offset (elements) when needed. */
+bool bloopcl__clblast_rebase(size_t offset, size_t count, size_t align_bytes,
+                             size_t *origin_bytes, size_t *rebased_offset);
+
+/* One kernel argument; bloopcl__set_arg_list sets a run of them from index `first`. */
+typedef struct bloopcl_arg {
+    size_t size;
+    const void *value;
+} bloopcl_arg;
+bloopcl_status bloopcl__set_arg_list(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                     cl_uint first, const bloopcl_arg *args, size_t count);
 
 /* Kernel argument helpers for bloopcl__set_args: (size, pointer) pairs. */
 #define BLOOPCL_ARG(value) sizeof(value), (const void *)&(value)

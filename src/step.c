@@ -1,16 +1,13 @@
 /* step.c — one step, enqueued on the context's in-order queue:
- *   pass 1   (backend) EMA, non-finite check, partial dot products per piece
- *   finalize one work-group: partials -> r (and r_q), acceptance, device flags
- *   pass 2   per piece: d, and the state commit (or undo) into the spare buffers
- * then the host flips the double buffer. Scalars stay on the device throughout. */
+ *   pass 1   (backend) EMA, non-finite check, partial dot products, a launch per 16 ranges
+ *   finalize one work-group: partials -> r (and r_q), acceptance, device flags, outputs
+ *   pass 2   a launch per 16 ranges: d, and the state (in place on the fused backend, into the
+ *            spare buffers on the CLBlast backend, which the host then flips)
+ * then a flush, so that the step's event can be waited on from anywhere. Scalars stay on the
+ * device throughout. */
 #include "internal.h"
 
 #include <stdarg.h>
-
-size_t bloopcl__round_up(size_t value, size_t multiple)
-{
-    return (value + multiple - 1) / multiple * multiple;
-}
 
 bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                  size_t count, ...)
@@ -34,11 +31,55 @@ bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const c
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const char *name,
-                                   size_t global, size_t local)
+bloopcl_status bloopcl__set_arg_list(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                     cl_uint first, const bloopcl_arg *args, size_t count)
+{
+    for (size_t i = 0; i < count; ++i) {
+        cl_int err = clSetKernelArg(kernel, first + (cl_uint)i, args[i].size, args[i].value);
+        if (err != CL_SUCCESS) {
+            char what[160];
+            bloopcl__format(what, sizeof what, "setting argument %u of %s",
+                            first + (unsigned)i, name);
+            return bloopcl__fail_cl(ctx, err, "clSetKernelArg", what);
+        }
+    }
+    return BLOOPCL_OK;
+}
+
+unsigned bloopcl__state_kinds(const bloopcl_combiner *comb)
+{
+    unsigned kinds = 0;
+    if (bloopcl__method_has_ema(comb->config.method))
+        kinds |= 1u << BLOOPCL_STATE_EMA;
+    if (bloopcl__method_has_aux_ema(comb->config.method))
+        kinds |= 1u << BLOOPCL_STATE_AUX_EMA;
+    return kinds;
+}
+
+bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
+                                         const char *name, cl_uint first,
+                                         const bloopcl_plan *plan, const bloopcl_launch *launch,
+                                         int which)
+{
+    for (cl_uint j = 0; j < BLOOPCL_SLOTS; ++j) {
+        size_t used = j < launch->num_pieces ? j : 0;
+        const bloopcl_piece *p = &plan->pieces[launch->first_piece + used];
+        const cl_mem *buffer = which == 0 ? &p->g : which == 1 ? &p->a : &p->d;
+        cl_int err = clSetKernelArg(kernel, first + j, sizeof(cl_mem), buffer);
+        if (err != CL_SUCCESS) {
+            char what[160];
+            bloopcl__format(what, sizeof what, "setting argument %u of %s", first + j, name);
+            return bloopcl__fail_cl(ctx, err, "clSetKernelArg", what);
+        }
+    }
+    return BLOOPCL_OK;
+}
+
+static bloopcl_status enqueue(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                              size_t global, size_t local, cl_event *event)
 {
     cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 1, NULL, &global, &local, 0, NULL,
-                                        NULL);
+                                        event);
     if (err != CL_SUCCESS) {
         char what[160];
         bloopcl__format(what, sizeof what, "launching %s (global %zu, local %zu)", name, global,
@@ -46,6 +87,30 @@ bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const
         return bloopcl__fail_cl(ctx, err, "clEnqueueNDRangeKernel", what);
     }
     return BLOOPCL_OK;
+}
+
+bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                   size_t global, size_t local)
+{
+    return enqueue(ctx, kernel, name, global, local, NULL);
+}
+
+bloopcl_status bloopcl__enqueue_launch(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                       const bloopcl_launch *launch, size_t local,
+                                       cl_event *event)
+{
+    return enqueue(ctx, kernel, name, launch->groups * local, local, event);
+}
+
+cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl_state_kind kind,
+                             bool spare)
+{
+    if (comb->num_chunks == 0 ||
+        (kind == BLOOPCL_STATE_AUX_EMA && !bloopcl__method_has_aux_ema(comb->config.method)))
+        return comb->partials;  /* never read: the kernels are told the state is absent */
+    int which = (spare && comb->double_buffered) ? 1 - comb->current : comb->current;
+    const bloopcl_state_chunk *c = &comb->chunks[chunk];
+    return kind == BLOOPCL_STATE_EMA ? c->ema[which] : c->aux_ema[which];
 }
 
 int bloopcl__dots_mask(const bloopcl_combiner *comb)
@@ -58,11 +123,12 @@ int bloopcl__dots_mask(const bloopcl_combiner *comb)
     return mask;
 }
 
-size_t bloopcl__partial_slots(const bloopcl_combiner *comb, size_t num_pieces)
+/* Fused: one partial per work-group; CLBlast: one per piece. */
+size_t bloopcl__partial_slots(const bloopcl_combiner *comb)
 {
     if (comb->config.dots == BLOOPCL_DOTS_FUSED)
-        return num_pieces * comb->ctx->kernels.fused_groups;
-    return num_pieces;
+        return comb->plan.total_groups;
+    return comb->plan.num_pieces;
 }
 
 bloopcl_status bloopcl__ensure_partials(bloopcl_combiner *comb, size_t slots)
@@ -83,12 +149,12 @@ bloopcl_status bloopcl__ensure_partials(bloopcl_combiner *comb, size_t slots)
     return BLOOPCL_OK;
 }
 
-static bloopcl_status enqueue_finalize(bloopcl_combiner *comb, size_t slots)
+static bloopcl_status enqueue_finalize(bloopcl_combiner *comb)
 {
     bloopcl_context *ctx = comb->ctx;
     cl_kernel k = ctx->kernels.finalize;
     size_t local = ctx->kernels.finalize_group_size;
-    cl_ulong slots_arg = slots;
+    cl_ulong slots_arg = bloopcl__partial_slots(comb);
     cl_int mask = bloopcl__dots_mask(comb);
     cl_int method = (cl_int)comb->config.method;
     cl_int skip = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
@@ -107,38 +173,44 @@ static bloopcl_status enqueue_finalize(bloopcl_combiner *comb, size_t slots)
     return bloopcl__enqueue_1d(ctx, k, "bloopcl_finalize", local, local);
 }
 
-static bloopcl_status enqueue_project_piece(bloopcl_combiner *comb, const bloopcl_piece *p)
+static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint index,
+                                             cl_event *event)
 {
     bloopcl_context *ctx = comb->ctx;
+    const bloopcl_plan *plan = &comb->plan;
+    const bloopcl_launch *launch = &plan->launches[index];
     cl_kernel k = ctx->kernels.project;
-    bloopcl_state_chunk *chunk = comb->num_chunks ? &comb->chunks[p->state_chunk] : NULL;
-    cl_mem none = NULL;
-    cl_mem m_cur = chunk ? chunk->ema[comb->current] : none;
-    cl_mem m_next = chunk ? chunk->ema[1 - comb->current] : none;
-    cl_mem q_cur = chunk ? chunk->aux_ema[comb->current] : none;
-    cl_mem q_next = chunk ? chunk->aux_ema[1 - comb->current] : none;
-    cl_ulong g_off = p->g_offset, a_off = p->a_offset, d_off = p->d_offset;
-    cl_ulong s_off = p->state_offset, count = p->count;
+    const char *name = "bloopcl_project";
+    cl_mem m_cur = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_EMA, false);
+    cl_mem m_next = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_EMA, true);
+    cl_mem q_cur = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_AUX_EMA, false);
+    cl_mem q_next = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_AUX_EMA, true);
+    cl_uint num_slots = (cl_uint)launch->num_pieces;
     cl_int method = (cl_int)comb->config.method, ratio_only = comb->config.ratio_only != 0;
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
-    cl_int recompute = comb->config.dots == BLOOPCL_DOTS_FUSED;
-    bloopcl_status status = bloopcl__set_args(ctx, k, "bloopcl_project", 20,
-        BLOOPCL_ARG(p->g), BLOOPCL_ARG(g_off), BLOOPCL_ARG(p->a), BLOOPCL_ARG(a_off),
-        BLOOPCL_ARG(p->d), BLOOPCL_ARG(d_off), BLOOPCL_ARG(m_cur), BLOOPCL_ARG(m_next),
-        BLOOPCL_ARG(q_cur), BLOOPCL_ARG(q_next), BLOOPCL_ARG(s_off), BLOOPCL_ARG(count),
-        BLOOPCL_ARG(method), BLOOPCL_ARG(ratio_only), BLOOPCL_ARG(has_ema), BLOOPCL_ARG(has_aux),
-        BLOOPCL_ARG(recompute), BLOOPCL_ARG(comb->lambda), BLOOPCL_ARG(comb->scalars),
-        BLOOPCL_ARG(comb->flags));
+    cl_int in_place = comb->config.dots == BLOOPCL_DOTS_FUSED;
+    bloopcl_status status = BLOOPCL_OK;
+    for (int which = 0; which < 3 && status == BLOOPCL_OK; ++which)
+        status = bloopcl__set_slot_buffers(ctx, k, name, (cl_uint)(which * BLOOPCL_SLOTS), plan,
+                                           launch, which);
+    const bloopcl_arg rest[] = {
+        {BLOOPCL_ARG(m_cur)}, {BLOOPCL_ARG(m_next)}, {BLOOPCL_ARG(q_cur)}, {BLOOPCL_ARG(q_next)},
+        {BLOOPCL_ARG(plan->table)}, {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)},
+        {BLOOPCL_ARG(method)}, {BLOOPCL_ARG(ratio_only)}, {BLOOPCL_ARG(has_ema)},
+        {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(in_place)}, {BLOOPCL_ARG(comb->lambda)},
+        {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}};
+    if (status == BLOOPCL_OK)
+        status = bloopcl__set_arg_list(ctx, k, name, 3 * BLOOPCL_SLOTS, rest,
+                                       sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;
-    size_t local = ctx->kernels.elementwise_group_size;
-    return bloopcl__enqueue_1d(ctx, k, "bloopcl_project", ctx->kernels.elementwise_groups * local, local);
+    return bloopcl__enqueue_launch(ctx, k, name, launch, ctx->kernels.elementwise_group_size,
+                                   event);
 }
 
 /* A step that failed half-way must not leak into the next one: clear the non-finite flag and,
- * if finalize already ran, put INITIALIZED and ACCEPTED back. The state buffers need nothing:
- * only the spare half was written and the host does not flip. */
+ * if finalize already ran, put INITIALIZED and ACCEPTED back. */
 static void undo_flags(bloopcl_combiner *comb, bool finalized)
 {
     const cl_int zero = 0;
@@ -153,6 +225,8 @@ static void undo_flags(bloopcl_combiner *comb, bool finalized)
     clFinish(queue);
 }
 
+/* The wait list must be consistent and hold no event that has already failed: the driver
+ * would run the step after it anyway or never, and a later blocking call could hang. */
 static bloopcl_status check_events(bloopcl_combiner *comb, cl_uint num_wait,
                                    const cl_event *wait_list)
 {
@@ -160,6 +234,21 @@ static bloopcl_status check_events(bloopcl_combiner *comb, cl_uint num_wait,
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_INVALID_ARGUMENT,
                              "bloopcl_step: num_wait_events = %u but wait_list is %s",
                              (unsigned)num_wait, wait_list ? "not NULL" : "NULL");
+    for (cl_uint i = 0; i < num_wait; ++i) {
+        cl_int state = CL_COMPLETE;
+        cl_int err = wait_list[i] == NULL ? CL_INVALID_EVENT
+                                          : clGetEventInfo(wait_list[i],
+                                                           CL_EVENT_COMMAND_EXECUTION_STATUS,
+                                                           sizeof state, &state, NULL);
+        if (err != CL_SUCCESS)
+            return bloopcl__fail(comb->ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: "
+                                 "wait_list[%u] is not a valid event (%s)", (unsigned)i,
+                                 bloopcl__cl_error_name(err));
+        if (state < 0)
+            return bloopcl__fail(comb->ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: "
+                                 "wait_list[%u] has already failed (status %s); nothing was "
+                                 "enqueued", (unsigned)i, bloopcl__cl_error_name(state));
+    }
     return BLOOPCL_OK;
 }
 
@@ -173,20 +262,76 @@ static bloopcl_status enqueue_wait(bloopcl_context *ctx, cl_uint num_wait, const
     return BLOOPCL_OK;
 }
 
-static bloopcl_status enqueue_passes(bloopcl_combiner *comb, size_t num_pieces, size_t slots,
-                                     bool *finalized)
+/* How far a failed step got: that decides what has to be undone, and whether it can be. */
+typedef struct step_progress {
+    bool finalized;         /* the finalize kernel is enqueued: device flags changed */
+    size_t projected;       /* pass-2 launches enqueued */
+    unsigned kernels;
+} step_progress;
+
+static bloopcl_status enqueue_passes(bloopcl_combiner *comb, step_progress *progress,
+                                     cl_event *done)
 {
     bloopcl_status status = comb->config.dots == BLOOPCL_DOTS_FUSED
-                                ? bloopcl__enqueue_fused_pass(comb, num_pieces, slots)
-                                : bloopcl__enqueue_clblast_pass(comb, num_pieces, slots);
+                                ? bloopcl__enqueue_fused_pass(comb, &progress->kernels)
+                                : bloopcl__enqueue_clblast_pass(comb, &progress->kernels);
+    if (status == BLOOPCL_OK)
+        status = enqueue_finalize(comb);
     if (status != BLOOPCL_OK)
         return status;
-    status = enqueue_finalize(comb, slots);
-    if (status != BLOOPCL_OK)
+    progress->finalized = true;
+    progress->kernels++;
+    size_t launches = comb->plan.num_launches;
+    for (size_t l = 0; l < launches && status == BLOOPCL_OK; ++l) {
+        /* the last launch's event is the step's: the queue is in order */
+        status = enqueue_project_launch(comb, (cl_uint)l, l + 1 == launches ? done : NULL);
+        progress->projected += status == BLOOPCL_OK;
+    }
+    progress->kernels += (unsigned)progress->projected;
+    return status;
+}
+
+/* After a failure: only an in-place update that had begun (fused, pass 2 partly enqueued)
+ * cannot be undone; the state is then marked invalid until it is written or reset. */
+static bloopcl_status fail_step(bloopcl_combiner *comb, const step_progress *progress,
+                                bloopcl_status status)
+{
+    undo_flags(comb, progress->finalized);
+    bool partial = !comb->double_buffered && progress->projected > 0 && comb->num_chunks > 0;
+    if (!partial)
         return status;
-    *finalized = true;
-    for (size_t p = 0; p < num_pieces && status == BLOOPCL_OK; ++p)
-        status = enqueue_project_piece(comb, &comb->pieces[p]);
+    char cause[1024];
+    bloopcl__format(cause, sizeof cause, "%s", comb->ctx->last_error);
+    comb->invalid_kinds = bloopcl__state_kinds(comb);
+    return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID, "bloopcl_step: the driver failed "
+                         "after %zu of %zu state-updating launches were enqueued, so the state "
+                         "is partly updated; write it (bloopcl_write_state) or reset it. "
+                         "Cause: %s", progress->projected, comb->plan.num_launches, cause);
+}
+
+static bloopcl_status check_state_valid(bloopcl_combiner *comb)
+{
+    if (comb->invalid_kinds == 0)
+        return BLOOPCL_OK;
+    return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID, "bloopcl_step: the state is "
+                         "invalid since a driver failure in an earlier step; write it "
+                         "(bloopcl_write_state) or reset it (bloopcl_reset_state) first");
+}
+
+/* Everything that can be refused is refused here, before anything is enqueued. */
+static bloopcl_status prepare_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                                   const bloopcl_tensor *a, const bloopcl_tensor *d,
+                                   cl_uint num_wait, const cl_event *wait_list)
+{
+    bloopcl_status status = check_state_valid(comb);
+    if (status == BLOOPCL_OK)
+        status = check_events(comb, num_wait, wait_list);
+    if (status == BLOOPCL_OK)
+        status = bloopcl__plan_step(comb, g, a, d);
+    if (status == BLOOPCL_OK)
+        status = bloopcl__ensure_partials(comb, bloopcl__partial_slots(comb));
+    if (status == BLOOPCL_OK)
+        status = enqueue_wait(comb->ctx, num_wait, wait_list);
     return status;
 }
 
@@ -194,36 +339,39 @@ bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
                             const bloopcl_tensor *a, const bloopcl_tensor *d,
                             cl_uint num_wait_events, const cl_event *wait_list, cl_event *done)
 {
+    if (done != NULL)
+        *done = NULL;
     if (comb == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
-    bloopcl_context *ctx = comb->ctx;
-    bloopcl__clear_error(ctx);
-    size_t num_pieces = 0;
-    bloopcl_status status = check_events(comb, num_wait_events, wait_list);
-    if (status == BLOOPCL_OK)
-        status = bloopcl__plan_pieces(comb, g, a, d, &num_pieces);
-    size_t slots = bloopcl__partial_slots(comb, num_pieces);
-    if (status == BLOOPCL_OK)
-        status = bloopcl__ensure_partials(comb, slots);
-    if (status == BLOOPCL_OK)
-        status = enqueue_wait(ctx, num_wait_events, wait_list);
+    bloopcl__clear_error(comb->ctx);
+    bloopcl_status status = prepare_step(comb, g, a, d, num_wait_events, wait_list);
     if (status != BLOOPCL_OK)
         return status;  /* nothing of this step was enqueued */
 
-    bool finalized = false;
-    status = enqueue_passes(comb, num_pieces, slots, &finalized);
+    step_progress progress = {0};
+    cl_event event = NULL;
+    status = enqueue_passes(comb, &progress, done != NULL ? &event : NULL);
     if (status != BLOOPCL_OK) {
-        undo_flags(comb, finalized);
-        return status;
+        if (event != NULL)
+            clReleaseEvent(event);
+        return fail_step(comb, &progress, status);
     }
-    comb->current = 1 - comb->current;
+    if (comb->double_buffered)
+        comb->current = 1 - comb->current;
     comb->steps++;
-    if (done != NULL) {
-        cl_int err = clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, done);
-        if (err != CL_SUCCESS)
-            return bloopcl__fail_cl(ctx, err, "clEnqueueMarkerWithWaitList",
-                                    "creating the completion event (the step itself is enqueued)");
+    comb->kernels_last_step = progress.kernels;
+    /* Required before another queue may wait on `done` (and harmless otherwise). */
+    cl_int err = clFlush(comb->ctx->queue);
+    if (err != CL_SUCCESS) {
+        if (event != NULL)
+            clReleaseEvent(event);
+        comb->invalid_kinds = bloopcl__state_kinds(comb);
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID, "bloopcl_step: the step was "
+                             "enqueued but clFlush failed with %s, so whether it runs is "
+                             "unknown; write or reset the state", bloopcl__cl_error_name(err));
     }
+    if (done != NULL)
+        *done = event;
     return BLOOPCL_OK;
 }
 

@@ -1,10 +1,15 @@
-/* tensor_plan.c — checks the caller's segment lists and cuts them into pieces: runs of
- * elements that lie in one segment of g, a and d and in one chunk of the state. Kernels and
- * CLBlast calls are issued per piece. Nothing is enqueued here, so a rejected request changes
- * nothing. */
+/* tensor_plan.c — checks the caller's segment lists and plans their step:
+ *   pieces    runs of elements that lie in one segment of g, a and d (consecutive segments
+ *             that lie end to end in all three are merged) and in one chunk of the state;
+ *   groups    work-groups per piece, from its size (a bias gets one);
+ *   launches  up to BLOOPCL_SLOTS pieces of one state chunk per kernel launch, described by a
+ *             table in device memory.
+ * The plan is kept for the next step: an unchanged list is neither checked nor planned again.
+ * Nothing is enqueued here, so a rejected request changes nothing. */
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static const char *const tensor_names[3] = {"g", "a", "d"};
 
@@ -83,64 +88,256 @@ static bloopcl_status check_tensors(bloopcl_combiner *comb, const bloopcl_tensor
     return BLOOPCL_OK;
 }
 
-static bloopcl_status push_piece(bloopcl_combiner *comb, size_t *count, bloopcl_piece piece)
+/* --- layout planning (pure) ---------------------------------------------------------------- */
+
+size_t bloopcl__range_groups(size_t count, const bloopcl_plan_limits *limits)
 {
-    if (*count == comb->piece_capacity) {
-        size_t capacity = comb->piece_capacity ? 2 * comb->piece_capacity : 16;
-        bloopcl_piece *grown = realloc(comb->pieces, capacity * sizeof *grown);
-        if (grown == NULL)
-            return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step");
-        comb->pieces = grown;
-        comb->piece_capacity = capacity;
-    }
-    comb->pieces[(*count)++] = piece;
-    return BLOOPCL_OK;
+    /* share of the budget, rounded up: the pieces of a one-buffer step get the whole budget */
+    size_t share = (size_t)(((unsigned long long)count * limits->group_budget + limits->n - 1) /
+                            limits->n);
+    size_t by_size = (count + limits->min_group_elements - 1) / limits->min_group_elements;
+    size_t groups = share < by_size ? share : by_size;
+    return groups > 0 ? groups : 1;
 }
 
-/* Cuts segment s (starting at global element `base`) at state-chunk and size boundaries. */
-static bloopcl_status cut_segment(bloopcl_combiner *comb, const bloopcl_tensor *const *t, size_t s,
-                                  size_t base, size_t *count)
+static bool push(void **array, size_t *count, size_t *capacity, size_t size, const void *item)
 {
-    const bloopcl_segment *g = &t[0]->segments[s], *a = &t[1]->segments[s], *d = &t[2]->segments[s];
-    size_t done = 0;
-    while (done < g->count) {
+    if (*count == *capacity) {
+        size_t grown = *capacity ? 2 * *capacity : 16;
+        void *bigger = realloc(*array, grown * size);
+        if (bigger == NULL)
+            return false;
+        *array = bigger;
+        *capacity = grown;
+    }
+    memcpy((char *)*array + *count * size, item, size);
+    ++*count;
+    return true;
+}
+
+/* Segment s continues the range `run` in g, a and d alike: same buffers, no gap. */
+static bool continues(const bloopcl_piece *run, const bloopcl_tensor *const t[3], size_t s)
+{
+    const bloopcl_segment *g = &t[0]->segments[s], *a = &t[1]->segments[s],
+                          *d = &t[2]->segments[s];
+    return g->buffer == run->g && a->buffer == run->a && d->buffer == run->d &&
+           g->offset_bytes / sizeof(float) == run->g_offset + run->count &&
+           a->offset_bytes / sizeof(float) == run->a_offset + run->count &&
+           d->offset_bytes / sizeof(float) == run->d_offset + run->count;
+}
+
+/* Cuts one merged run (starting at global element `base`) at state-chunk and size limits. */
+static bool cut_run(const bloopcl_piece *run, size_t base, const bloopcl_plan_limits *limits,
+                    bloopcl_plan *plan, size_t *capacity)
+{
+    for (size_t done = 0; done < run->count;) {
         size_t global = base + done;
-        size_t chunk = global / comb->chunk_capacity;
-        size_t within = global % comb->chunk_capacity;
-        size_t room = comb->chunk_capacity - within;
-        size_t now = g->count - done;
-        if (now > room)
-            now = room;
+        size_t within = global % limits->chunk_capacity;
+        size_t now = run->count - done;
+        if (now > limits->chunk_capacity - within)
+            now = limits->chunk_capacity - within;
         if (now > BLOOPCL_MAX_PIECE)
             now = BLOOPCL_MAX_PIECE;
-        bloopcl_piece piece = {
-            .g = g->buffer, .a = a->buffer, .d = d->buffer,
-            .g_offset = g->offset_bytes / sizeof(float) + done,
-            .a_offset = a->offset_bytes / sizeof(float) + done,
-            .d_offset = d->offset_bytes / sizeof(float) + done,
-            .state_chunk = chunk, .state_offset = within, .count = now,
-        };
-        bloopcl_status status = push_piece(comb, count, piece);
-        if (status != BLOOPCL_OK)
-            return status;
+        bloopcl_piece piece = *run;
+        piece.g_offset += done;
+        piece.a_offset += done;
+        piece.d_offset += done;
+        piece.state_chunk = global / limits->chunk_capacity;
+        piece.state_offset = within;
+        piece.count = now;
+        piece.groups = bloopcl__range_groups(now, limits);
+        if (!push((void **)&plan->pieces, &plan->num_pieces, capacity, sizeof piece, &piece))
+            return false;
         done += now;
+    }
+    return true;
+}
+
+static bool make_pieces(const bloopcl_tensor *const t[3], const bloopcl_plan_limits *limits,
+                        bloopcl_plan *plan)
+{
+    size_t capacity = 0, base = 0, run_base = 0;
+    bloopcl_piece run = {0};
+    for (size_t s = 0; s < t[0]->num_segments; ++s) {
+        const bloopcl_segment *g = &t[0]->segments[s];
+        if (g->count == 0)
+            continue;  /* empty segments neither add elements nor break a run */
+        if (run.count > 0 && continues(&run, t, s)) {
+            run.count += g->count;
+        } else {
+            if (run.count > 0 && !cut_run(&run, run_base, limits, plan, &capacity))
+                return false;
+            run = (bloopcl_piece){
+                .g = g->buffer, .a = t[1]->segments[s].buffer, .d = t[2]->segments[s].buffer,
+                .g_offset = g->offset_bytes / sizeof(float),
+                .a_offset = t[1]->segments[s].offset_bytes / sizeof(float),
+                .d_offset = t[2]->segments[s].offset_bytes / sizeof(float),
+                .count = g->count};
+            run_base = base;
+        }
+        base += g->count;
+    }
+    return run.count == 0 || cut_run(&run, run_base, limits, plan, &capacity);
+}
+
+/* Consecutive pieces of one state chunk share a launch, BLOOPCL_SLOTS at most. */
+static bool pack_launches(bloopcl_plan *plan)
+{
+    size_t capacity = 0;
+    plan->total_groups = 0;
+    for (size_t p = 0; p < plan->num_pieces; ++p) {
+        const bloopcl_piece *piece = &plan->pieces[p];
+        bloopcl_launch *last = plan->num_launches ? &plan->launches[plan->num_launches - 1] : NULL;
+        if (last == NULL || last->num_pieces == BLOOPCL_SLOTS ||
+            last->state_chunk != piece->state_chunk) {
+            bloopcl_launch launch = {.first_piece = p, .state_chunk = piece->state_chunk,
+                                     .first_partial = plan->total_groups};
+            if (!push((void **)&plan->launches, &plan->num_launches, &capacity, sizeof launch,
+                      &launch))
+                return false;
+            last = &plan->launches[plan->num_launches - 1];
+        }
+        last->num_pieces++;
+        last->groups += piece->groups;
+        plan->total_groups += piece->groups;
+    }
+    return true;
+}
+
+bool bloopcl__plan_layout(const bloopcl_tensor *const t[3], const bloopcl_plan_limits *limits,
+                          bloopcl_plan *plan)
+{
+    return make_pieces(t, limits, plan) && pack_launches(plan);
+}
+
+/* --- the plan's device and host resources ------------------------------------------------- */
+
+void bloopcl__plan_release(bloopcl_plan *plan)
+{
+    for (size_t i = 0; i < plan->num_held; ++i)
+        clReleaseMemObject(plan->held[i]);
+    if (plan->table != NULL)
+        clReleaseMemObject(plan->table);
+    free(plan->held);
+    free(plan->lists);
+    free(plan->pieces);
+    free(plan->launches);
+    *plan = (bloopcl_plan){0};
+}
+
+static int compare_handles(const void *x, const void *y)
+{
+    uintptr_t a = (uintptr_t)*(const cl_mem *)x, b = (uintptr_t)*(const cl_mem *)y;
+    return (a > b) - (a < b);
+}
+
+/* Copies the lists and retains each distinct buffer once. */
+static bool hold_lists(const bloopcl_tensor *const t[3], bloopcl_plan *plan)
+{
+    size_t segments = t[0]->num_segments;
+    plan->lists = malloc(3 * segments * sizeof *plan->lists);
+    plan->held = malloc(3 * segments * sizeof *plan->held);
+    if (plan->lists == NULL || plan->held == NULL)
+        return false;
+    plan->num_segments = segments;
+    size_t candidates = 0;
+    for (int k = 0; k < 3; ++k) {
+        memcpy(plan->lists + k * segments, t[k]->segments, segments * sizeof *plan->lists);
+        for (size_t s = 0; s < segments; ++s)
+            if (t[k]->segments[s].count > 0)
+                plan->held[candidates++] = t[k]->segments[s].buffer;
+    }
+    qsort(plan->held, candidates, sizeof *plan->held, compare_handles);
+    for (size_t i = 0; i < candidates; ++i)
+        if (plan->num_held == 0 || plan->held[plan->num_held - 1] != plan->held[i])
+            plan->held[plan->num_held++] = plan->held[i];
+    for (size_t i = 0; i < plan->num_held; ++i)
+        clRetainMemObject(plan->held[i]);
+    return true;
+}
+
+/* The launch table, BLOOPCL_SLOT_WORDS ulongs per slot (layout.h), copied to the device at
+ * creation (CL_MEM_COPY_HOST_PTR), so no transfer is left pending on host memory. */
+static bloopcl_status upload_table(bloopcl_combiner *comb, bloopcl_plan *plan)
+{
+    size_t words = plan->num_launches * BLOOPCL_SLOTS * BLOOPCL_SLOT_WORDS;
+    cl_ulong *table = calloc(words ? words : 1, sizeof *table);
+    if (table == NULL)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step");
+    for (size_t l = 0; l < plan->num_launches; ++l) {
+        const bloopcl_launch *launch = &plan->launches[l];
+        size_t first_group = 0;
+        for (size_t j = 0; j < launch->num_pieces; ++j) {
+            const bloopcl_piece *p = &plan->pieces[launch->first_piece + j];
+            cl_ulong *row = table + (l * BLOOPCL_SLOTS + j) * BLOOPCL_SLOT_WORDS;
+            row[BLOOPCL_SLOT_G_OFFSET] = p->g_offset;
+            row[BLOOPCL_SLOT_A_OFFSET] = p->a_offset;
+            row[BLOOPCL_SLOT_D_OFFSET] = p->d_offset;
+            row[BLOOPCL_SLOT_STATE_OFFSET] = p->state_offset;
+            row[BLOOPCL_SLOT_COUNT] = p->count;
+            row[BLOOPCL_SLOT_FIRST_GROUP] = first_group;
+            row[BLOOPCL_SLOT_GROUPS] = p->groups;
+            first_group += p->groups;
+        }
+    }
+    cl_int err;
+    plan->table = clCreateBuffer(comb->ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                 (words ? words : 1) * sizeof *table, table, &err);
+    free(table);
+    if (err != CL_SUCCESS) {
+        plan->table = NULL;
+        return bloopcl__fail_cl(comb->ctx, err, "clCreateBuffer", "uploading the step plan");
     }
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl__plan_pieces(bloopcl_combiner *comb, const bloopcl_tensor *g,
-                                    const bloopcl_tensor *a, const bloopcl_tensor *d,
-                                    size_t *num_pieces)
+static bool same_lists(const bloopcl_plan *plan, const bloopcl_tensor *const t[3])
+{
+    if (!plan->valid)
+        return false;
+    for (int k = 0; k < 3; ++k)
+        if (t[k] == NULL || t[k]->segments == NULL || t[k]->num_segments != plan->num_segments)
+            return false;
+    for (int k = 0; k < 3; ++k)
+        for (size_t s = 0; s < plan->num_segments; ++s) {
+            const bloopcl_segment *x = &plan->lists[k * plan->num_segments + s];
+            const bloopcl_segment *y = &t[k]->segments[s];
+            if (x->buffer != y->buffer || x->offset_bytes != y->offset_bytes ||
+                x->count != y->count || x->dtype != y->dtype || x->reserved != y->reserved)
+                return false;
+        }
+    return true;
+}
+
+static bloopcl_plan_limits limits_of(const bloopcl_combiner *comb)
+{
+    return (bloopcl_plan_limits){.n = comb->n, .chunk_capacity = comb->chunk_capacity,
+                                 .group_budget = comb->ctx->kernels.fused_groups,
+                                 .min_group_elements = BLOOPCL_MIN_GROUP_ELEMENTS};
+}
+
+bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                                  const bloopcl_tensor *a, const bloopcl_tensor *d)
 {
     const bloopcl_tensor *const tensors[3] = {g, a, d};
+    if (same_lists(&comb->plan, tensors))
+        return BLOOPCL_OK;
     bloopcl_status status = check_tensors(comb, tensors);
     if (status != BLOOPCL_OK)
         return status;
-    size_t count = 0, base = 0;
-    for (size_t s = 0; s < g->num_segments && status == BLOOPCL_OK; ++s) {
-        status = cut_segment(comb, tensors, s, base, &count);
-        base += g->segments[s].count;
+    bloopcl_plan plan = {0};
+    bloopcl_plan_limits limits = limits_of(comb);
+    if (!bloopcl__plan_layout(tensors, &limits, &plan) || !hold_lists(tensors, &plan))
+        status = bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step over "
+                               "%zu segments", g->num_segments);
+    if (status == BLOOPCL_OK)
+        status = upload_table(comb, &plan);
+    if (status != BLOOPCL_OK) {
+        bloopcl__plan_release(&plan);
+        return status;  /* the previous plan stays in force */
     }
-    *num_pieces = count;
-    return status;
+    bloopcl__plan_release(&comb->plan);
+    plan.valid = true;
+    comb->plan = plan;
+    return BLOOPCL_OK;
 }
