@@ -1,0 +1,180 @@
+/* test_plan.c — the step planner, without a device: merging of end-to-end segments, cuts at
+ * state-chunk limits, work-groups per range, packing into launches of BLOOPCL_SLOTS ranges,
+ * and the rebasing of CLBlast operands whose int offsets would overflow. */
+#include "internal.h"
+
+#include <criterion/criterion.h>
+#include <limits.h>
+#include <stdlib.h>
+
+/* Distinct fake handles: the planner only compares them. */
+#define BUFFER(k) ((cl_mem)(uintptr_t)(0x1000 * (k)))
+
+static bloopcl_plan_limits limits(size_t n)
+{
+    return (bloopcl_plan_limits){.n = n, .chunk_capacity = (size_t)1 << 30, .group_budget = 16,
+                                 .min_group_elements = BLOOPCL_MIN_GROUP_ELEMENTS};
+}
+
+/* Plans g, a, d given as one list each. */
+static bloopcl_plan plan_of(const bloopcl_segment *g, const bloopcl_segment *a,
+                            const bloopcl_segment *d, size_t count, bloopcl_plan_limits lim)
+{
+    bloopcl_tensor tg = {g, count}, ta = {a, count}, td = {d, count};
+    const bloopcl_tensor *const t[3] = {&tg, &ta, &td};
+    bloopcl_plan plan = {0};
+    cr_assert(bloopcl__plan_layout(t, &lim, &plan));
+    return plan;
+}
+
+static void free_plan(bloopcl_plan *plan)
+{
+    free(plan->pieces);
+    free(plan->launches);
+}
+
+/* P segments of `size` elements each: end to end in one buffer per tensor (gap = 0), with a
+ * gap of `gap` elements between them, or (separate) each in a buffer of its own. */
+static void layout(bloopcl_segment *list, size_t P, size_t size, size_t gap, bool separate,
+                   int tensor)
+{
+    for (size_t s = 0; s < P; ++s)
+        list[s] = (bloopcl_segment){
+            .buffer = BUFFER(separate ? 1 + (size_t)tensor * 1000 + s : 1 + (size_t)tensor),
+            .offset_bytes = separate ? 0 : s * (size + gap) * sizeof(float), .count = size};
+}
+
+Test(plan, end_to_end_segments_merge_into_one_range)
+{
+    bloopcl_segment g[40], a[40], d[40];
+    layout(g, 40, 1000, 0, false, 0);
+    layout(a, 40, 1000, 0, false, 1);
+    layout(d, 40, 1000, 0, false, 2);
+    bloopcl_plan plan = plan_of(g, a, d, 40, limits(40000));
+    cr_expect_eq(plan.num_pieces, 1);
+    cr_expect_eq(plan.pieces[0].count, 40000);
+    cr_expect_eq(plan.num_launches, 1);
+    free_plan(&plan);
+}
+
+Test(plan, a_gap_or_another_buffer_breaks_the_run)
+{
+    bloopcl_segment g[10], a[10], d[10];
+    layout(g, 10, 100, 0, false, 0);
+    layout(a, 10, 100, 3, false, 1);  /* gaps in a only: nothing merges */
+    layout(d, 10, 100, 0, false, 2);
+    bloopcl_plan plan = plan_of(g, a, d, 10, limits(1000));
+    cr_expect_eq(plan.num_pieces, 10);
+    free_plan(&plan);
+    layout(a, 10, 100, 0, false, 1);
+    d[5].buffer = BUFFER(77);  /* d's segment 5 elsewhere: three runs (0-4, 5, 6-9) */
+    d[5].offset_bytes = 0;
+    plan = plan_of(g, a, d, 10, limits(1000));
+    cr_expect_eq(plan.num_pieces, 3);
+    cr_expect_eq(plan.pieces[0].count, 500);
+    cr_expect_eq(plan.pieces[1].count, 100);
+    cr_expect_eq(plan.pieces[2].count, 400);
+    cr_expect_eq(plan.pieces[2].g_offset, 600);
+    free_plan(&plan);
+}
+
+Test(plan, empty_segments_neither_add_nor_break)
+{
+    bloopcl_segment g[5], a[5], d[5];
+    layout(g, 5, 64, 0, false, 0);
+    layout(a, 5, 64, 0, false, 1);
+    layout(d, 5, 64, 0, false, 2);
+    for (int k = 0; k < 3; ++k) {
+        bloopcl_segment *list = k == 0 ? g : k == 1 ? a : d;
+        list[2] = (bloopcl_segment){.buffer = NULL, .count = 0};  /* empty, no buffer */
+        for (size_t s = 3; s < 5; ++s)
+            list[s].offset_bytes -= 64 * sizeof(float);
+    }
+    bloopcl_plan plan = plan_of(g, a, d, 5, limits(256));
+    cr_expect_eq(plan.num_pieces, 1);
+    cr_expect_eq(plan.pieces[0].count, 256);
+    free_plan(&plan);
+}
+
+Test(plan, separate_buffers_pack_sixteen_ranges_per_launch)
+{
+    enum { P = 300 };
+    static bloopcl_segment g[P], a[P], d[P];
+    layout(g, P, 5000, 0, true, 0);
+    layout(a, P, 5000, 0, true, 1);
+    layout(d, P, 5000, 0, true, 2);
+    bloopcl_plan plan = plan_of(g, a, d, P, limits((size_t)P * 5000));
+    cr_expect_eq(plan.num_pieces, P);
+    cr_expect_eq(plan.num_launches, (P + BLOOPCL_SLOTS - 1) / BLOOPCL_SLOTS);
+    size_t pieces = 0, partial = 0;
+    for (size_t l = 0; l < plan.num_launches; ++l) {
+        const bloopcl_launch *launch = &plan.launches[l];
+        cr_expect_leq(launch->num_pieces, BLOOPCL_SLOTS);
+        cr_expect_eq(launch->first_piece, pieces);
+        cr_expect_eq(launch->first_partial, partial, "partial slots are handed out in order");
+        size_t groups = 0;
+        for (size_t j = 0; j < launch->num_pieces; ++j)
+            groups += plan.pieces[launch->first_piece + j].groups;
+        cr_expect_eq(launch->groups, groups);
+        pieces += launch->num_pieces;
+        partial += launch->groups;
+    }
+    cr_expect_eq(pieces, P);
+    cr_expect_eq(plan.total_groups, partial);
+    free_plan(&plan);
+}
+
+Test(plan, work_groups_follow_the_size)
+{
+    bloopcl_plan_limits lim = limits((size_t)16 << 20);
+    cr_expect_eq(bloopcl__range_groups((size_t)16 << 20, &lim), 16, "one buffer: the budget");
+    cr_expect_eq(bloopcl__range_groups(10, &lim), 1, "a bias: one group");
+    cr_expect_eq(bloopcl__range_groups((size_t)8 << 20, &lim), 8, "half the vector: half");
+    lim = limits(8192);
+    cr_expect_eq(bloopcl__range_groups(8192, &lim), 2, "no group under 4096 elements");
+    /* over any split, the groups add up to at most budget + number of ranges */
+    lim = limits(1000003);
+    size_t total = 0, ranges = 0;
+    for (size_t done = 0, size = 1; done < lim.n; ++ranges, size = size * 3 + 1) {
+        size_t now = size < lim.n - done ? size : lim.n - done;
+        total += bloopcl__range_groups(now, &lim);
+        done += now;
+    }
+    cr_expect_leq(total, lim.group_budget + ranges);
+}
+
+Test(plan, state_chunk_limits_cut_pieces_and_launches)
+{
+    bloopcl_segment g[1] = {{.buffer = BUFFER(1), .count = 2500}};
+    bloopcl_segment a[1] = {{.buffer = BUFFER(2), .count = 2500}};
+    bloopcl_segment d[1] = {{.buffer = BUFFER(3), .count = 2500}};
+    bloopcl_plan_limits lim = limits(2500);
+    lim.chunk_capacity = 1000;
+    bloopcl_plan plan = plan_of(g, a, d, 1, lim);
+    cr_assert_eq(plan.num_pieces, 3);
+    cr_expect_eq(plan.num_launches, 3, "a launch never spans two state chunks");
+    for (size_t p = 0; p < 3; ++p) {
+        cr_expect_eq(plan.pieces[p].state_chunk, p);
+        cr_expect_eq(plan.pieces[p].state_offset, 0);
+        cr_expect_eq(plan.pieces[p].g_offset, p * 1000);
+    }
+    cr_expect_eq(plan.pieces[2].count, 500);
+    free_plan(&plan);
+}
+
+Test(plan, clblast_offsets_past_int_are_rebased)
+{
+    size_t origin = 0, rebased = 0;
+    cr_expect_not(bloopcl__clblast_rebase(1000, 1000, 128, &origin, &rebased));
+    cr_expect_not(bloopcl__clblast_rebase((size_t)INT_MAX - 10, 10, 128, &origin, &rebased));
+    /* an 8 GiB offset: 2^31 floats */
+    size_t offset = (size_t)1 << 31, count = 12345;
+    cr_assert(bloopcl__clblast_rebase(offset + 7, count, 128, &origin, &rebased));
+    cr_expect_eq(origin % 128, 0, "sub-buffer origins are aligned");
+    cr_expect_eq(origin / sizeof(float) + rebased, offset + 7, "the same first element");
+    cr_expect_leq(rebased + count, (size_t)INT_MAX);
+    cr_assert(bloopcl__clblast_rebase(offset * 3 + 1, count, 4096, &origin, &rebased));
+    cr_expect_eq(origin % 4096, 0);
+    cr_expect_eq(origin / sizeof(float) + rebased, offset * 3 + 1);
+    cr_expect_lt(rebased, 1024);
+}
