@@ -4,38 +4,51 @@
  * particular) are bit-identical to the CPU reference, which is compiled the same way. */
 #pragma OPENCL FP_CONTRACT OFF
 
-/* Element loops run over vectors of BLOOPCL_VECTOR floats (a build option). On CPUs it is 16
- * (one AVX-512 register, two AVX ones: enough independent lanes to hide the latency of the
- * Kahan chains): each work-item streams one contiguous chunk with vector loads, which is what
- * a CPU core does best. On GPUs it is 1: the lanes are the work-items themselves, and neighbouring
- * work-items read neighbouring elements (coalesced). floatv is the vector type; the _v
- * functions below work on it, the plain ones on single floats (chunk tails). */
+/* Element loops run over vectors of BLOOPCL_VECTOR floats (a build option). On CPUs it is the
+ * device's preferred float width (1, 2, 4, 8 or 16: 8 on AVX2, 16 on AVX-512): each work-item
+ * streams one contiguous chunk with vector loads, which is what a CPU core does best, and the
+ * lanes give independent Kahan chains to hide their latency. On GPUs it is 1: the lanes are
+ * the work-items themselves, and neighbouring work-items read neighbouring elements
+ * (coalesced). floatv is the vector type; the _v functions below work on it, the plain ones
+ * on single floats (chunk tails). Lane sums are pairwise in a fixed order (repeatable). */
 #ifndef BLOOPCL_VECTOR
 #define BLOOPCL_VECTOR 1
 #endif
+#if BLOOPCL_VECTOR != 1 && !defined(BLOOPCL_CONTIGUOUS)
+#error "BLOOPCL_VECTOR > 1 needs BLOOPCL_CONTIGUOUS (the grid-stride shape walks single floats)"
+#endif
 /* Vectors summed plainly before a Kahan step in the fused dot products (fused_dots.cl). */
 #define BLOOPCL_BLOCK 8
+#define BLOOPCL_LANE_SUM2(v) ((v).s0 + (v).s1)
+#define BLOOPCL_LANE_SUM4(v) (BLOOPCL_LANE_SUM2((v).lo) + BLOOPCL_LANE_SUM2((v).hi))
+#define BLOOPCL_LANE_SUM8(v) (BLOOPCL_LANE_SUM4((v).lo) + BLOOPCL_LANE_SUM4((v).hi))
 #if BLOOPCL_VECTOR == 1
 typedef float floatv;
 #define BLOOPCL_LOADV(p, i) ((p)[i])
 #define BLOOPCL_STOREV(v, p, i) ((p)[i] = (v))
 #define BLOOPCL_LANE_SUM(v) (v)
+#elif BLOOPCL_VECTOR == 2
+typedef float2 floatv;
+#define BLOOPCL_LOADV(p, i) vload2(0, (p) + (i))
+#define BLOOPCL_STOREV(v, p, i) vstore2((v), 0, (p) + (i))
+#define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM2(v)
+#elif BLOOPCL_VECTOR == 4
+typedef float4 floatv;
+#define BLOOPCL_LOADV(p, i) vload4(0, (p) + (i))
+#define BLOOPCL_STOREV(v, p, i) vstore4((v), 0, (p) + (i))
+#define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM4(v)
 #elif BLOOPCL_VECTOR == 8
 typedef float8 floatv;
 #define BLOOPCL_LOADV(p, i) vload8(0, (p) + (i))
 #define BLOOPCL_STOREV(v, p, i) vstore8((v), 0, (p) + (i))
-/* pairwise, in a fixed order */
-#define BLOOPCL_LANE_SUM(v) ((((v).s0 + (v).s1) + ((v).s2 + (v).s3)) + \
-                             (((v).s4 + (v).s5) + ((v).s6 + (v).s7)))
+#define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM8(v)
 #elif BLOOPCL_VECTOR == 16
 typedef float16 floatv;
 #define BLOOPCL_LOADV(p, i) vload16(0, (p) + (i))
 #define BLOOPCL_STOREV(v, p, i) vstore16((v), 0, (p) + (i))
 #define BLOOPCL_LANE_SUM(v) (BLOOPCL_LANE_SUM8((v).lo) + BLOOPCL_LANE_SUM8((v).hi))
-#define BLOOPCL_LANE_SUM8(v) ((((v).s0 + (v).s1) + ((v).s2 + (v).s3)) + \
-                              (((v).s4 + (v).s5) + ((v).s6 + (v).s7)))
 #else
-#error "BLOOPCL_VECTOR must be 1, 8 or 16"
+#error "BLOOPCL_VECTOR must be 1, 2, 4, 8 or 16"
 #endif
 #define BLOOPCL_LOAD1(p, i) ((p)[i])
 #define BLOOPCL_STORE1(v, p, i) ((p)[i] = (v))

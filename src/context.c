@@ -1,5 +1,6 @@
 /* context.c — a device, its in-order queue and the built kernels. The environment is read
- * here and only here (BLOOPCL_DEVICE, BLOOPCL_BUILD_OPTIONS); explicit parameters override it. */
+ * here and only here (BLOOPCL_DEVICE, BLOOPCL_BUILD_OPTIONS, BLOOPCL_DOTS,
+ * BLOOPCL_KERNEL_SHAPE, BLOOPCL_KERNEL_VECTOR); explicit parameters override it. */
 #include "internal.h"
 #include "program_cache.h"
 
@@ -56,22 +57,29 @@ static bloopcl_status create_queue(bloopcl_context *ctx)
     return BLOOPCL_OK;
 }
 
-/* The backend of combiners left on BLOOPCL_DOTS_AUTO: BLOOPCL_DOTS if set, else a rule from
- * bloopcl-bench's figures. On CPU devices (PoCL) CLBlast's GPU-shaped Sdot runs at 1-6 GB/s
- * where the fused pass streams at the triad's bandwidth: 10-60x slower steps from 64k
- * elements up. Elsewhere CLBlast, the design's default, stays until measured otherwise. */
-static bloopcl_status choose_default_dots(bloopcl_context *ctx)
+/* FUSED on every device type, from the library's byte model: for BLOOP it moves 32 B per
+ * element where CLBlast's path moves 56 (44 against 88 for PCGRAD), in a constant number of
+ * launches where CLBlast adds two Xdot kernels per dot per piece. `type` takes no part in the
+ * rule today; it is an argument so that a measured exception would have one place to go. */
+bloopcl_status bloopcl__default_dots(cl_device_type type, const char *forced,
+                                     bloopcl_dot_backend *dots)
 {
-    const char *forced = getenv("BLOOPCL_DOTS");
-    ctx->default_dots = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? BLOOPCL_DOTS_FUSED
-                                                              : BLOOPCL_DOTS_CLBLAST;
+    (void)type;
+    *dots = BLOOPCL_DOTS_FUSED;
     if (forced == NULL || forced[0] == '\0' || strcmp(forced, "auto") == 0)
         return BLOOPCL_OK;
     if (strcmp(forced, "clblast") == 0)
-        ctx->default_dots = BLOOPCL_DOTS_CLBLAST;
-    else if (strcmp(forced, "fused") == 0)
-        ctx->default_dots = BLOOPCL_DOTS_FUSED;
-    else
+        *dots = BLOOPCL_DOTS_CLBLAST;
+    else if (strcmp(forced, "fused") != 0)
+        return BLOOPCL_ERR_INVALID_ARGUMENT;
+    return BLOOPCL_OK;
+}
+
+/* The backend of combiners left on BLOOPCL_DOTS_AUTO: BLOOPCL_DOTS if set, else the rule. */
+static bloopcl_status choose_default_dots(bloopcl_context *ctx)
+{
+    const char *forced = getenv("BLOOPCL_DOTS");
+    if (bloopcl__default_dots(ctx->info.type, forced, &ctx->default_dots) != BLOOPCL_OK)
         return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT,
                              "BLOOPCL_DOTS=\"%s\" is not one of auto, clblast, fused", forced);
     return BLOOPCL_OK;
@@ -93,6 +101,68 @@ static bloopcl_status choose_kernel_shape(bloopcl_context *ctx)
                          "BLOOPCL_KERNEL_SHAPE=\"%s\" is not cpu or gpu", forced);
 }
 
+unsigned bloopcl__vector_width(cl_uint preferred, cl_uint native)
+{
+    cl_uint width = preferred != 0 ? preferred : native != 0 ? native : 1;
+    unsigned rounded = 1;
+    while (rounded * 2 <= width && rounded < 16)
+        rounded *= 2;
+    return rounded;
+}
+
+static cl_uint device_uint(cl_device_id device, cl_device_info param)
+{
+    cl_uint value = 0;
+    if (clGetDeviceInfo(device, param, sizeof value, &value, NULL) != CL_SUCCESS)
+        return 0;
+    return value;
+}
+
+/* The CPU shape streams vectors of the device's own preferred float width (a wider type is
+ * split by the compiler, and PoCL warns about the float16 ABI on AVX2 at every build);
+ * BLOOPCL_KERNEL_VECTOR=1|2|4|8|16 forces one so that every width can be tested. The GPU
+ * shape is one element per work-item: there the width is 1 and nothing else is accepted. */
+static bloopcl_status choose_vector_width(bloopcl_context *ctx)
+{
+    const char *forced = getenv("BLOOPCL_KERNEL_VECTOR");
+    ctx->vector_width = ctx->cpu_shape
+                            ? bloopcl__vector_width(
+                                  device_uint(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT),
+                                  device_uint(ctx->device, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT))
+                            : 1;
+    if (forced == NULL || forced[0] == '\0')
+        return BLOOPCL_OK;
+    static const char *const widths[] = {"1", "2", "4", "8", "16"};
+    for (unsigned i = 0; i < sizeof widths / sizeof widths[0]; ++i) {
+        if (strcmp(forced, widths[i]) != 0)
+            continue;
+        if (!ctx->cpu_shape && i > 0)
+            return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT,
+                                 "BLOOPCL_KERNEL_VECTOR=%s needs the CPU kernel shape; the "
+                                 "kernels are in the GPU shape (one element per work-item, "
+                                 "width 1): unset it or set BLOOPCL_KERNEL_SHAPE=cpu", forced);
+        ctx->vector_width = 1u << i;
+        return BLOOPCL_OK;
+    }
+    return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT,
+                         "BLOOPCL_KERNEL_VECTOR=\"%s\" is not one of 1, 2, 4, 8, 16", forced);
+}
+
+/* Options the kernels cannot honour are refused before anything is built, naming where
+ * they came from. */
+static bloopcl_status check_build_options(bloopcl_context *ctx,
+                                          const bloopcl_context_params *params)
+{
+    const char *options = build_options_from(params);
+    char why[512];
+    if (bloopcl__check_build_options(options, why, sizeof why) == BLOOPCL_OK)
+        return BLOOPCL_OK;
+    const char *source = (params != NULL && params->build_options != NULL)
+                             ? "params->build_options" : "BLOOPCL_BUILD_OPTIONS";
+    return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s=\"%s\": %s", source, options,
+                         why);
+}
+
 /* State buffers stay within the device's largest allocation and under 2^30 elements. */
 static void choose_state_chunk(bloopcl_context *ctx)
 {
@@ -108,11 +178,15 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
     choose_state_chunk(ctx);
     bloopcl__cache_folder(params != NULL ? params->cache_dir : NULL, ctx->cache_folder,
                           sizeof ctx->cache_folder);
-    bloopcl_status status = choose_default_dots(ctx);
+    bloopcl_status status = check_build_options(ctx, params);
+    if (status == BLOOPCL_OK)
+        status = choose_default_dots(ctx);
     if (status == BLOOPCL_OK)
         status = bloopcl__choose_xdot_parameters(ctx);
     if (status == BLOOPCL_OK)
         status = choose_kernel_shape(ctx);
+    if (status == BLOOPCL_OK)
+        status = choose_vector_width(ctx);
     if (status != BLOOPCL_OK)
         return fail_creation(ctx, status, out);
     status = bloopcl__build_kernels(ctx, build_options_from(params));
@@ -134,8 +208,12 @@ bloopcl_status bloopcl_context_create(const bloopcl_context_params *params, bloo
     if (ctx == NULL)
         return BLOOPCL_ERR_OUT_OF_MEMORY;
     const char *spec = params != NULL ? params->device_spec : NULL;
-    bloopcl_status status = bloopcl_select_device(spec, &ctx->info, ctx->last_error,
-                                                  sizeof ctx->last_error);
+    char skipped[2048];
+    bloopcl_status status = bloopcl__select_device_noting(spec, &ctx->info, ctx->last_error,
+                                                          sizeof ctx->last_error, skipped,
+                                                          sizeof skipped);
+    if (skipped[0] != '\0')
+        bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "left out of the device list: %s", skipped);
     if (status != BLOOPCL_OK)
         return fail_creation(ctx, status, out);
     ctx->device = ctx->info.device;
@@ -143,6 +221,7 @@ bloopcl_status bloopcl_context_create(const bloopcl_context_params *params, bloo
                                           (cl_context_properties)ctx->info.platform, 0};
     cl_int err;
     ctx->cl_ctx = clCreateContext(properties, 1, &ctx->device, NULL, NULL, &err);
+    ctx->owns_cl_ctx = err == CL_SUCCESS;
     if (err != CL_SUCCESS)
         return fail_creation(ctx, bloopcl__fail_cl(ctx, err, "clCreateContext", "creating the "
                                                    "context"), out);
@@ -230,6 +309,32 @@ bloopcl_status bloopcl_context_create_from_cl(cl_context cl_ctx, cl_device_id de
     return finish_creation(ctx, params, out);
 }
 
+/* The buffer's cl_context and the first of its devices (CL_CONTEXT_DEVICES holds them all:
+ * the query needs room for every one of them, so the size is asked first). */
+static bloopcl_status context_of_buffer(bloopcl_context *ctx, cl_mem buffer, cl_context *cl_ctx,
+                                        cl_device_id *device)
+{
+    size_t bytes = 0;
+    cl_int err = clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof *cl_ctx, cl_ctx, NULL);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "clGetMemObjectInfo", "reading the buffer's context");
+    err = clGetContextInfo(*cl_ctx, CL_CONTEXT_DEVICES, 0, NULL, &bytes);
+    if (err == CL_SUCCESS && bytes < sizeof *device)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_DEVICE_NOT_FOUND,
+                             "the buffer's cl_context holds no device");
+    cl_device_id *devices = err == CL_SUCCESS ? malloc(bytes) : NULL;
+    if (err == CL_SUCCESS && devices == NULL)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "listing the buffer's devices");
+    if (err == CL_SUCCESS)
+        err = clGetContextInfo(*cl_ctx, CL_CONTEXT_DEVICES, bytes, devices, NULL);
+    if (err == CL_SUCCESS)
+        *device = devices[0];
+    free(devices);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "clGetContextInfo", "listing the buffer's devices");
+    return BLOOPCL_OK;
+}
+
 bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer, const bloopcl_context_params *params,
                                                bloopcl_context **out)
 {
@@ -237,9 +342,19 @@ bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer, const bloopcl_cont
         return BLOOPCL_ERR_NULL_ARGUMENT;
     cl_context cl_ctx = NULL;
     cl_device_id device = NULL;
-    if (buffer != NULL &&
-        clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof cl_ctx, &cl_ctx, NULL) == CL_SUCCESS)
-        clGetContextInfo(cl_ctx, CL_CONTEXT_DEVICES, sizeof device, &device, NULL);
+    if (buffer != NULL) {
+        /* Queried here so that a failure carries its call and code, like every creation
+         * failure, in an error-only context. */
+        *out = NULL;
+        bloopcl_context *ctx = allocate_context(params);
+        if (ctx == NULL)
+            return BLOOPCL_ERR_OUT_OF_MEMORY;
+        bloopcl_status status = context_of_buffer(ctx, buffer, &cl_ctx, &device);
+        if (status != BLOOPCL_OK)
+            return fail_creation(ctx, status, out);
+        free(ctx);
+    }
+    /* A NULL buffer reaches create_from_cl's own NULL check and message. */
     return bloopcl_context_create_from_cl(cl_ctx, device, NULL, params, out);
 }
 
@@ -249,10 +364,11 @@ void bloopcl_context_destroy(bloopcl_context *ctx)
         return;
     if (ctx->queue != NULL)
         clFinish(ctx->queue);
-    /* CLBlast caches its compiled programs process-wide and each holds a reference to our
-     * cl_context: without clearing, a caller's context could never be freed. The price is a
-     * recompilation (cached on disk by most drivers) for any other CLBlast user. */
-    if (ctx->used_clblast)
+    /* CLBlast caches its compiled programs process-wide and each holds a reference to its
+     * cl_context: a cl_context bloopcl created would never be freed without clearing. A
+     * caller's cl_context is left alone: clearing would evict the caller's own CLBlast
+     * programs (its GEMMs) too, and the caller decides when that context goes (bloopcl.h). */
+    if (ctx->used_clblast && ctx->owns_cl_ctx)
         CLBlastClearCache();
     bloopcl__release_kernels(&ctx->kernels);
     if (ctx->queue != NULL)

@@ -55,31 +55,47 @@ static void copy_info_string(const char *raw, char *out, size_t out_size)
     trim_in_place(out);
 }
 
-static bloopcl_status platform_string(cl_platform_id platform, cl_platform_info param, char *out,
-                                      size_t out_size)
+/* Which query failed while describing a device, and with which code. */
+typedef struct query_failure {
+    const char *query;
+    cl_int code;
+} query_failure;
+
+static bloopcl_status query_failed(query_failure *failure, const char *query, cl_int code)
+{
+    failure->query = query;
+    failure->code = code;
+    return BLOOPCL_ERR_OPENCL;
+}
+
+static bloopcl_status platform_string(cl_platform_id platform, cl_platform_info param,
+                                      const char *query, char *out, size_t out_size,
+                                      query_failure *failure)
 {
     size_t size = 0;
-    if (clGetPlatformInfo(platform, param, 0, NULL, &size) != CL_SUCCESS)
-        return BLOOPCL_ERR_OPENCL;
+    cl_int err = clGetPlatformInfo(platform, param, 0, NULL, &size);
+    if (err != CL_SUCCESS)
+        return query_failed(failure, query, err);
     char *raw = malloc(size + 1);
     if (raw == NULL)
         return BLOOPCL_ERR_OUT_OF_MEMORY;
     raw[size] = '\0';
-    cl_int err = clGetPlatformInfo(platform, param, size, raw, NULL);
+    err = clGetPlatformInfo(platform, param, size, raw, NULL);
     if (err == CL_SUCCESS)
         copy_info_string(raw, out, out_size);
     free(raw);
-    return err == CL_SUCCESS ? BLOOPCL_OK : BLOOPCL_ERR_OPENCL;
+    return err == CL_SUCCESS ? BLOOPCL_OK : query_failed(failure, query, err);
 }
 
 /* Returns the device string in a fresh allocation (the caller frees it), or NULL with *status
  * set. Used directly for the extension list, whose length is unbounded. */
-static char *device_string_alloc(cl_device_id device, cl_device_info param,
-                                 bloopcl_status *status)
+static char *device_string_alloc(cl_device_id device, cl_device_info param, const char *query,
+                                 bloopcl_status *status, query_failure *failure)
 {
     size_t size = 0;
-    if (clGetDeviceInfo(device, param, 0, NULL, &size) != CL_SUCCESS) {
-        *status = BLOOPCL_ERR_OPENCL;
+    cl_int err = clGetDeviceInfo(device, param, 0, NULL, &size);
+    if (err != CL_SUCCESS) {
+        *status = query_failed(failure, query, err);
         return NULL;
     }
     char *raw = malloc(size + 1);
@@ -88,20 +104,21 @@ static char *device_string_alloc(cl_device_id device, cl_device_info param,
         return NULL;
     }
     raw[size] = '\0';
-    if (clGetDeviceInfo(device, param, size, raw, NULL) != CL_SUCCESS) {
+    err = clGetDeviceInfo(device, param, size, raw, NULL);
+    if (err != CL_SUCCESS) {
         free(raw);
-        *status = BLOOPCL_ERR_OPENCL;
+        *status = query_failed(failure, query, err);
         return NULL;
     }
     *status = BLOOPCL_OK;
     return raw;
 }
 
-static bloopcl_status device_string(cl_device_id device, cl_device_info param, char *out,
-                                    size_t out_size)
+static bloopcl_status device_string(cl_device_id device, cl_device_info param, const char *query,
+                                    char *out, size_t out_size, query_failure *failure)
 {
     bloopcl_status status;
-    char *raw = device_string_alloc(device, param, &status);
+    char *raw = device_string_alloc(device, param, query, &status, failure);
     if (raw == NULL)
         return status;
     copy_info_string(raw, out, out_size);
@@ -127,45 +144,52 @@ static int has_extension(const char *extensions, const char *name)
     return 0;
 }
 
+#define PLATFORM_STRING(param, field) \
+    platform_string(platform, param, "clGetPlatformInfo(" #param ")", info->field, \
+                    sizeof info->field, failure)
+#define DEVICE_STRING(param, field) \
+    device_string(device, param, "clGetDeviceInfo(" #param ")", info->field, sizeof info->field, \
+                  failure)
+
 static bloopcl_status describe_strings(cl_platform_id platform, cl_device_id device,
-                                       bloopcl_device_info *info)
+                                       bloopcl_device_info *info, query_failure *failure)
 {
-    bloopcl_status status = platform_string(platform, CL_PLATFORM_NAME, info->platform_name,
-                                            sizeof info->platform_name);
+    bloopcl_status status = PLATFORM_STRING(CL_PLATFORM_NAME, platform_name);
     if (status == BLOOPCL_OK)
-        status = platform_string(platform, CL_PLATFORM_VENDOR, info->platform_vendor,
-                                 sizeof info->platform_vendor);
+        status = PLATFORM_STRING(CL_PLATFORM_VENDOR, platform_vendor);
     if (status == BLOOPCL_OK)
-        status = device_string(device, CL_DEVICE_NAME, info->device_name,
-                               sizeof info->device_name);
+        status = DEVICE_STRING(CL_DEVICE_NAME, device_name);
     if (status == BLOOPCL_OK)
-        status = device_string(device, CL_DRIVER_VERSION, info->driver_version,
-                               sizeof info->driver_version);
+        status = DEVICE_STRING(CL_DRIVER_VERSION, driver_version);
     if (status == BLOOPCL_OK)
-        status = device_string(device, CL_DEVICE_OPENCL_C_VERSION, info->opencl_c_version,
-                               sizeof info->opencl_c_version);
+        status = DEVICE_STRING(CL_DEVICE_OPENCL_C_VERSION, opencl_c_version);
     return status;
 }
 
-static bloopcl_status describe_numbers(cl_device_id device, bloopcl_device_info *info)
+#define DEVICE_NUMBER(param, field)                                                             \
+    do {                                                                                       \
+        cl_int err = clGetDeviceInfo(device, param, sizeof info->field, &info->field, NULL);  \
+        if (err != CL_SUCCESS)                                                                 \
+            return query_failed(failure, "clGetDeviceInfo(" #param ")", err);                  \
+    } while (0)
+
+static bloopcl_status describe_numbers(cl_device_id device, bloopcl_device_info *info,
+                                       query_failure *failure)
 {
-    cl_int err = clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof info->type, &info->type, NULL);
-    if (err == CL_SUCCESS)
-        err = clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof info->global_mem_bytes,
-                              &info->global_mem_bytes, NULL);
-    if (err == CL_SUCCESS)
-        err = clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof info->max_alloc_bytes,
-                              &info->max_alloc_bytes, NULL);
-    if (err == CL_SUCCESS)
-        err = clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof info->compute_units,
-                              &info->compute_units, NULL);
-    return err == CL_SUCCESS ? BLOOPCL_OK : BLOOPCL_ERR_OPENCL;
+    DEVICE_NUMBER(CL_DEVICE_TYPE, type);
+    DEVICE_NUMBER(CL_DEVICE_GLOBAL_MEM_SIZE, global_mem_bytes);
+    DEVICE_NUMBER(CL_DEVICE_MAX_MEM_ALLOC_SIZE, max_alloc_bytes);
+    DEVICE_NUMBER(CL_DEVICE_MAX_COMPUTE_UNITS, compute_units);
+    return BLOOPCL_OK;
 }
 
-static bloopcl_status describe_precisions(cl_device_id device, bloopcl_device_info *info)
+static bloopcl_status describe_precisions(cl_device_id device, bloopcl_device_info *info,
+                                          query_failure *failure)
 {
     bloopcl_status status;
-    char *extensions = device_string_alloc(device, CL_DEVICE_EXTENSIONS, &status);
+    char *extensions = device_string_alloc(device, CL_DEVICE_EXTENSIONS,
+                                           "clGetDeviceInfo(CL_DEVICE_EXTENSIONS)", &status,
+                                           failure);
     if (extensions == NULL)
         return status;
     info->has_fp64 = has_extension(extensions, "cl_khr_fp64");
@@ -182,20 +206,27 @@ static bloopcl_status describe_precisions(cl_device_id device, bloopcl_device_in
     return BLOOPCL_OK;
 }
 
+static bloopcl_status describe_device_noting(cl_platform_id platform, cl_device_id device,
+                                             bloopcl_device_info *info, query_failure *failure)
+{
+    memset(info, 0, sizeof *info);
+    info->platform = platform;
+    info->device = device;
+    bloopcl_status status = describe_strings(platform, device, info, failure);
+    if (status == BLOOPCL_OK)
+        status = describe_numbers(device, info, failure);
+    if (status == BLOOPCL_OK)
+        status = describe_precisions(device, info, failure);
+    return status;
+}
+
 bloopcl_status bloopcl__describe_device(cl_platform_id platform, cl_device_id device,
                                         bloopcl_device_info *info)
 {
     if (info == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
-    memset(info, 0, sizeof *info);
-    info->platform = platform;
-    info->device = device;
-    bloopcl_status status = describe_strings(platform, device, info);
-    if (status == BLOOPCL_OK)
-        status = describe_numbers(device, info);
-    if (status == BLOOPCL_OK)
-        status = describe_precisions(device, info);
-    return status;
+    query_failure ignored;
+    return describe_device_noting(platform, device, info, &ignored);
 }
 
 /* Fetches the platform list; *platforms is NULL when there are none (not an error). */
@@ -223,57 +254,117 @@ static bloopcl_status get_platforms(cl_platform_id **platforms, cl_uint *num_pla
     return BLOOPCL_OK;
 }
 
+/* Appends one note to the skipped-entries text ("; " between notes; NULL: not wanted). */
+static void note_skipped(char *skipped, size_t size, const char *note)
+{
+    if (skipped == NULL || size == 0)
+        return;
+    size_t used = strlen(skipped);
+    if (used + 1 < size)
+        bloopcl__format(skipped + used, size - used, "%s%s", used > 0 ? "; " : "", note);
+}
+
 /* Fetches one platform's devices; a platform that advertises none (rusticl without
- * RUSTICL_ENABLE, a GPU driver with no GPU) yields *devices NULL and is simply skipped. */
+ * RUSTICL_ENABLE, a GPU driver with no GPU) yields *devices NULL and is simply skipped.
+ * Any other failure is returned in *err (the caller skips the platform and notes why). */
 static bloopcl_status get_devices(cl_platform_id platform, cl_device_id **devices,
-                                  cl_uint *num_devices)
+                                  cl_uint *num_devices, cl_int *err)
 {
     *devices = NULL;
     *num_devices = 0;
     cl_uint n = 0;
-    cl_int err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 0, NULL, &n);
-    if (err == CL_DEVICE_NOT_FOUND || (err == CL_SUCCESS && n == 0))
+    *err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 0, NULL, &n);
+    if (*err == CL_DEVICE_NOT_FOUND || (*err == CL_SUCCESS && n == 0)) {
+        *err = CL_SUCCESS;
         return BLOOPCL_OK;
-    if (err != CL_SUCCESS)
+    }
+    if (*err != CL_SUCCESS)
         return BLOOPCL_ERR_OPENCL;
     cl_device_id *list = malloc(n * sizeof *list);
     if (list == NULL)
         return BLOOPCL_ERR_OUT_OF_MEMORY;
     cl_uint returned = 0;
-    err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, n, list, &returned);
-    if (err != CL_SUCCESS) {
+    *err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, n, list, &returned);
+    if (*err != CL_SUCCESS) {
         free(list);
-        return err == CL_DEVICE_NOT_FOUND ? BLOOPCL_OK : BLOOPCL_ERR_OPENCL;
+        if (*err != CL_DEVICE_NOT_FOUND)
+            return BLOOPCL_ERR_OPENCL;
+        *err = CL_SUCCESS;
+        return BLOOPCL_OK;
     }
     *devices = list;
     *num_devices = returned < n ? returned : n;
     return BLOOPCL_OK;
 }
 
-/* Describes the devices of one platform that still fit, and counts all of them. */
-static bloopcl_status list_platform(cl_platform_id platform, cl_uint platform_index,
-                                    bloopcl_device_info *out, size_t capacity, size_t *total)
+/* Where a listing is being written, and what was left out of it. */
+typedef struct listing {
+    bloopcl_device_info *out;
+    size_t capacity;
+    size_t total;
+    char *skipped;
+    size_t skipped_size;
+} listing;
+
+/* Describes one device (always, so that counting and filling agree on which devices are
+ * usable); one that cannot be described is noted and left out, keeping the others. */
+static bloopcl_status list_device(listing *list, cl_platform_id platform,
+                                  cl_uint platform_index, cl_device_id device, cl_uint index)
+{
+    bloopcl_device_info info;
+    query_failure failure = {NULL, CL_SUCCESS};
+    bloopcl_status status = describe_device_noting(platform, device, &info, &failure);
+    if (status == BLOOPCL_ERR_OUT_OF_MEMORY)
+        return status;
+    if (status != BLOOPCL_OK) {
+        char note[256];
+        bloopcl__format(note, sizeof note, "platform %u device %u skipped: %s failed with %s",
+                        (unsigned)platform_index, (unsigned)index, failure.query,
+                        bloopcl__cl_error_name(failure.code));
+        note_skipped(list->skipped, list->skipped_size, note);
+        return BLOOPCL_OK;
+    }
+    info.flat_index = (unsigned)list->total;
+    info.platform_index = platform_index;
+    info.device_index = index;
+    if (list->total < list->capacity)
+        list->out[list->total] = info;
+    list->total++;
+    return BLOOPCL_OK;
+}
+
+/* Lists the usable devices of one platform; a platform whose devices cannot be listed is
+ * noted and skipped, so that one broken driver does not hide the others. */
+static bloopcl_status list_platform(listing *list, cl_platform_id platform,
+                                    cl_uint platform_index)
 {
     cl_device_id *devices = NULL;
     cl_uint num_devices = 0;
-    bloopcl_status status = get_devices(platform, &devices, &num_devices);
-    for (cl_uint d = 0; status == BLOOPCL_OK && d < num_devices; d++) {
-        if (*total < capacity) {
-            bloopcl_device_info *info = &out[*total];
-            status = bloopcl__describe_device(platform, devices[d], info);
-            info->flat_index = (unsigned)*total;
-            info->platform_index = platform_index;
-            info->device_index = d;
-        }
-        if (status == BLOOPCL_OK)
-            (*total)++;
+    cl_int err = CL_SUCCESS;
+    bloopcl_status status = get_devices(platform, &devices, &num_devices, &err);
+    if (status == BLOOPCL_ERR_OPENCL) {
+        char name[128] = "", note[256];
+        query_failure ignored;
+        platform_string(platform, CL_PLATFORM_NAME, "", name, sizeof name, &ignored);
+        char quoted[160] = "";
+        if (name[0] != '\0')
+            bloopcl__format(quoted, sizeof quoted, " (\"%s\")", name);
+        bloopcl__format(note, sizeof note, "platform %u%s skipped: clGetDeviceIDs failed with %s",
+                        (unsigned)platform_index, quoted, bloopcl__cl_error_name(err));
+        note_skipped(list->skipped, list->skipped_size, note);
+        return BLOOPCL_OK;
     }
+    for (cl_uint d = 0; status == BLOOPCL_OK && d < num_devices; d++)
+        status = list_device(list, platform, platform_index, devices[d], d);
     free(devices);
     return status;
 }
 
-bloopcl_status bloopcl_list_devices(bloopcl_device_info *devices, size_t capacity, size_t *count)
+bloopcl_status bloopcl__list_devices_noting(bloopcl_device_info *devices, size_t capacity,
+                                            size_t *count, char *skipped, size_t skipped_size)
 {
+    if (skipped != NULL && skipped_size > 0)
+        skipped[0] = '\0';
     if (count == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     *count = 0;
@@ -283,13 +374,18 @@ bloopcl_status bloopcl_list_devices(bloopcl_device_info *devices, size_t capacit
     cl_platform_id *platforms = NULL;
     cl_uint num_platforms = 0;
     bloopcl_status status = get_platforms(&platforms, &num_platforms);
-    /* Platform indices follow the loader's list, empty platforms included, so that "P:D"
-     * agrees with clinfo's numbering. */
-    size_t total = 0;
+    /* Platform indices follow the loader's list, empty and skipped platforms included, so
+     * that "P:D" agrees with clinfo's numbering; flat indices count the listed devices. */
+    listing list = {devices, capacity, 0, skipped, skipped_size};
     for (cl_uint p = 0; status == BLOOPCL_OK && p < num_platforms; p++)
-        status = list_platform(platforms[p], p, devices, capacity, &total);
+        status = list_platform(&list, platforms[p], p);
     free(platforms);
     if (status == BLOOPCL_OK)
-        *count = total;
+        *count = list.total;
     return status;
+}
+
+bloopcl_status bloopcl_list_devices(bloopcl_device_info *devices, size_t capacity, size_t *count)
+{
+    return bloopcl__list_devices_noting(devices, capacity, count, NULL, 0);
 }

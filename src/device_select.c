@@ -417,20 +417,22 @@ bloopcl_status bloopcl__match_device_spec(const bloopcl_device_info *devices, si
     return status;
 }
 
-/* Enumerates into a fresh array (NULL when there are no devices). */
-static bloopcl_status enumerate(bloopcl_device_info **devices, size_t *count)
+/* Enumerates into a fresh array (NULL when there are no devices); `skipped` receives the
+ * notes on entries left out (broken platforms or devices). */
+static bloopcl_status enumerate(bloopcl_device_info **devices, size_t *count, char *skipped,
+                                size_t skipped_size)
 {
     *devices = NULL;
     *count = 0;
     size_t total = 0;
-    bloopcl_status status = bloopcl_list_devices(NULL, 0, &total);
+    bloopcl_status status = bloopcl__list_devices_noting(NULL, 0, &total, skipped, skipped_size);
     if (status != BLOOPCL_OK || total == 0)
         return status;
     bloopcl_device_info *list = calloc(total, sizeof *list);
     if (list == NULL)
         return BLOOPCL_ERR_OUT_OF_MEMORY;
     size_t again = 0;
-    status = bloopcl_list_devices(list, total, &again);
+    status = bloopcl__list_devices_noting(list, total, &again, skipped, skipped_size);
     if (status != BLOOPCL_OK) {
         free(list);
         return status;
@@ -441,10 +443,21 @@ static bloopcl_status enumerate(bloopcl_device_info **devices, size_t *count)
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl_select_device(const char *spec, bloopcl_device_info *selected,
-                                     char *message, size_t message_size)
+/* "...; left out of the list: <notes>": a device the caller expected may be among them. */
+static void append_skipped(char *message, size_t size, const char *skipped)
+{
+    if (message == NULL || size == 0 || skipped[0] == '\0')
+        return;
+    size_t used = bounded_length(message, size);
+    bloopcl__format(message + used, size - used, "\n  left out of the list: %s", skipped);
+}
+
+bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_info *selected,
+                                             char *message, size_t message_size,
+                                             char *skipped, size_t skipped_size)
 {
     clear_message(message, message_size);
+    clear_message(skipped, skipped_size);
     if (selected == NULL) {
         bloopcl__format(message, message_size, "selected is NULL");
         return BLOOPCL_ERR_NULL_ARGUMENT;
@@ -455,16 +468,26 @@ bloopcl_status bloopcl_select_device(const char *spec, bloopcl_device_info *sele
 
     bloopcl_device_info *devices = NULL;
     size_t count = 0;
-    bloopcl_status status = enumerate(&devices, &count);
+    char notes[WHY_CAPACITY * 4] = "";
+    bloopcl_status status = enumerate(&devices, &count, notes, sizeof notes);
     if (status != BLOOPCL_OK) {
         bloopcl__format(message, message_size, "listing the OpenCL devices failed: %s",
                         bloopcl_status_string(status));
         return status;
     }
+    bloopcl__format(skipped, skipped_size, "%s", notes);
     size_t index = 0;
     status = bloopcl__match_device_spec(devices, count, spec, &index, message, message_size);
     if (status == BLOOPCL_OK)
         *selected = devices[index];
+    else
+        append_skipped(message, message_size, notes);
     free(devices);
     return status;
+}
+
+bloopcl_status bloopcl_select_device(const char *spec, bloopcl_device_info *selected,
+                                     char *message, size_t message_size)
+{
+    return bloopcl__select_device_noting(spec, selected, message, message_size, NULL, 0);
 }

@@ -41,6 +41,8 @@ struct bloopcl_context {
     bool used_clblast;        /* CLBlast compiled programs on this context (see destroy) */
     size_t xdot_wgs[2];       /* WGS1, WGS2 for CLBlast's Xdot; 0: CLBlast's own database */
     bool cpu_shape;           /* kernels in the CPU shape (contiguous float16 chunks) */
+    unsigned vector_width;    /* floats per vector in the CPU shape: 1, 2, 4, 8 or 16 */
+    bool owns_cl_ctx;         /* bloopcl created cl_ctx (not the caller's): see destroy */
     char last_error[BLOOPCL_ERROR_CAPACITY];
 };
 
@@ -161,6 +163,34 @@ bloopcl_status bloopcl__match_device_spec(const bloopcl_device_info *devices, si
 void bloopcl__append_device_list(char *buffer, size_t size, const bloopcl_device_info *devices,
                                  size_t count);
 const char *bloopcl__device_type_name(cl_device_type type);
+/* bloopcl_list_devices that also says what it skipped: platforms whose devices cannot be
+ * listed and devices that cannot be described are left out (the others still work), and
+ * `skipped` (may be NULL) receives "" or one "; "-separated reason per skipped entry. */
+bloopcl_status bloopcl__list_devices_noting(bloopcl_device_info *devices, size_t capacity,
+                                            size_t *count, char *skipped, size_t skipped_size);
+/* bloopcl_select_device that also returns the skipped-entry notes (see above). */
+bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_info *selected,
+                                             char *message, size_t message_size,
+                                             char *skipped, size_t skipped_size);
+
+/* --- context policy (context.c): pure rules, unit-tested ------------------------------------ */
+/* The backend of BLOOPCL_DOTS_AUTO combiners on a device of `type`, with `forced` the value of
+ * BLOOPCL_DOTS (NULL/""/"auto": the library's rule, FUSED on every type). */
+bloopcl_status bloopcl__default_dots(cl_device_type type, const char *forced,
+                                     bloopcl_dot_backend *dots);
+/* The CPU shape's vector width from the device's preferred and native float widths (0: not
+ * reported): the preferred one, else the native one, else 1, rounded down to 1, 2, 4, 8, 16. */
+unsigned bloopcl__vector_width(cl_uint preferred, cl_uint native);
+
+/* --- build options (build_options.c) ------------------------------------------------------- */
+/* The next shell-like word of `text` from *position (blanks separate, '...' and "..." group
+ * and are removed) into `word` (truncated to word_size - 1): 1 a word, 0 none left, -1 the
+ * word has an unterminated quote. */
+int bloopcl__next_build_option(const char *text, size_t *position, char *word, size_t word_size);
+/* BLOOPCL_ERR_INVALID_ARGUMENT, naming the option in `message`, for options that break the
+ * kernels' invariants (fast/relaxed math family, -DBLOOPCL_*, -D BLOOPCL_*). NULL is fine. */
+bloopcl_status bloopcl__check_build_options(const char *options, char *message,
+                                            size_t message_size);
 
 /* --- CLBlast (dots_clblast.c) ------------------------------------------------------------ */
 /* Reads BLOOPCL_CLBLAST_XDOT ("WGS1,WGS2" or "default"): Xdot parameters for CLBlast. */
@@ -169,6 +199,15 @@ bloopcl_status bloopcl__choose_xdot_parameters(bloopcl_context *ctx);
 /* --- programs (program.c) ------------------------------------------------------------------ */
 bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_options);
 void bloopcl__release_kernels(bloopcl_kernels *kernels);
+/* Work-group limits of the device and of each kernel (CL_KERNEL_WORK_GROUP_SIZE). */
+typedef struct bloopcl_group_limits {
+    size_t device_max;    /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+    size_t item_max;      /* CL_DEVICE_MAX_WORK_ITEM_SIZES[0] */
+    size_t ema_update, fused_dots, finalize, project;
+} bloopcl_group_limits;
+/* Sets the kernels' group sizes (powers of two within every limit that applies). */
+void bloopcl__choose_group_sizes(const bloopcl_group_limits *limits, bool cpu_shape,
+                                 bloopcl_kernels *kernels);
 
 /* --- configuration (config.c) -------------------------------------------------------------- */
 bool bloopcl__method_has_ema(bloopcl_method method);

@@ -70,14 +70,19 @@ static bool rounds_division_correctly(const bloopcl_context *ctx)
 }
 
 /* -cl-std=CL1.2, exact division where possible, the per-device access pattern (CPUs: a
- * contiguous chunk of float16 vectors per work-item; GPUs: one element per work-item, grid
- * stride), then the caller's additions. Never fast-math: NaN/Inf handling and the EMA's exactness depend on it. */
+ * contiguous chunk of vectors of the device's float width per work-item; GPUs: one element
+ * per work-item, grid stride), then the caller's additions (already checked: never
+ * fast-math, since NaN/Inf handling and the EMA's exactness depend on it). */
 static void compose_options(const bloopcl_context *ctx, const char *extra, char *options)
 {
     const char *division = rounds_division_correctly(ctx)
                                ? " -cl-fp32-correctly-rounded-divide-sqrt" : "";
-    const char *pattern = ctx->cpu_shape ? " -DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=16"
-                                         : " -DBLOOPCL_VECTOR=1";
+    char pattern[64];
+    if (ctx->cpu_shape)
+        snprintf(pattern, sizeof pattern, " -DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=%u",
+                 ctx->vector_width);
+    else
+        snprintf(pattern, sizeof pattern, " -DBLOOPCL_VECTOR=1");
     snprintf(options, OPTIONS_CAPACITY, "-cl-std=CL1.2%s%s%s%s", division, pattern,
              (extra && extra[0]) ? " " : "", extra ? extra : "");
 }
@@ -238,24 +243,70 @@ static size_t largest_power_of_two_at_most(size_t limit)
     return p;
 }
 
+/* The largest power of two <= want that a kernel with limit `kernel_max` may use on this
+ * device (a limit of 0, not reported, is taken as no limit; the result is at least 1). */
+static size_t fit_group(size_t want, size_t kernel_max, const bloopcl_group_limits *limits)
+{
+    size_t limit = want;
+    const size_t bounds[] = {kernel_max, limits->device_max, limits->item_max};
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; ++i)
+        if (bounds[i] != 0 && bounds[i] < limit)
+            limit = bounds[i];
+    return largest_power_of_two_at_most(limit);
+}
+
+/* CPUs: work-items are independent streams over contiguous chunks (groups of one); GPUs:
+ * groups of 256 to hide memory latency. Each kernel is bounded by its own
+ * CL_KERNEL_WORK_GROUP_SIZE (below the device's on Apple, Mali and Intel GPUs when registers
+ * or local memory run short); the EMA and projection kernels share one size. */
+void bloopcl__choose_group_sizes(const bloopcl_group_limits *limits, bool cpu_shape,
+                                 bloopcl_kernels *kernels)
+{
+    size_t want = cpu_shape ? 1 : 256;
+    kernels->fused_group_size = fit_group(want, limits->fused_dots, limits);
+    size_t ema = fit_group(want, limits->ema_update, limits);
+    size_t project = fit_group(want, limits->project, limits);
+    kernels->elementwise_group_size = ema < project ? ema : project;
+    kernels->finalize_group_size = fit_group(64, limits->finalize, limits);
+}
+
+static size_t kernel_limit(const bloopcl_context *ctx, cl_kernel kernel)
+{
+    size_t limit = 0;
+    if (clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof limit,
+                                 &limit, NULL) != CL_SUCCESS)
+        return 1;   /* the one size every kernel can run with */
+    return limit;
+}
+
+/* CL_DEVICE_MAX_WORK_ITEM_SIZES has one entry per dimension: asked with room for all. */
+static size_t first_item_size(const bloopcl_context *ctx)
+{
+    size_t sizes[16] = {0}, bytes = 0;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, 0, NULL, &bytes) !=
+            CL_SUCCESS || bytes == 0 || bytes > sizeof sizes ||
+        clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, bytes, sizes, NULL) !=
+            CL_SUCCESS)
+        return 1;
+    return sizes[0];
+}
+
 /* Launch geometry, fixed per device (never per n) so that reductions are repeatable. */
 static void choose_geometry(bloopcl_context *ctx)
 {
     bloopcl_kernels *k = &ctx->kernels;
-    size_t device_max = 1, kernel_max = 1;
-    clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof device_max, &device_max,
-                    NULL);
-    clGetKernelWorkGroupInfo(k->fused_dots, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
-                             sizeof kernel_max, &kernel_max, NULL);
-    size_t limit = kernel_max < device_max ? kernel_max : device_max;
-    bool cpu = ctx->cpu_shape;
+    bloopcl_group_limits limits = {.device_max = 1};
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof limits.device_max,
+                        &limits.device_max, NULL) != CL_SUCCESS)
+        limits.device_max = 1;
+    limits.item_max = first_item_size(ctx);
+    limits.ema_update = kernel_limit(ctx, k->ema_update);
+    limits.fused_dots = kernel_limit(ctx, k->fused_dots);
+    limits.finalize = kernel_limit(ctx, k->finalize);
+    limits.project = kernel_limit(ctx, k->project);
+    bloopcl__choose_group_sizes(&limits, ctx->cpu_shape, k);
     size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
-    /* CPUs: work-items are independent streams over contiguous chunks, a few per core for
-     * balance; GPUs: enough resident work-groups of 256 to hide memory latency. */
-    k->fused_group_size = cpu ? 1 : largest_power_of_two_at_most(limit < 256 ? limit : 256);
     k->fused_groups = units * 8;
-    k->finalize_group_size = largest_power_of_two_at_most(limit < 64 ? limit : 64);
-    k->elementwise_group_size = k->fused_group_size;
     k->elementwise_groups = k->fused_groups;
 }
 

@@ -1434,7 +1434,7 @@ Test(errors, bad_build_options)
     bloopcl_context_destroy(ctx);
 
     /* An explicit (valid) parameter wins over the broken variable. */
-    params.build_options = "-DBLOOPCL_TEST_HARMLESS=1";
+    params.build_options = "-DTEST_HARMLESS=1";
     ctx = NULL;
     status = bloopcl_context_create(&params, &ctx);
     cr_expect_eq(status, BLOOPCL_OK, "%s", bloopcl_context_last_error(ctx));
