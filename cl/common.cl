@@ -172,13 +172,11 @@ void bloopcl_reduce_rows(local float *scratch, size_t lid, size_t size)
 }
 
 /* The kernels' invariants, guarded where the compiler can see them: exact IEEE arithmetic
- * (NaN/Inf detection, the bit-exact EMA) and the vector width only in the contiguous shape. */
+ * (NaN/Inf detection, the bit-exact EMA; the host refuses the other math options) and the
+ * slot count the parameter macros spell out. */
 #ifdef __FAST_RELAXED_MATH__
 #error "bloopcl kernels must not be built with -cl-fast-relaxed-math"
 #endif
 #if BLOOPCL_SLOTS != 16
 #error "BLOOPCL_SLOT_PARAMS and BLOOPCL_SLOT_TABLE spell out 16 slots"
-#endif
-#if BLOOPCL_VECTOR > 1 && !defined(BLOOPCL_CONTIGUOUS)
-#error "BLOOPCL_VECTOR > 1 needs BLOOPCL_CONTIGUOUS (the grid-stride shape reads single floats)"
 #endif
