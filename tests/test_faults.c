@@ -425,8 +425,8 @@ static void expect_not_read(const float *g, const float *a)
                  "a write still reads a after bloopcl_step_host returned");
 }
 
-/* Poisoned and freed: a read after the return would be a NaN in a later result, and an error
- * under valgrind or ASan. */
+/* Poisoned and freed as soon as the checks are done: a command still reading them would read
+ * freed memory, which valgrind and ASan report (the guard above is the check that always runs). */
 static void poison_and_free(float *g, float *a)
 {
     memset(g, 0xff, HOST_N * sizeof(float));
@@ -464,6 +464,7 @@ static void expect_host_failure(bloopcl_context *ctx, bloopcl_combiner *comb,
     bool named = strstr(message, call) != NULL || strstr(message, "CLBlast") != NULL;
     cr_expect(named, "the message names %s: %s", call, message);
     if (status == BLOOPCL_ERR_STATE_INVALID) {
+        cr_assert_not_null(before->ema, "a method without state cannot have an invalid one");
         cr_assert_eq(bloopcl_write_state(comb, BLOOPCL_STATE_EMA, before->ema, HOST_N),
                      BLOOPCL_OK);
         if (before->aux_ema != NULL)
