@@ -1,96 +1,187 @@
 /* step_host.c — the blocking convenience for host arrays: copy g and a to device staging
  * buffers (kept between calls), run bloopcl_step, read d back. Host arrays larger than the
  * device's largest allocation are split into several segments, which the step handles like any
- * segment list. */
+ * segment list.
+ *
+ * Failure discipline (the caller may free g, a and d as soon as the call returns, whatever it
+ * returns):
+ *   - The uploads are non-blocking, so the queue may still read g and a after
+ *     clEnqueueWriteBuffer has returned. Every return after the first upload was enqueued
+ *     first waits for the last upload; the queue is in order, so all earlier ones are done too.
+ *   - The staging buffers are made all or nothing: a failed allocation leaves none behind and
+ *     records nothing, so the next call simply tries again.
+ *   - A failure before or inside bloopcl_step leaves the state as bloopcl_step leaves it. A
+ *     failure reading the results back comes after the step was applied; the message says so. */
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static size_t segment_capacity(const bloopcl_combiner *comb)
 {
     return comb->ctx->state_chunk_elements;
 }
 
-static bloopcl_status allocate_staging(bloopcl_combiner *comb, size_t segments)
+/* ceil(n / capacity), written so that it cannot wrap for n near SIZE_MAX. */
+static size_t staging_segment_count(const bloopcl_combiner *comb)
+{
+    size_t capacity = segment_capacity(comb);
+    return comb->n / capacity + (comb->n % capacity != 0);
+}
+
+/* Elements of staging segment s: full segments of `capacity`, the last one holds the rest. */
+static size_t staging_count(const bloopcl_combiner *comb, size_t s)
+{
+    size_t capacity = segment_capacity(comb), first = s * capacity;
+    return comb->n - first < capacity ? comb->n - first : capacity;
+}
+
+static void release_staging_set(cl_mem *set[3], size_t segments)
+{
+    for (int k = 0; k < 3; ++k) {
+        for (size_t s = 0; set[k] != NULL && s < segments; ++s)
+            if (set[k][s] != NULL)
+                clReleaseMemObject(set[k][s]);
+        free(set[k]);
+        set[k] = NULL;
+    }
+}
+
+/* Creates the three per-segment buffer tables (g, a, d) into `set`, or nothing at all. */
+static bloopcl_status create_staging_set(bloopcl_combiner *comb, size_t segments, cl_mem *set[3])
+{
+    for (int k = 0; k < 3; ++k)
+        if ((set[k] = calloc(segments, sizeof(cl_mem))) == NULL) {
+            release_staging_set(set, segments);
+            return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY,
+                                 "bloopcl_step_host: allocating the staging table of %zu "
+                                 "segments", segments);
+        }
+    for (size_t s = 0; s < segments; ++s)
+        for (int k = 0; k < 3; ++k) {
+            cl_int err;
+            set[k][s] = clCreateBuffer(comb->ctx->cl_ctx, CL_MEM_READ_WRITE,
+                                       staging_count(comb, s) * sizeof(float), NULL, &err);
+            if (err != CL_SUCCESS) {
+                set[k][s] = NULL;
+                release_staging_set(set, segments);
+                return bloopcl__fail_cl(comb->ctx, err, "clCreateBuffer",
+                                        "allocating bloopcl_step_host staging buffers");
+            }
+        }
+    return BLOOPCL_OK;
+}
+
+/* Invariant: staging_segments > 0 exactly when every staging buffer exists. */
+static bloopcl_status ensure_staging(bloopcl_combiner *comb, size_t segments)
 {
     if (comb->staging_segments == segments)
         return BLOOPCL_OK;
-    for (int k = 0; k < 3; ++k) {
-        comb->staging[k] = calloc(segments, sizeof(cl_mem));
-        if (comb->staging[k] == NULL)
-            return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "allocating staging");
-    }
+    cl_mem *set[3] = {NULL, NULL, NULL};
+    bloopcl_status status = create_staging_set(comb, segments, set);
+    if (status != BLOOPCL_OK)
+        return status;
+    release_staging_set(comb->staging, comb->staging_segments);
+    for (int k = 0; k < 3; ++k)
+        comb->staging[k] = set[k];
     comb->staging_segments = segments;
+    return BLOOPCL_OK;
+}
+
+/* Builds the three segment lists over the staging buffers and enqueues the uploads of g and a.
+ * `*last` holds the event of the last upload enqueued (NULL while none was). */
+static bloopcl_status upload(bloopcl_combiner *comb, const float *g, const float *a,
+                             bloopcl_segment *lists[3], cl_event *last)
+{
     size_t capacity = segment_capacity(comb);
-    for (size_t s = 0; s < segments; ++s) {
-        size_t count = comb->n - s * capacity < capacity ? comb->n - s * capacity : capacity;
-        for (int k = 0; k < 3; ++k) {
-            cl_int err;
-            comb->staging[k][s] = clCreateBuffer(comb->ctx->cl_ctx, CL_MEM_READ_WRITE,
-                                                 count * sizeof(float), NULL, &err);
+    const float *sources[2] = {g, a};
+    for (size_t s = 0; s < comb->staging_segments; ++s) {
+        size_t count = staging_count(comb, s);
+        for (int k = 0; k < 3; ++k)
+            lists[k][s] = (bloopcl_segment){.buffer = comb->staging[k][s], .count = count};
+        for (int k = 0; k < 2; ++k) {
+            cl_event event = NULL;
+            cl_int err = clEnqueueWriteBuffer(comb->ctx->queue, comb->staging[k][s], CL_FALSE, 0,
+                                              count * sizeof(float), sources[k] + s * capacity,
+                                              0, NULL, &event);
             if (err != CL_SUCCESS)
-                return bloopcl__fail_cl(comb->ctx, err, "clCreateBuffer",
-                                        "allocating bloopcl_step_host staging buffers");
+                return bloopcl__fail_cl(comb->ctx, err, "clEnqueueWriteBuffer", "uploading g, a");
+            if (*last != NULL)
+                clReleaseEvent(*last);
+            *last = event;
         }
     }
     return BLOOPCL_OK;
 }
 
-/* Builds the three segment lists over the staging buffers and uploads g and a. */
-static bloopcl_status upload(bloopcl_combiner *comb, const float *g, const float *a,
-                             bloopcl_segment *lists[3])
+/* Returns once the queue no longer reads the caller's g and a. clWaitForEvents also returns
+ * (with an error) when the upload was terminated, which equally ends its reads; if the wait
+ * itself cannot be done, draining the whole queue is the remaining way to be sure. */
+static void wait_for_uploads(bloopcl_context *ctx, cl_event last)
 {
-    size_t capacity = segment_capacity(comb);
-    const float *sources[2] = {g, a};
-    for (size_t s = 0; s < comb->staging_segments; ++s) {
-        size_t first = s * capacity;
-        size_t count = comb->n - first < capacity ? comb->n - first : capacity;
-        for (int k = 0; k < 3; ++k)
-            lists[k][s] = (bloopcl_segment){.buffer = comb->staging[k][s], .count = count};
-        for (int k = 0; k < 2; ++k) {
-            cl_int err = clEnqueueWriteBuffer(comb->ctx->queue, comb->staging[k][s], CL_FALSE, 0,
-                                              count * sizeof(float), sources[k] + first, 0, NULL,
-                                              NULL);
-            if (err != CL_SUCCESS)
-                return bloopcl__fail_cl(comb->ctx, err, "clEnqueueWriteBuffer", "uploading g, a");
-        }
-    }
-    return BLOOPCL_OK;
+    if (last == NULL)
+        return;
+    if (clWaitForEvents(1, &last) != CL_SUCCESS)
+        clFinish(ctx->queue);
+    clReleaseEvent(last);
 }
 
 static bloopcl_status download(bloopcl_combiner *comb, float *d)
 {
     size_t capacity = segment_capacity(comb);
     for (size_t s = 0; s < comb->staging_segments; ++s) {
-        size_t first = s * capacity;
-        size_t count = comb->n - first < capacity ? comb->n - first : capacity;
         cl_int err = clEnqueueReadBuffer(comb->ctx->queue, comb->staging[2][s], CL_TRUE, 0,
-                                         count * sizeof(float), d + first, 0, NULL, NULL);
+                                         staging_count(comb, s) * sizeof(float),
+                                         d + s * capacity, 0, NULL, NULL);
         if (err != CL_SUCCESS)
             return bloopcl__fail_cl(comb->ctx, err, "clEnqueueReadBuffer", "reading d");
     }
     return BLOOPCL_OK;
 }
 
-static bloopcl_status step_staged(bloopcl_combiner *comb, const float *g, const float *a, float *d,
-                                  bloopcl_segment *lists[3])
+/* The step was enqueued (the state advanced, the step is counted) but its results could not be
+ * read: say so in front of the failing call's message, so a caller does not retry blindly. */
+static bloopcl_status fail_after_step(bloopcl_context *ctx, bloopcl_status status)
 {
-    bloopcl_status status = upload(comb, g, a, lists);
-    if (status != BLOOPCL_OK)
-        return status;
+    char cause[BLOOPCL_ERROR_CAPACITY];
+    memcpy(cause, ctx->last_error, sizeof cause);
+    cause[sizeof cause - 1] = '\0';
+    return bloopcl__fail(ctx, status, "bloopcl_step_host: the step was applied (the state "
+                         "advanced) but its results could not be read back: %s", cause);
+}
+
+/* Runs the step on uploaded inputs and reads d and the acceptance flag back. */
+static bloopcl_status step_and_download(bloopcl_combiner *comb, float *d,
+                                        bloopcl_segment *lists[3])
+{
     bloopcl_tensor tensors[3];
     for (int k = 0; k < 3; ++k)
         tensors[k] = (bloopcl_tensor){lists[k], comb->staging_segments};
-    status = bloopcl_step(comb, &tensors[0], &tensors[1], &tensors[2], 0, NULL, NULL);
-    if (status == BLOOPCL_OK)
-        status = download(comb, d);
+    bloopcl_status status = bloopcl_step(comb, &tensors[0], &tensors[1], &tensors[2], 0, NULL,
+                                         NULL);
+    if (status != BLOOPCL_OK)
+        return status;  /* not applied, or BLOOPCL_ERR_STATE_INVALID: bloopcl_step's contract */
     bloopcl_diagnostics diag;
+    status = download(comb, d);
     if (status == BLOOPCL_OK)
         status = bloopcl_get_diagnostics(comb, &diag);
-    if (status == BLOOPCL_OK && !diag.accepted)
-        status = bloopcl__fail(comb->ctx, BLOOPCL_ERR_NONFINITE_INPUT,
-                               "bloopcl_step_host: g or a holds NaN or Inf; the step was "
-                               "skipped (d = 0, state unchanged)");
+    if (status != BLOOPCL_OK)
+        return fail_after_step(comb->ctx, status);
+    if (!diag.accepted)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_NONFINITE_INPUT,
+                             "bloopcl_step_host: g or a holds NaN or Inf; the step was "
+                             "skipped (d = 0, state unchanged)");
+    return BLOOPCL_OK;
+}
+
+static bloopcl_status step_staged(bloopcl_combiner *comb, const float *g, const float *a, float *d,
+                                  bloopcl_segment *lists[3])
+{
+    cl_event last_upload = NULL;
+    bloopcl_status status = upload(comb, g, a, lists, &last_upload);
+    if (status == BLOOPCL_OK)
+        status = step_and_download(comb, d, lists);
+    wait_for_uploads(comb->ctx, last_upload);  /* on every path: g and a are free to go */
     return status;
 }
 
@@ -102,17 +193,17 @@ bloopcl_status bloopcl_step_host(bloopcl_combiner *comb, const float *g, const f
     if (g == NULL || a == NULL || d == NULL)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_NULL_ARGUMENT,
                              "bloopcl_step_host: g, a and d must not be NULL");
-    size_t capacity = segment_capacity(comb);
-    size_t segments = (comb->n + capacity - 1) / capacity;
-    bloopcl_status status = allocate_staging(comb, segments);
+    size_t segments = staging_segment_count(comb);
+    bloopcl_status status = ensure_staging(comb, segments);
     bloopcl_segment *lists[3] = {NULL, NULL, NULL};
     for (int k = 0; k < 3 && status == BLOOPCL_OK; ++k)
         if ((lists[k] = calloc(segments, sizeof(bloopcl_segment))) == NULL)
-            status = bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "bloopcl_step_host");
+            status = bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY,
+                                   "bloopcl_step_host: allocating %zu segment descriptors",
+                                   segments);
     if (status == BLOOPCL_OK)
         status = step_staged(comb, g, a, d, lists);
     for (int k = 0; k < 3; ++k)
         free(lists[k]);
     return status;
 }
-
