@@ -245,9 +245,9 @@ static bloopcl_status check_events(bloopcl_combiner *comb, cl_uint num_wait,
                                  "wait_list[%u] is not a valid event (%s)", (unsigned)i,
                                  bloopcl__cl_error_name(err));
         if (state < 0)
-            return bloopcl__fail(comb->ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: "
-                                 "wait_list[%u] has already failed (status %s); nothing was "
-                                 "enqueued", (unsigned)i, bloopcl__cl_error_name(state));
+            return bloopcl__fail(comb->ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: the "
+                                 "event wait_list[%u] has already failed (status %s); nothing "
+                                 "was enqueued", (unsigned)i, bloopcl__cl_error_name(state));
     }
     return BLOOPCL_OK;
 }
@@ -309,6 +309,20 @@ static bloopcl_status fail_step(bloopcl_combiner *comb, const step_progress *pro
                          "Cause: %s", progress->projected, comb->plan.num_launches, cause);
 }
 
+/* The step is enqueued but may never run. Double-buffered, the state is still the old one
+ * (nothing is flipped); in place, it may or may not be updated: invalid. */
+static bloopcl_status fail_flush(bloopcl_combiner *comb, cl_int err)
+{
+    undo_flags(comb, true);
+    if (comb->double_buffered || bloopcl__state_kinds(comb) == 0)
+        return bloopcl__fail_cl(comb->ctx, err, "clFlush", "submitting the step (it was not "
+                                "applied; d may not be written)");
+    comb->invalid_kinds = bloopcl__state_kinds(comb);
+    return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID, "bloopcl_step: the step was "
+                         "enqueued but clFlush failed with %s, so whether it runs is unknown; "
+                         "write or reset the state", bloopcl__cl_error_name(err));
+}
+
 static bloopcl_status check_state_valid(bloopcl_combiner *comb)
 {
     if (comb->invalid_kinds == 0)
@@ -356,20 +370,17 @@ bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
             clReleaseEvent(event);
         return fail_step(comb, &progress, status);
     }
-    if (comb->double_buffered)
-        comb->current = 1 - comb->current;
-    comb->steps++;
-    comb->kernels_last_step = progress.kernels;
     /* Required before another queue may wait on `done` (and harmless otherwise). */
     cl_int err = clFlush(comb->ctx->queue);
     if (err != CL_SUCCESS) {
         if (event != NULL)
             clReleaseEvent(event);
-        comb->invalid_kinds = bloopcl__state_kinds(comb);
-        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID, "bloopcl_step: the step was "
-                             "enqueued but clFlush failed with %s, so whether it runs is "
-                             "unknown; write or reset the state", bloopcl__cl_error_name(err));
+        return fail_flush(comb, err);
     }
+    if (comb->double_buffered)
+        comb->current = 1 - comb->current;
+    comb->steps++;
+    comb->kernels_last_step = progress.kernels;
     if (done != NULL)
         *done = event;
     return BLOOPCL_OK;
