@@ -7,6 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Prefix of the step and state checks' messages (support_set_label); "" unless a test sets it. */
+static const char *case_label = "";
+
+void support_set_label(const char *label)
+{
+    case_label = label != NULL ? label : "";
+}
+
 void support_context_skip_without_device(void)
 {
     size_t count = 0;
@@ -100,8 +108,8 @@ static double abs_dot(const float *x, const float *y, size_t n)
 static void expect_dot(double device, double reference, double abs_sum, const char *name, int step)
 {
     double tol = SUPPORT_DOT_RTOL * abs_sum + 1e-30;
-    cr_expect(fabs(device - reference) <= tol, "step %d: %s device %.9g reference %.9g (tol %.3g)",
-              step, name, device, reference, tol);
+    cr_expect(fabs(device - reference) <= tol, "%sstep %d: %s device %.9g reference %.9g "
+              "(tol %.3g)", case_label, step, name, device, reference, tol);
 }
 
 /* Bound on |r_device - r_reference| from the dot bounds: r = x / (y + eps). */
@@ -120,7 +128,7 @@ void support_expect_step_matches(const bloopcl_config *config, size_t n, const f
                                  const bloopcl_diagnostics *reference, const float *m_reference,
                                  const float *q_reference, int step)
 {
-    cr_assert_eq(device->accepted, reference->accepted, "step %d: accepted", step);
+    cr_assert_eq(device->accepted, reference->accepted, "%sstep %d: accepted", case_label, step);
     double eps = (float)config->eps, lambda = (float)config->lambda;
     double s = config->rescale ? 1.0 / (1.0 + lambda) : 1.0;
     double abs_ma = abs_dot(m_reference, a, n), abs_qg = abs_dot(q_reference, g, n);
@@ -130,8 +138,8 @@ void support_expect_step_matches(const bloopcl_config *config, size_t n, const f
     expect_dot(device->dot_aux_ema_main, reference->dot_aux_ema_main, abs_qg, "<q,g>", step);
     double dr = ratio_tolerance(reference->ratio_raw, abs_ma, reference->ema_norm_sq, eps);
     double dr_q = ratio_tolerance(reference->aux_ratio, abs_qg, reference->aux_ema_norm_sq, eps);
-    cr_expect(fabs(device->ratio - reference->ratio) <= dr, "step %d: r device %.9g reference "
-              "%.9g (tol %.3g)", step, device->ratio, reference->ratio, dr);
+    cr_expect(fabs(device->ratio - reference->ratio) <= dr, "%sstep %d: r device %.9g reference "
+              "%.9g (tol %.3g)", case_label, step, device->ratio, reference->ratio, dr);
     int reported = 0;
     for (size_t i = 0; i < n && reported < 5; ++i) {
         double m = m_reference ? fabs(m_reference[i]) : 0.0;
@@ -144,8 +152,8 @@ void support_expect_step_matches(const bloopcl_config *config, size_t n, const f
                              (q_reference ? dr_q * q : 0.0);
         double tol = s * (8 * FLT_EPSILON * scale_terms + ratio_terms) + 1e-37;
         if (!(fabs((double)d_device[i] - (double)d_reference[i]) <= tol)) {
-            cr_expect_fail("step %d: d[%zu] device %.9g reference %.9g (tol %.3g)", step, i,
-                           d_device[i], d_reference[i], tol);
+            cr_expect_fail("%sstep %d: d[%zu] device %.9g reference %.9g (tol %.3g)", case_label,
+                           step, i, d_device[i], d_reference[i], tol);
             ++reported;
         }
     }
@@ -156,13 +164,14 @@ void support_expect_state(bloopcl_combiner *comb, bloopcl_state_kind kind, const
 {
     float *state = support_alloc(n);
     bloopcl_status status = bloopcl_read_state(comb, kind, state, n);
-    cr_assert_eq(status, BLOOPCL_OK, "read_state: %s", bloopcl_status_string(status));
+    cr_assert_eq(status, BLOOPCL_OK, "%sread_state: %s", case_label, bloopcl_status_string(status));
     size_t mismatches = 0, first = 0;
     for (size_t i = 0; i < n; ++i)
         if (memcmp(&state[i], &expected[i], sizeof(float)) != 0 && mismatches++ == 0)
             first = i;
-    cr_expect_eq(mismatches, 0, "state %d: %zu elements differ, first [%zu] device %.9g "
-                 "reference %.9g", (int)kind, mismatches, first, state[first], expected[first]);
+    cr_expect_eq(mismatches, 0, "%sstate %d: %zu elements differ, first [%zu] device %.9g "
+                 "reference %.9g", case_label, (int)kind, mismatches, first, state[first],
+                 expected[first]);
     free(state);
 }
 
@@ -178,6 +187,17 @@ static void make_inputs(float *g, float *a, float *noise, size_t n, uint64_t see
     float alpha = (t % 3 == 0) ? -0.7f : 0.4f;
     for (size_t i = 0; i < n; ++i)
         a[i] += alpha * g[i];
+}
+
+void support_make_inputs(float *g, float *a, float *noise, size_t n, uint64_t seed, int t)
+{
+    make_inputs(g, a, noise, n, seed, t);
+}
+
+void support_expect_dot(double device, double reference, double abs_sum, const char *name,
+                        int step)
+{
+    expect_dot(device, reference, abs_sum, name, step);
 }
 
 void support_run_against_reference(const bloopcl_config *config, size_t n, int steps,

@@ -55,4 +55,17 @@ void support_run_against_reference(const bloopcl_config *config, size_t n, int s
 void support_expect_state(bloopcl_combiner *comb, bloopcl_state_kind kind, const float *expected,
                           size_t n);
 
+/* Names the case in the messages of the step and state checks above (parameterized tests:
+ * Criterion does not print the parameters of a failing case). The string must outlive the
+ * checks; NULL or "" (the default) prints no prefix. */
+void support_set_label(const char *label);
+
+/* The inputs of step t that support_run_against_reference uses: g drifts around a fixed
+ * direction, a is partly aligned with it (`noise` is n floats of scratch). */
+void support_make_inputs(float *g, float *a, float *noise, size_t n, uint64_t seed, int t);
+
+/* Expects |device - reference| <= SUPPORT_DOT_RTOL * abs_sum (abs_sum = sum |x_i y_i|). */
+void support_expect_dot(double device, double reference, double abs_sum, const char *name,
+                        int step);
+
 #endif
