@@ -158,8 +158,8 @@ static double run_triad(bloopcl_context *ctx, const triad *t, size_t n)
 
 /* ---- the model-like segment mix ------------------------------------------------------------ */
 
-/* A fixed integer hash (the low bits of a Weyl step through splitmix64's finaliser), so the
- * mix is the same on every run and machine. */
+/* A fixed integer hash (splitmix64's finaliser on a Weyl step), so the mix is the same on
+ * every run and machine. */
 static uint64_t mix_hash(uint64_t i)
 {
     uint64_t z = i * 0x9E3779B97F4A7C15ull;
@@ -180,8 +180,10 @@ static segment_kind segment_kind_of(size_t i)
 
 /* Counts of the P segments, summing exactly to n:
  *   large matrices  min(n/8, n/(2L)) each, for the L = ceil(P/100) of them (at most n/2 in all);
- *   vectors         1 + hash(i) mod span, span = clamp(n/(16P), 1, 1024) (at most n/16 in all);
- *   medium matrices share the rest R, in weights 1..4: 1 + floor(w_i (R - M) / W) each;
+ *   vectors         1 + hash(i) mod span, span = clamp(n/(16P), 1, 1024) (at most
+ *                   max(n/32, P/2) in all);
+ *   medium matrices share the rest R, in weights w_i = 1 + hash(i) mod 4 summing to W:
+ *                   1 + floor(w_i (R - M) / W) each (M of them), at most R in all;
  * what rounding leaves over goes to segment 0 (a large matrix; with no medium matrix, as for
  * P <= 2, it takes the whole rest: P = 1 is one segment of n). Returns -1 if n is too small
  * to give every segment at least one element. */
@@ -205,12 +207,9 @@ static int segment_sizes(size_t n, size_t segments, size_t *count)
     size_t rest = n - used - mediums;  /* beyond the one element each medium matrix gets */
     for (size_t i = 0; i < segments; ++i)
         if (segment_kind_of(i) == MEDIUM) {
-            size_t w = 1 + (size_t)(mix_hash(i) % 4);
-            count[i] = 1 + (size_t)((double)rest * (double)w / (double)weights);
+            count[i] = 1 + rest * (1 + (size_t)(mix_hash(i) % 4)) / weights;  /* exact: w <= 4 */
             used += count[i];
         }
-    if (used > n)  /* floating-point rounding can only lose elements, never add; be sure */
-        return -1;
     count[0] += n - used;
     return 0;
 }
@@ -323,50 +322,61 @@ static double backend_bytes(bloopcl_method method, bloopcl_dot_backend dots)
 
 /* Times steps and triads in alternating blocks of BLOCK runs each: blocks, so that each keeps
  * the caches as a loop of its own kind would (at 1M elements everything lives in L3);
- * alternating, so that both see the same machine (a shared host's bandwidth drifts). The
- * medians of each go to *step_seconds and *triad_seconds, and the kernels of the last step
- * (the library's count) to *kernels. */
+ * alternating, so that all see the same machine (a shared host's bandwidth drifts, and the
+ * ratio to P = 1 is only meaningful if both were timed under the same load). Each workload
+ * has a combiner of its own, so each keeps the plan of its own segment list. The medians go
+ * to step_seconds[w] and *triad_seconds, the kernels of each workload's last step (the
+ * library's count) to kernels[w]. */
 #define BLOCK 5
+typedef struct timing {
+    double *samples;             /* rounds x BLOCK per workload, then as many triads */
+    bloopcl_combiner **combiners;
+} timing;
+
 static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method method,
-                      bloopcl_dot_backend dots, const workload *w, size_t n, int reps,
-                      double *step_seconds, double *triad_seconds, unsigned *kernels)
+                      bloopcl_dot_backend dots, const workload *w, size_t num_workloads,
+                      size_t n, int reps, double *step_seconds, double *triad_seconds,
+                      unsigned *kernels)
 {
     bloopcl_config config;
     bloopcl_config_default(&config, method);
     config.dots = dots;
-    bloopcl_combiner *comb = NULL;
-    if (bloopcl_combiner_create(ctx, &config, n, &comb) != BLOOPCL_OK)
-        return -1;
     int rounds = (reps + BLOCK - 1) / BLOCK, samples = rounds * BLOCK;
-    double *steps = malloc((size_t)samples * sizeof *steps);
-    double *triads = malloc((size_t)samples * sizeof *triads);
-    int status = steps && triads ? 0 : -1;
+    timing tm = {malloc((num_workloads + 1) * (size_t)samples * sizeof *tm.samples),
+                 calloc(num_workloads, sizeof *tm.combiners)};
+    int status = tm.samples && tm.combiners ? 0 : -1;
+    for (size_t k = 0; k < num_workloads && status == 0; ++k)
+        status = bloopcl_combiner_create(ctx, &config, n, &tm.combiners[k]) == BLOOPCL_OK ? 0 : -1;
+    double *triads = tm.samples + num_workloads * (size_t)samples;
     for (int round = -1; round < rounds && status == 0; ++round) {  /* round -1 warms up */
-        for (int k = 0; k < BLOCK && status == 0; ++k) {
-            double start = now_seconds();
-            status = bloopcl_step(comb, &w->tensor[0], &w->tensor[1], &w->tensor[2], 0, NULL,
-                                  NULL) == BLOOPCL_OK ? 0 : -1;
-            bloopcl_context_finish(ctx);
-            if (round >= 0)
-                steps[round * BLOCK + k] = now_seconds() - start;
-        }
-        for (int k = 0; k < BLOCK; ++k) {
+        for (size_t k = 0; k < num_workloads && status == 0; ++k)
+            for (int i = 0; i < BLOCK && status == 0; ++i) {
+                double start = now_seconds();
+                status = bloopcl_step(tm.combiners[k], &w[k].tensor[0], &w[k].tensor[1],
+                                      &w[k].tensor[2], 0, NULL, NULL) == BLOOPCL_OK ? 0 : -1;
+                bloopcl_context_finish(ctx);
+                if (round >= 0)
+                    tm.samples[k * (size_t)samples + (size_t)(round * BLOCK + i)] =
+                        now_seconds() - start;
+            }
+        for (int i = 0; i < BLOCK; ++i) {
             double seconds = run_triad(ctx, t, n);
             if (round >= 0)
-                triads[round * BLOCK + k] = seconds;
+                triads[round * BLOCK + i] = seconds;
         }
     }
-    bloopcl_diagnostics diag;
-    if (status == 0 && bloopcl_get_diagnostics(comb, &diag) != BLOOPCL_OK)
-        status = -1;
-    if (status == 0) {
-        *step_seconds = median(steps, samples);
-        *triad_seconds = median(triads, samples);
-        *kernels = diag.kernels;
+    for (size_t k = 0; k < num_workloads && status == 0; ++k) {
+        bloopcl_diagnostics diag;
+        status = bloopcl_get_diagnostics(tm.combiners[k], &diag) == BLOOPCL_OK ? 0 : -1;
+        kernels[k] = status == 0 ? diag.kernels : 0;
+        step_seconds[k] = median(tm.samples + k * (size_t)samples, samples);
     }
-    free(steps);
-    free(triads);
-    bloopcl_combiner_destroy(comb);
+    if (status == 0)
+        *triad_seconds = median(triads, samples);
+    for (size_t k = 0; tm.combiners != NULL && k < num_workloads; ++k)
+        bloopcl_combiner_destroy(tm.combiners[k]);
+    free(tm.samples);
+    free(tm.combiners);
     return status;
 }
 
@@ -567,30 +577,35 @@ static const bloopcl_dot_backend backends[] = {BLOOPCL_DOTS_FUSED, BLOOPCL_DOTS_
 #define NUM_METHODS (sizeof methods / sizeof methods[0])
 #define NUM_BACKENDS (sizeof backends / sizeof backends[0])
 
-/* Every method and backend at size n over one workload; returns the measurements written. */
-static size_t bench_workload(bloopcl_context *ctx, const triad *t, const options *opt,
-                             const workload *w, size_t n, measurement *out)
+/* Every method and backend at size n over every workload (one measurement per workload,
+ * in the order of the workloads); returns the measurements written. */
+static size_t bench_workloads(bloopcl_context *ctx, const triad *t, const options *opt,
+                              const workload *w, size_t num_workloads, size_t n,
+                              measurement *out)
 {
     size_t count = 0;
-    for (size_t m = 0; m < NUM_METHODS; ++m)
+    double *seconds = malloc(num_workloads * sizeof *seconds);
+    unsigned *kernels = malloc(num_workloads * sizeof *kernels);
+    for (size_t m = 0; seconds && kernels && m < NUM_METHODS; ++m)
         for (size_t b = 0; b < NUM_BACKENDS; ++b) {
-            measurement *r = &out[count];
-            *r = (measurement){.method = bloopcl_method_name(methods[m]),
-                               .backend = backends[b] == BLOOPCL_DOTS_FUSED ? "fused" : "clblast",
-                               .n = n, .segments = w->segments,
-                               .model_bytes = model_bytes(methods[m]),
-                               .moved_bytes = backend_bytes(methods[m], backends[b])};
-            fprintf(stderr, "bloopcl-bench: %s %s n=%zu P=%zu\n", r->method, r->backend, n,
-                    w->segments);
+            const char *method = bloopcl_method_name(methods[m]);
+            const char *backend = backends[b] == BLOOPCL_DOTS_FUSED ? "fused" : "clblast";
             double triad_seconds = 0.0;
-            if (time_steps(ctx, t, methods[m], backends[b], w, n, opt->reps, &r->step_seconds,
-                           &triad_seconds, &r->kernels) == 0) {
-                r->triad_gbs = 12.0 * (double)n / triad_seconds / 1e9;
-                ++count;
-            } else {
+            fprintf(stderr, "bloopcl-bench: %s %s n=%zu\n", method, backend, n);
+            if (time_steps(ctx, t, methods[m], backends[b], w, num_workloads, n, opt->reps,
+                           seconds, &triad_seconds, kernels) != 0) {
                 fprintf(stderr, "bloopcl-bench: failed: %s\n", bloopcl_context_last_error(ctx));
+                continue;
             }
+            for (size_t k = 0; k < num_workloads; ++k)
+                out[count++] = (measurement){
+                    .method = method, .backend = backend, .n = n, .segments = w[k].segments,
+                    .step_seconds = seconds[k], .model_bytes = model_bytes(methods[m]),
+                    .moved_bytes = backend_bytes(methods[m], backends[b]),
+                    .triad_gbs = 12.0 * (double)n / triad_seconds / 1e9, .kernels = kernels[k]};
         }
+    free(seconds);
+    free(kernels);
     return count;
 }
 
@@ -600,25 +615,24 @@ static size_t bench_size(bloopcl_context *ctx, const triad *t, const options *op
 {
     cl_mem x = random_buffer(ctx, n, 4, 0), y = random_buffer(ctx, n, 5, 0);
     cl_mem z = random_buffer(ctx, n, 6, 0);
-    size_t count = 0;
-    if (x && y && z) {
-        bind_triad(t, x, y, z, n);
-        for (size_t p = 0; p < opt->num_segments; ++p) {
-            workload w;
-            if (create_workload(ctx, n, opt->segments[p], opt->packed, &w) != 0) {
-                fprintf(stderr, "bloopcl-bench: cannot allocate %zu segments of %zu floats\n",
-                        opt->segments[p], n);
-                continue;
-            }
-            if (opt->segmented && !opt->json)
-                printf("n %zu, P %zu (%s): segments of %zu .. %zu elements\n", n, w.segments,
-                       opt->packed ? "packed" : "separate", w.smallest, w.largest);
-            count += bench_workload(ctx, t, opt, &w, n, out + count);
-            destroy_workload(&w);
-        }
-    } else {
-        fprintf(stderr, "bloopcl-bench: cannot allocate the triad's 3 x %zu floats\n", n);
+    workload w[MAX_SEGMENT_COUNTS] = {{0}};
+    size_t made = 0, count = 0;
+    int status = x && y && z ? 0 : -1;
+    while (status == 0 && made < opt->num_segments) {
+        status = create_workload(ctx, n, opt->segments[made], opt->packed, &w[made]);
+        if (status == 0 && opt->segmented && !opt->json)
+            printf("n %zu, P %zu (%s): segments of %zu .. %zu elements\n", n, w[made].segments,
+                   opt->packed ? "packed" : "separate", w[made].smallest, w[made].largest);
+        made += status == 0;
     }
+    if (status == 0) {
+        bind_triad(t, x, y, z, n);
+        count = bench_workloads(ctx, t, opt, w, made, n, out);
+    } else {
+        fprintf(stderr, "bloopcl-bench: cannot allocate the buffers for n = %zu\n", n);
+    }
+    for (size_t k = 0; k < made; ++k)
+        destroy_workload(&w[k]);
     cl_mem all[] = {x, y, z};
     for (size_t i = 0; i < 3; ++i)
         if (all[i] != NULL)
