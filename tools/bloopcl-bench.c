@@ -1,5 +1,6 @@
 /*
- * bloopcl-bench — how close a bloopcl step comes to the device's own memory bandwidth.
+ * bloopcl-bench — how close a bloopcl step comes to the device's own memory bandwidth, and
+ * what it costs to hand bloopcl a model's gradient as many tensors instead of one buffer.
  *
  * For each size n it first measures, in the same process and on the same device, a STREAM-like
  * triad x = y + s z (12 bytes per element), then times steps of each method and dot backend.
@@ -9,6 +10,10 @@
  *                 (plus q for PCGrad: 28 B, and nothing of m for Mixed: 12 B), the lower bound;
  *   moved bytes   what the backend really reads and writes (fused: two passes, 32 B for Bloop;
  *                 CLBlast: EMA kernel, three Sdot calls, projection: 56 B for Bloop).
+ * With --segments the same n elements are handed over as P segments of a model-like size mix
+ * (see segment_sizes), each in a buffer of its own or end to end in one buffer per tensor;
+ * each row then also shows the kernels the step enqueued (the library's own count, read from
+ * bloopcl_diagnostics) and its time over the P = 1 time of the same n, method and backend.
  * Each step is followed by clFinish, so small sizes show the per-step latency (launches).
  * Steps and triads run in alternating blocks (see time_steps).
  */
@@ -17,6 +22,7 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +30,15 @@
 #include <time.h>
 
 #define MAX_SIZES 16
+#define MAX_SEGMENT_COUNTS 16
 
 typedef struct options {
     size_t sizes[MAX_SIZES];
     size_t num_sizes;
+    size_t segments[MAX_SEGMENT_COUNTS];  /* P values; segments[0] is always 1 */
+    size_t num_segments;
+    bool segmented;  /* --segments given: print the segment columns */
+    bool packed;     /* --layout packed: segments end to end in one buffer per tensor */
     int reps;
     int json;
     const char *device;
@@ -37,11 +48,13 @@ typedef struct measurement {
     const char *method;
     const char *backend;
     size_t n;
+    size_t segments;         /* P */
     double step_seconds;     /* median */
     double model_bytes;      /* per element */
     double moved_bytes;      /* per element */
-    int launches;
     double triad_gbs;
+    unsigned kernels;        /* bloopcl_diagnostics.kernels after a step */
+    double ratio_to_p1;      /* step_seconds / the P = 1 step_seconds; 0 if none */
 } measurement;
 
 static double now_seconds(void)
@@ -61,6 +74,12 @@ static double median(double *values, int count)
 {
     qsort(values, (size_t)count, sizeof *values, compare_doubles);
     return count % 2 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
+}
+
+/* The issue's launch target for a step over P segments: 2 ceil(P/16) + 3. */
+static size_t kernel_bound(size_t segments)
+{
+    return 2 * ((segments + 15) / 16) + 3;
 }
 
 /* ---- the triad reference ---------------------------------------------------------------- */
@@ -137,6 +156,145 @@ static double run_triad(bloopcl_context *ctx, const triad *t, size_t n)
     return now_seconds() - start;
 }
 
+/* ---- the model-like segment mix ------------------------------------------------------------ */
+
+/* A fixed integer hash (splitmix64's finaliser on a Weyl step), so the mix is the same on
+ * every run and machine. */
+static uint64_t mix_hash(uint64_t i)
+{
+    uint64_t z = i * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+typedef enum segment_kind { LARGE, MEDIUM, VECTOR } segment_kind;
+
+/* Segment i of P in the shape of a transformer's or a ResNet's parameter list: a large
+ * matrix (embedding, classifier) at every hundredth position, a vector (bias, norm scale)
+ * at every odd one, a medium matrix (attention, MLP, convolution) everywhere else. */
+static segment_kind segment_kind_of(size_t i)
+{
+    return i % 100 == 0 ? LARGE : i % 2 == 1 ? VECTOR : MEDIUM;
+}
+
+/* Counts of the P segments, summing exactly to n:
+ *   large matrices  min(n/8, n/(2L)) each, for the L = ceil(P/100) of them (at most n/2 in all);
+ *   vectors         1 + hash(i) mod span, span = clamp(n/(16P), 1, 1024) (at most
+ *                   max(n/32, P/2) in all);
+ *   medium matrices share the rest R, in weights w_i = 1 + hash(i) mod 4 summing to W:
+ *                   1 + floor(w_i (R - M) / W) each (M of them), at most R in all;
+ * what rounding leaves over goes to segment 0 (a large matrix; with no medium matrix, as for
+ * P <= 2, it takes the whole rest: P = 1 is one segment of n). Returns -1 if n is too small
+ * to give every segment at least one element. */
+static int segment_sizes(size_t n, size_t segments, size_t *count)
+{
+    size_t large = 0, mediums = 0, used = 0, weights = 0;
+    for (size_t i = 0; i < segments; ++i)
+        large += segment_kind_of(i) == LARGE, mediums += segment_kind_of(i) == MEDIUM;
+    size_t large_size = n / 8 < n / (2 * large) ? n / 8 : n / (2 * large);
+    size_t span = n / (16 * segments);
+    span = span < 1 ? 1 : span > 1024 ? 1024 : span;
+    for (size_t i = 0; i < segments; ++i) {
+        segment_kind kind = segment_kind_of(i);
+        count[i] = kind == LARGE ? (large_size ? large_size : 1)
+                 : kind == VECTOR ? 1 + (size_t)(mix_hash(i) % span) : 0;
+        used += count[i];
+        weights += kind == MEDIUM ? 1 + (size_t)(mix_hash(i) % 4) : 0;
+    }
+    if (used + mediums > n)
+        return -1;
+    size_t rest = n - used - mediums;  /* beyond the one element each medium matrix gets */
+    for (size_t i = 0; i < segments; ++i)
+        if (segment_kind_of(i) == MEDIUM) {
+            count[i] = 1 + rest * (1 + (size_t)(mix_hash(i) % 4)) / weights;  /* exact: w <= 4 */
+            used += count[i];
+        }
+    count[0] += n - used;
+    return 0;
+}
+
+/* ---- the buffers a step reads and writes --------------------------------------------------- */
+
+/* g, a and d as P segments: in P buffers each (separate) or end to end in one (packed). */
+typedef struct workload {
+    size_t segments, num_buffers;
+    cl_mem *buffers;            /* 3 x num_buffers: g's, a's, d's */
+    bloopcl_segment *lists;     /* 3 x segments */
+    bloopcl_tensor tensor[3];   /* g, a, d */
+    size_t largest, smallest;   /* segment counts, for the report */
+} workload;
+
+static void destroy_workload(workload *w)
+{
+    for (size_t b = 0; w->buffers != NULL && b < 3 * w->num_buffers; ++b)
+        if (w->buffers[b] != NULL)
+            clReleaseMemObject(w->buffers[b]);
+    free(w->buffers);
+    free(w->lists);
+    *w = (workload){0};
+}
+
+/* A buffer of `count` floats holding elements first .. first + count - 1 of the N(0,1)
+ * stream `seed`, so that the values do not depend on the layout. */
+static cl_mem random_buffer(bloopcl_context *ctx, size_t count, uint64_t seed, size_t first)
+{
+    cl_int err;
+    cl_mem buffer = clCreateBuffer(bloopcl_context_cl_context(ctx), CL_MEM_READ_WRITE,
+                                   count * sizeof(float), NULL, &err);
+    if (err != CL_SUCCESS)
+        return NULL;
+    size_t block = (size_t)1 << 20;
+    float *host = malloc(block * sizeof *host);
+    for (size_t done = 0; err == CL_SUCCESS && done < count; done += block) {
+        size_t part = count - done < block ? count - done : block;
+        err = host ? CL_SUCCESS : CL_OUT_OF_HOST_MEMORY;
+        if (err == CL_SUCCESS) {
+            bloopcl_reference_normal(seed, first + done, part, host);
+            err = clEnqueueWriteBuffer(bloopcl_context_queue(ctx), buffer, CL_TRUE,
+                                       done * sizeof(float), part * sizeof(float), host, 0, NULL,
+                                       NULL);
+        }
+    }
+    free(host);
+    if (err != CL_SUCCESS) {
+        clReleaseMemObject(buffer);
+        return NULL;
+    }
+    return buffer;
+}
+
+static int create_workload(bloopcl_context *ctx, size_t n, size_t segments, bool packed,
+                           workload *w)
+{
+    *w = (workload){.segments = segments, .num_buffers = packed ? 1 : segments};
+    size_t *count = malloc(segments * sizeof *count);
+    w->buffers = calloc(3 * w->num_buffers, sizeof *w->buffers);
+    w->lists = calloc(3 * segments, sizeof *w->lists);
+    int status = count && w->buffers && w->lists ? segment_sizes(n, segments, count) : -1;
+    w->smallest = n;
+    for (size_t s = 0, first = 0; status == 0 && s < segments; first += count[s], ++s) {
+        w->largest = count[s] > w->largest ? count[s] : w->largest;
+        w->smallest = count[s] < w->smallest ? count[s] : w->smallest;
+        for (int k = 0; k < 3 && status == 0; ++k) {
+            cl_mem *buffer = &w->buffers[(size_t)k * w->num_buffers + (packed ? 0 : s)];
+            if (*buffer == NULL)
+                *buffer = random_buffer(ctx, packed ? n : count[s], (uint64_t)k + 1,
+                                        packed ? 0 : first);
+            status = *buffer ? 0 : -1;
+            w->lists[(size_t)k * segments + s] = (bloopcl_segment){
+                .buffer = *buffer, .offset_bytes = packed ? first * sizeof(float) : 0,
+                .count = count[s], .dtype = BLOOPCL_DTYPE_F32};
+        }
+    }
+    for (int k = 0; k < 3; ++k)
+        w->tensor[k] = (bloopcl_tensor){w->lists + (size_t)k * segments, segments};
+    free(count);
+    if (status != 0)
+        destroy_workload(w);
+    return status;
+}
+
 /* ---- steps -------------------------------------------------------------------------------- */
 
 static double model_bytes(bloopcl_method method)
@@ -148,124 +306,142 @@ static double model_bytes(bloopcl_method method)
     }
 }
 
-/* Bytes per element each backend really moves, and its kernel launches per step, from the
- * structure of src/step.c, dots_fused.c and dots_clblast.c (non-finite check on). */
-static void backend_traffic(bloopcl_method method, bloopcl_dot_backend dots, double *bytes,
-                            int *launches)
+/* Bytes per element each backend really moves, from the structure of src/step.c,
+ * dots_fused.c and dots_clblast.c (non-finite check on). */
+static double backend_bytes(bloopcl_method method, bloopcl_dot_backend dots)
 {
     bool pcgrad = method == BLOOPCL_METHOD_PCGRAD, mixed = method == BLOOPCL_METHOD_MIXED;
-    if (dots == BLOOPCL_DOTS_FUSED) {
-        /* pass 1 reads g, a, m (q); pass 2 reads g, a, m (q), writes m (q), d */
-        *bytes = mixed ? 8 + 12 : pcgrad ? 16 + 28 : 12 + 20;
-        *launches = 3;
-        return;
-    }
+    if (mixed)  /* pass 1 reads g, a; pass 2 reads g, a, writes d (both backends) */
+        return 8 + 12;
+    if (dots == BLOOPCL_DOTS_FUSED)  /* pass 1 reads g, a, m (q); pass 2 also writes m (q), d */
+        return pcgrad ? 16 + 28 : 12 + 20;
     /* EMA kernel: read g, a, m (q), write m' (q'); Sdot reads both operands (8 B each);
      * projection reads g, a, m' (q'), writes d */
-    if (mixed) {
-        *bytes = 8 + 12;
-        *launches = 3;
-    } else if (pcgrad) {
-        *bytes = 24 + 5 * 8 + 24;
-        *launches = 1 + 10 + 2;
-    } else {
-        *bytes = 16 + 3 * 8 + 16;
-        *launches = 1 + 6 + 2;
-    }
+    return pcgrad ? 24 + 5 * 8 + 24 : 16 + 3 * 8 + 16;
 }
 
 /* Times steps and triads in alternating blocks of BLOCK runs each: blocks, so that each keeps
  * the caches as a loop of its own kind would (at 1M elements everything lives in L3);
- * alternating, so that both see the same machine (a shared host's bandwidth drifts). The
- * medians of each go to *step_seconds and *triad_seconds. */
+ * alternating, so that all see the same machine (a shared host's bandwidth drifts, and the
+ * ratio to P = 1 is only meaningful if both were timed under the same load). Each workload
+ * has a combiner of its own, so each keeps the plan of its own segment list. The medians go
+ * to step_seconds[w] and *triad_seconds, the kernels of each workload's last step (the
+ * library's count) to kernels[w]. */
 #define BLOCK 5
+typedef struct timing {
+    double *samples;             /* rounds x BLOCK per workload, then as many triads */
+    bloopcl_combiner **combiners;
+} timing;
+
 static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method method,
-                      bloopcl_dot_backend dots, cl_mem g, cl_mem a, cl_mem d, cl_mem scratch,
-                      size_t n, int reps, double *step_seconds, double *triad_seconds)
+                      bloopcl_dot_backend dots, const workload *w, size_t num_workloads,
+                      size_t n, int reps, double *step_seconds, double *triad_seconds,
+                      unsigned *kernels)
 {
     bloopcl_config config;
     bloopcl_config_default(&config, method);
     config.dots = dots;
-    bloopcl_combiner *comb = NULL;
-    if (bloopcl_combiner_create(ctx, &config, n, &comb) != BLOOPCL_OK)
-        return -1;
-    bind_triad(t, scratch, g, a, n);
     int rounds = (reps + BLOCK - 1) / BLOCK, samples = rounds * BLOCK;
-    double *steps = malloc((size_t)samples * sizeof *steps);
-    double *triads = malloc((size_t)samples * sizeof *triads);
-    int status = steps && triads ? 0 : -1;
+    timing tm = {malloc((num_workloads + 1) * (size_t)samples * sizeof *tm.samples),
+                 calloc(num_workloads, sizeof *tm.combiners)};
+    int status = tm.samples && tm.combiners ? 0 : -1;
+    for (size_t k = 0; k < num_workloads && status == 0; ++k)
+        status = bloopcl_combiner_create(ctx, &config, n, &tm.combiners[k]) == BLOOPCL_OK ? 0 : -1;
+    double *triads = tm.samples + num_workloads * (size_t)samples;
     for (int round = -1; round < rounds && status == 0; ++round) {  /* round -1 warms up */
-        for (int k = 0; k < BLOCK && status == 0; ++k) {
-            double start = now_seconds();
-            status = bloopcl_step_buffers(comb, g, a, d) == BLOOPCL_OK ? 0 : -1;
-            bloopcl_context_finish(ctx);
-            if (round >= 0)
-                steps[round * BLOCK + k] = now_seconds() - start;
-        }
-        for (int k = 0; k < BLOCK; ++k) {
+        for (size_t k = 0; k < num_workloads && status == 0; ++k)
+            for (int i = 0; i < BLOCK && status == 0; ++i) {
+                double start = now_seconds();
+                status = bloopcl_step(tm.combiners[k], &w[k].tensor[0], &w[k].tensor[1],
+                                      &w[k].tensor[2], 0, NULL, NULL) == BLOOPCL_OK ? 0 : -1;
+                bloopcl_context_finish(ctx);
+                if (round >= 0)
+                    tm.samples[k * (size_t)samples + (size_t)(round * BLOCK + i)] =
+                        now_seconds() - start;
+            }
+        for (int i = 0; i < BLOCK; ++i) {
             double seconds = run_triad(ctx, t, n);
             if (round >= 0)
-                triads[round * BLOCK + k] = seconds;
+                triads[round * BLOCK + i] = seconds;
         }
     }
-    if (status == 0) {
-        *step_seconds = median(steps, samples);
+    for (size_t k = 0; k < num_workloads && status == 0; ++k) {
+        bloopcl_diagnostics diag;
+        status = bloopcl_get_diagnostics(tm.combiners[k], &diag) == BLOOPCL_OK ? 0 : -1;
+        kernels[k] = status == 0 ? diag.kernels : 0;
+        step_seconds[k] = median(tm.samples + k * (size_t)samples, samples);
+    }
+    if (status == 0)
         *triad_seconds = median(triads, samples);
-    }
-    free(steps);
-    free(triads);
-    bloopcl_combiner_destroy(comb);
+    for (size_t k = 0; tm.combiners != NULL && k < num_workloads; ++k)
+        bloopcl_combiner_destroy(tm.combiners[k]);
+    free(tm.samples);
+    free(tm.combiners);
     return status;
-}
-
-static cl_mem random_buffer(bloopcl_context *ctx, size_t n, uint64_t seed)
-{
-    cl_int err;
-    cl_mem buffer = clCreateBuffer(bloopcl_context_cl_context(ctx), CL_MEM_READ_WRITE,
-                                   n * sizeof(float), NULL, &err);
-    if (err != CL_SUCCESS)
-        return NULL;
-    size_t block = (size_t)1 << 20;
-    float *host = malloc(block * sizeof *host);
-    for (size_t first = 0; host != NULL && first < n; first += block) {
-        size_t count = n - first < block ? n - first : block;
-        bloopcl_reference_normal(seed, first, count, host);
-        clEnqueueWriteBuffer(bloopcl_context_queue(ctx), buffer, CL_TRUE, first * sizeof(float),
-                             count * sizeof(float), host, 0, NULL, NULL);
-    }
-    free(host);
-    return buffer;
 }
 
 /* ---- output ------------------------------------------------------------------------------- */
 
-static void print_header(void)
+static void print_header(bool segmented)
 {
-    printf("%-16s %-8s %10s %12s %9s %9s %9s %8s %8s %7s\n", "method", "backend", "n", "step",
+    printf("%-16s %-8s %10s %12s %9s %9s %9s %8s %8s %7s", "method", "backend", "n", "step",
            "model", "moved", "triad", "moved/", "model/", "kernels");
-    printf("%-16s %-8s %10s %12s %9s %9s %9s %8s %8s %7s\n", "", "", "", "(median)", "GB/s",
+    if (segmented)
+        printf(" %5s %7s %7s", "P", "bound", "vs P=1");
+    printf("\n%-16s %-8s %10s %12s %9s %9s %9s %8s %8s %7s", "", "", "", "(median)", "GB/s",
            "GB/s", "GB/s", "triad", "triad", "/step");
+    if (segmented)
+        printf(" %5s %7s %7s", "", "/step", "time");
+    printf("\n");
 }
 
-static void print_row(const measurement *m)
+static void print_row(const measurement *m, bool segmented)
 {
     double model_gbs = m->model_bytes * (double)m->n / m->step_seconds / 1e9;
     double moved_gbs = m->moved_bytes * (double)m->n / m->step_seconds / 1e9;
-    printf("%-16s %-8s %10zu %9.1f us %9.2f %9.2f %9.2f %8.3f %8.3f %7d\n", m->method,
+    printf("%-16s %-8s %10zu %9.1f us %9.2f %9.2f %9.2f %8.3f %8.3f %7u", m->method,
            m->backend, m->n, m->step_seconds * 1e6, model_gbs, moved_gbs, m->triad_gbs,
-           moved_gbs / m->triad_gbs, model_gbs / m->triad_gbs, m->launches);
+           moved_gbs / m->triad_gbs, model_gbs / m->triad_gbs, m->kernels);
+    if (segmented)
+        printf(" %5zu %7zu %6.2fx", m->segments, kernel_bound(m->segments), m->ratio_to_p1);
+    printf("\n");
 }
 
-static void print_json(const measurement *all, size_t count)
+/* The issue's targets, for the fused Bloop, Dynamic Barrier and Mixed steps over P > 1
+ * segments: time <= 1.10 x the P = 1 time (at n = 16M on PoCL) and
+ * kernels <= 2 ceil(P/16) + 3. */
+static void print_targets(const measurement *all, size_t count)
+{
+    printf("\ntargets (issue 8): fused Bloop / Dynamic Barrier / Mixed over P segments, time "
+           "<= 1.10x P = 1 at n = 16M, kernels <= 2 ceil(P/16) + 3\n");
+    for (size_t i = 0; i < count; ++i) {
+        const measurement *m = &all[i];
+        if (m->segments == 1 || strcmp(m->backend, "fused") != 0 ||
+            strcmp(m->method, "pcgrad") == 0)
+            continue;
+        /* The time target is stated at n = 16M: smaller n are launch-bound by nature. */
+        const char *time_verdict = m->n != ((size_t)16 << 20) ? "target at n = 16M"
+                                 : m->ratio_to_p1 <= 1.10 ? "met" : "missed";
+        const char *kernel_verdict = m->kernels == 0 ? "not counted by this library"
+                                   : m->kernels <= kernel_bound(m->segments) ? "met" : "missed";
+        printf("  %-16s n %9zu P %4zu: %6.2fx P=1 (%s), %4u kernels (bound %zu: %s)\n",
+               m->method, m->n, m->segments, m->ratio_to_p1, time_verdict, m->kernels,
+               kernel_bound(m->segments), kernel_verdict);
+    }
+}
+
+static void print_json(const measurement *all, size_t count, const options *opt)
 {
     printf("[\n");
     for (size_t i = 0; i < count; ++i) {
         const measurement *m = &all[i];
-        printf("  {\"method\": \"%s\", \"backend\": \"%s\", \"n\": %zu, \"step_seconds\": %.9g, "
+        printf("  {\"method\": \"%s\", \"backend\": \"%s\", \"n\": %zu, \"segments\": %zu, "
+               "\"layout\": \"%s\", \"step_seconds\": %.9g, \"ratio_to_p1\": %.6g, "
                "\"model_bytes_per_element\": %g, \"moved_bytes_per_element\": %g, "
-               "\"triad_gbs\": %.6g, \"launches_per_step\": %d}%s\n", m->method, m->backend, m->n,
-               m->step_seconds, m->model_bytes, m->moved_bytes, m->triad_gbs, m->launches,
-               i + 1 < count ? "," : "");
+               "\"triad_gbs\": %.6g, \"kernels_per_step\": %u, \"kernels_bound\": %zu}%s\n",
+               m->method, m->backend, m->n, m->segments, opt->packed ? "packed" : "separate",
+               m->step_seconds, m->ratio_to_p1, m->model_bytes, m->moved_bytes, m->triad_gbs,
+               m->kernels, kernel_bound(m->segments), i + 1 < count ? "," : "");
     }
     printf("]\n");
 }
@@ -275,12 +451,26 @@ static void print_json(const measurement *all, size_t count)
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: bloopcl-bench [--sizes N,N,...] [--reps R] [--json] [--device SPEC]\n"
+            "usage: bloopcl-bench [--sizes N,N,...] [--segments P,P,...] [--layout L]\n"
+            "                     [--reps R] [--json] [--device SPEC]\n"
             "\n"
             "Times one step of every method with both dot backends on the device that\n"
             "BLOOPCL_DEVICE (or --device) selects, next to a triad measured in the same run.\n"
             "Sizes accept k/M suffixes (65536, 1M, 16M). Defaults: --sizes 4096,65536,1M,16M,64M\n"
-            "--reps 20. Progress goes to stderr; --json prints the measurements as JSON.\n");
+            "--reps 20. Progress goes to stderr; --json prints the measurements as JSON.\n"
+            "'kernels /step' is the library's own count (bloopcl_diagnostics.kernels).\n"
+            "\n"
+            "--segments P,...  also hand each n over as P segments of a model-like mix (P = 1,\n"
+            "                  one buffer, is always measured too): a large matrix of min(n/8,\n"
+            "                  n/(2 ceil(P/100))) elements every 100 segments, vectors of\n"
+            "                  1..min(1024, n/(16P)) elements at odd positions, medium matrices\n"
+            "                  sharing the rest; the sizes sum to n. Adds P, the launch bound\n"
+            "                  2 ceil(P/16) + 3 and the time over the P = 1 time to each row.\n"
+            "                  Target (issue 8): at n = 16M, P = 300 costs <= 1.10x P = 1 on\n"
+            "                  PoCL and launches per step <= 2 ceil(P/16) + 3.\n"
+            "--layout L        separate (default): each segment in a cl_mem of its own;\n"
+            "                  packed: the segments end to end in one cl_mem per tensor.\n"
+            "Default (no --segments): one buffer per tensor, as a single-buffer trainer does.\n");
 }
 
 static int parse_size(const char *text, size_t *out)
@@ -299,15 +489,53 @@ static int parse_size(const char *text, size_t *out)
     return 0;
 }
 
-static int parse_sizes(char *list, options *opt)
+/* A comma list of at most `capacity` sizes into out[first..]; the new length goes to *count. */
+static int parse_list(char *list, size_t *out, size_t first, size_t capacity, size_t *count)
 {
-    opt->num_sizes = 0;
+    *count = first;
     for (char *item = strtok(list, ","); item != NULL; item = strtok(NULL, ",")) {
-        if (opt->num_sizes == MAX_SIZES || parse_size(item, &opt->sizes[opt->num_sizes]) != 0)
+        if (*count == capacity || parse_size(item, &out[*count]) != 0)
             return -1;
-        opt->num_sizes++;
+        (*count)++;
     }
-    return opt->num_sizes ? 0 : -1;
+    return *count > first ? 0 : -1;
+}
+
+/* --segments: P = 1 first (the reference of every ratio), then the others once each. */
+static int parse_segments(char *list, options *opt)
+{
+    size_t values[MAX_SEGMENT_COUNTS], count;
+    if (parse_list(list, values, 0, MAX_SEGMENT_COUNTS, &count) != 0)
+        return -1;
+    opt->num_segments = 1;
+    opt->segmented = true;
+    for (size_t i = 0; i < count; ++i) {
+        bool seen = false;
+        for (size_t j = 0; j < opt->num_segments; ++j)
+            seen = seen || opt->segments[j] == values[i];
+        if (!seen && opt->num_segments == MAX_SEGMENT_COUNTS)
+            return -1;
+        if (!seen)
+            opt->segments[opt->num_segments++] = values[i];
+    }
+    return 0;
+}
+
+/* Every n must hold every P of the mix (one element per segment at least). */
+static int check_fit(const options *opt)
+{
+    for (size_t s = 0; s < opt->num_sizes; ++s)
+        for (size_t p = 0; p < opt->num_segments; ++p) {
+            size_t *count = malloc(opt->segments[p] * sizeof *count);
+            int fits = count && segment_sizes(opt->sizes[s], opt->segments[p], count) == 0;
+            free(count);
+            if (!fits) {
+                fprintf(stderr, "bloopcl-bench: n = %zu is too small for %zu segments\n",
+                        opt->sizes[s], opt->segments[p]);
+                return -1;
+            }
+        }
+    return 0;
 }
 
 static int parse_options(int argc, char **argv, options *opt)
@@ -315,26 +543,32 @@ static int parse_options(int argc, char **argv, options *opt)
     static const struct option long_options[] = {
         {"sizes", required_argument, NULL, 's'}, {"reps", required_argument, NULL, 'r'},
         {"json", no_argument, NULL, 'j'},        {"device", required_argument, NULL, 'd'},
+        {"segments", required_argument, NULL, 'p'}, {"layout", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     char defaults[] = "4096,65536,1M,16M,64M";
-    *opt = (options){.reps = 20};
-    parse_sizes(defaults, opt);
-    int c;
-    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+    *opt = (options){.reps = 20, .segments = {1}, .num_segments = 1};
+    parse_list(defaults, opt->sizes, 0, MAX_SIZES, &opt->num_sizes);
+    int c, bad = 0;
+    while (!bad && (c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (c) {
-        case 's': if (parse_sizes(optarg, opt) != 0) { usage(stderr); return -1; } break;
+        case 's': bad = parse_list(optarg, opt->sizes, 0, MAX_SIZES, &opt->num_sizes); break;
+        case 'p': bad = parse_segments(optarg, opt); break;
+        case 'l':
+            bad = strcmp(optarg, "packed") != 0 && strcmp(optarg, "separate") != 0;
+            opt->packed = strcmp(optarg, "packed") == 0;
+            break;
         case 'r': opt->reps = atoi(optarg); break;
         case 'j': opt->json = 1; break;
         case 'd': opt->device = optarg; break;
         case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        default: bad = 1;
         }
     }
-    if (optind != argc || opt->reps < 1) {
+    if (bad || optind != argc || opt->reps < 1) {
         usage(stderr);
         return -1;
     }
-    return 0;
+    return check_fit(opt);
 }
 
 static const bloopcl_method methods[] = {BLOOPCL_METHOD_BLOOP, BLOOPCL_METHOD_DYNAMIC_BARRIER,
@@ -343,39 +577,78 @@ static const bloopcl_dot_backend backends[] = {BLOOPCL_DOTS_FUSED, BLOOPCL_DOTS_
 #define NUM_METHODS (sizeof methods / sizeof methods[0])
 #define NUM_BACKENDS (sizeof backends / sizeof backends[0])
 
-/* Every method and backend at size n; returns the number of measurements written. */
+/* Every method and backend at size n over every workload (one measurement per workload,
+ * in the order of the workloads); returns the measurements written. */
+static size_t bench_workloads(bloopcl_context *ctx, const triad *t, const options *opt,
+                              const workload *w, size_t num_workloads, size_t n,
+                              measurement *out)
+{
+    size_t count = 0;
+    double *seconds = malloc(num_workloads * sizeof *seconds);
+    unsigned *kernels = malloc(num_workloads * sizeof *kernels);
+    for (size_t m = 0; seconds && kernels && m < NUM_METHODS; ++m)
+        for (size_t b = 0; b < NUM_BACKENDS; ++b) {
+            const char *method = bloopcl_method_name(methods[m]);
+            const char *backend = backends[b] == BLOOPCL_DOTS_FUSED ? "fused" : "clblast";
+            double triad_seconds = 0.0;
+            fprintf(stderr, "bloopcl-bench: %s %s n=%zu\n", method, backend, n);
+            if (time_steps(ctx, t, methods[m], backends[b], w, num_workloads, n, opt->reps,
+                           seconds, &triad_seconds, kernels) != 0) {
+                fprintf(stderr, "bloopcl-bench: failed: %s\n", bloopcl_context_last_error(ctx));
+                continue;
+            }
+            for (size_t k = 0; k < num_workloads; ++k)
+                out[count++] = (measurement){
+                    .method = method, .backend = backend, .n = n, .segments = w[k].segments,
+                    .step_seconds = seconds[k], .model_bytes = model_bytes(methods[m]),
+                    .moved_bytes = backend_bytes(methods[m], backends[b]),
+                    .triad_gbs = 12.0 * (double)n / triad_seconds / 1e9, .kernels = kernels[k]};
+        }
+    free(seconds);
+    free(kernels);
+    return count;
+}
+
+/* Every P at size n, the triad on buffers of its own; returns the measurements written. */
 static size_t bench_size(bloopcl_context *ctx, const triad *t, const options *opt, size_t n,
                          measurement *out)
 {
-    cl_mem g = random_buffer(ctx, n, 1), a = random_buffer(ctx, n, 2), d = random_buffer(ctx, n, 3);
-    cl_mem scratch = random_buffer(ctx, n, 4);
-    size_t count = 0;
-    if (g && a && d && scratch) {
-        for (size_t m = 0; m < NUM_METHODS; ++m)
-            for (size_t b = 0; b < NUM_BACKENDS; ++b) {
-                measurement *r = &out[count];
-                *r = (measurement){.method = bloopcl_method_name(methods[m]),
-                                   .backend = backends[b] == BLOOPCL_DOTS_FUSED ? "fused" : "clblast",
-                                   .n = n, .model_bytes = model_bytes(methods[m])};
-                backend_traffic(methods[m], backends[b], &r->moved_bytes, &r->launches);
-                fprintf(stderr, "bloopcl-bench: %s %s n=%zu\n", r->method, r->backend, n);
-                double triad_seconds = 0.0;
-                if (time_steps(ctx, t, methods[m], backends[b], g, a, d, scratch, n, opt->reps,
-                               &r->step_seconds, &triad_seconds) == 0) {
-                    r->triad_gbs = 12.0 * (double)n / triad_seconds / 1e9;
-                    ++count;
-                } else {
-                    fprintf(stderr, "bloopcl-bench: failed: %s\n", bloopcl_context_last_error(ctx));
-                }
-            }
-    } else {
-        fprintf(stderr, "bloopcl-bench: cannot allocate 4 x %zu floats\n", n);
+    cl_mem x = random_buffer(ctx, n, 4, 0), y = random_buffer(ctx, n, 5, 0);
+    cl_mem z = random_buffer(ctx, n, 6, 0);
+    workload w[MAX_SEGMENT_COUNTS] = {{0}};
+    size_t made = 0, count = 0;
+    int status = x && y && z ? 0 : -1;
+    while (status == 0 && made < opt->num_segments) {
+        status = create_workload(ctx, n, opt->segments[made], opt->packed, &w[made]);
+        if (status == 0 && opt->segmented && !opt->json)
+            printf("n %zu, P %zu (%s): segments of %zu .. %zu elements\n", n, w[made].segments,
+                   opt->packed ? "packed" : "separate", w[made].smallest, w[made].largest);
+        made += status == 0;
     }
-    if (scratch) clReleaseMemObject(scratch);
-    if (g) clReleaseMemObject(g);
-    if (a) clReleaseMemObject(a);
-    if (d) clReleaseMemObject(d);
+    if (status == 0) {
+        bind_triad(t, x, y, z, n);
+        count = bench_workloads(ctx, t, opt, w, made, n, out);
+    } else {
+        fprintf(stderr, "bloopcl-bench: cannot allocate the buffers for n = %zu\n", n);
+    }
+    for (size_t k = 0; k < made; ++k)
+        destroy_workload(&w[k]);
+    cl_mem all[] = {x, y, z};
+    for (size_t i = 0; i < 3; ++i)
+        if (all[i] != NULL)
+            clReleaseMemObject(all[i]);
     return count;
+}
+
+/* Each measurement's time over the P = 1 time of the same n, method and backend. */
+static void fill_ratios(measurement *all, size_t count)
+{
+    for (size_t i = 0; i < count; ++i)
+        for (size_t j = 0; j < count; ++j)
+            if (all[j].segments == 1 && all[j].n == all[i].n &&
+                strcmp(all[j].method, all[i].method) == 0 &&
+                strcmp(all[j].backend, all[i].backend) == 0)
+                all[i].ratio_to_p1 = all[i].step_seconds / all[j].step_seconds;
 }
 
 int main(int argc, char **argv)
@@ -394,22 +667,26 @@ int main(int argc, char **argv)
     }
     bloopcl_device_info info;
     bloopcl_context_device_info(ctx, &info);
-    measurement *all = calloc(opt.num_sizes * NUM_METHODS * NUM_BACKENDS, sizeof *all);
-    size_t count = 0;
-    for (size_t s = 0; all != NULL && s < opt.num_sizes; ++s)
-        count += bench_size(ctx, &t, &opt, opt.sizes[s], all + count);
-    if (opt.json) {
-        print_json(all, count);
-    } else {
+    if (!opt.json)
         printf("device %u: %s / %s (%s), %d reps, median per step incl. clFinish\n",
                info.flat_index, info.platform_name, info.device_name, info.driver_version, opt.reps);
-        print_header();
+    size_t expected = opt.num_sizes * opt.num_segments * NUM_METHODS * NUM_BACKENDS, count = 0;
+    measurement *all = calloc(expected, sizeof *all);
+    for (size_t s = 0; all != NULL && s < opt.num_sizes; ++s)
+        count += bench_size(ctx, &t, &opt, opt.sizes[s], all + count);
+    fill_ratios(all, count);
+    if (opt.json) {
+        print_json(all, count, &opt);
+    } else {
+        print_header(opt.segmented);
         for (size_t i = 0; i < count; ++i)
-            print_row(&all[i]);
+            print_row(&all[i], opt.segmented);
+        if (opt.segmented)
+            print_targets(all, count);
     }
     free(all);
     clReleaseKernel(t.kernel);
     clReleaseProgram(t.program);
     bloopcl_context_destroy(ctx);
-    return count == opt.num_sizes * NUM_METHODS * NUM_BACKENDS ? 0 : 1;
+    return count == expected ? 0 : 1;
 }

@@ -111,23 +111,33 @@ static const char kTrainSource[] =
     "  int i = get_global_id(1), j = get_global_id(0);\n"
     "  a[i * cols + j] = 2.0f * u[i] * v[j] / sigma[slot];\n"
     "}\n"
-    /* Adam: m = b1 m + (1-b1) d, v = b2 v + (1-b2) d^2, p -= lr (m/c1) / (sqrt(v/c2) + eps),
-     * with c1 = 1 - b1^t, c2 = 1 - b2^t. */
+    /* Adam step t along d: m = b1 m + (1-b1) d, v = b2 v + (1-b2) d^2,
+     * p -= lr (m/c1) / (sqrt(v/c2) + eps), with (c1, c2) = bias[t] = (1 - b1^t, 1 - b2^t).
+     * When bloopcl skipped the step (out[OUTPUT_ACCEPTED] = 0: d is 0) nothing is written:
+     * stepping along d = 0 would still move p by the momentum and decay m and v (AMP's
+     * skipped-step semantics). The decision is read on the device, never on the host. */
     "__kernel void adam(__global float *p, __global const float *d, __global float *m,\n"
     "                   __global float *v, float lr, float b1, float b2, float eps,\n"
-    "                   float c1, float c2) {\n"
+    "                   __global const float *out, __global const int *t,\n"
+    "                   __global const float2 *bias) {\n"
+    "  if (out[OUTPUT_ACCEPTED] == 0.0f) return;\n"
     "  int i = get_global_id(0);\n"
+    "  float2 c = bias[t[0]];\n"
     "  float g = d[i];\n"
     "  float mi = b1 * m[i] + (1.0f - b1) * g, vi = b2 * v[i] + (1.0f - b2) * g * g;\n"
     "  m[i] = mi; v[i] = vi;\n"
-    "  p[i] -= lr * (mi / c1) / (sqrt(vi / c2) + eps);\n"
+    "  p[i] -= lr * (mi / c.x) / (sqrt(vi / c.y) + eps);\n"
+    "}\n"
+    /* t counts the applied steps: one more before the Adam launches of an accepted step. */
+    "__kernel void adam_tick(__global int *t, __global const float *out) {\n"
+    "  if (out[OUTPUT_ACCEPTED] != 0.0f) t[0] += 1;\n"
     "}\n";
 
 enum kernel_id { K_GATHER, K_BIAS_ACT, K_RELU_BACK, K_COLSUM, K_XENT, K_MATVEC, K_NORMALIZE,
-                 K_AUX_GRAD, K_ADAM, NUM_KERNELS };
+                 K_AUX_GRAD, K_ADAM, K_ADAM_TICK, NUM_KERNELS };
 static const char *const kKernelNames[NUM_KERNELS] = {
     "gather", "bias_act", "relu_back", "colsum", "softmax_xent", "matvec", "unit_scale",
-    "aux_grad", "adam"};
+    "aux_grad", "adam", "adam_tick"};
 
 /* ---------------------------------------------------------------------------------------------
  * Options
@@ -136,6 +146,7 @@ typedef struct options {
     const char *data_dir, *csv_path, *device;
     size_t train_size, test_size, batch;
     int epochs, power_iters, quick, check, num_lambdas, num_methods;
+    long inject_step;  /* 0, or the optimizer step whose g gets a NaN (--inject-nonfinite) */
     double lr, bloop_ema, base_ema, min_accuracy;
     double lambdas[MAX_LAMBDAS];
     bloopcl_method methods[NUM_METHODS];
@@ -169,6 +180,10 @@ static void usage(FILE *to)
         "  --csv PATH          write one row per method, lambda and epoch\n"
         "  --device SPEC       bloopcl device (default: BLOOPCL_DEVICE's choice)\n"
         "  --check             first compare the device gradients with finite differences\n"
+        "  --inject-nonfinite T  put a NaN into g at optimizer step T (1-based) of every run;\n"
+        "                      fail unless bloopcl skips it and Adam leaves the parameters,\n"
+        "                      its moments and its step count bit-identical, and every\n"
+        "                      other step of the run is applied\n"
         "  --quick             8192 images, 2 epochs, lambdas 1e-4,1e-2,1, all methods,\n"
         "                      --check\n"
         "  --help\n"
@@ -296,6 +311,8 @@ static const char *parse_one(int c, const char *arg, options *opt)
     case 'p': opt->power_iters = parse_size(arg, 1, 100, &n) ? 0 : (int)n;
               return opt->power_iters ? NULL : "--power-iters";
     case 's': return parse_size(arg, 0, SIZE_MAX, &n) ? "--seed" : (opt->seed = n, NULL);
+    case 'i': opt->inject_step = parse_size(arg, 1, 100000000, &n) ? 0 : (long)n;
+              return opt->inject_step ? NULL : "--inject-nonfinite";
     case 'r': return parse_double(arg, 1e-12, 10.0, &opt->lr) ? "--lr" : NULL;
     case 'w': return parse_double(arg, 1e-9, 1.0, &opt->bloop_ema) ? "--bloop-ema" : NULL;
     case 'W': return parse_double(arg, 1e-9, 1.0, &opt->base_ema) ? "--base-ema" : NULL;
@@ -319,6 +336,7 @@ static int parse_options(int argc, char **argv, options *opt)
         {"base-ema", required_argument, NULL, 'W'}, {"lambdas", required_argument, NULL, 'l'},
         {"methods", required_argument, NULL, 'm'},
         {"min-accuracy", required_argument, NULL, 'a'}, {"check", no_argument, NULL, 'g'},
+        {"inject-nonfinite", required_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     default_options(opt);
@@ -345,6 +363,12 @@ static int parse_options(int argc, char **argv, options *opt)
     if (opt->batch > opt->train_size) {
         fprintf(stderr, "%s: --batch %zu exceeds --train-size %zu\n", PROGRAM, opt->batch,
                 opt->train_size);
+        return -1;
+    }
+    long steps = (long)opt->epochs * (long)(opt->train_size / opt->batch);
+    if (opt->inject_step > steps) {
+        fprintf(stderr, "%s: --inject-nonfinite %ld: a run has only %ld steps\n", PROGRAM,
+                opt->inject_step, steps);
         return -1;
     }
     return 0;
@@ -483,6 +507,8 @@ typedef struct trainer {
     /* tensor t: W_l for t = 2l (in x out), b_l for t = 2l+1 */
     cl_mem param[NUM_TENSORS], grad[NUM_TENSORS], aux[NUM_TENSORS];
     cl_mem adam_m[NUM_TENSORS], adam_v[NUM_TENSORS];
+    cl_mem adam_t;                 /* int: Adam steps applied in this run */
+    cl_mem adam_bias;              /* float2 per t: (1 - b1^t, 1 - b2^t), t = 0 .. max steps */
     cl_mem act[NUM_LAYERS + 1];    /* act[0]: input batch, act[l]: output of layer l */
     cl_mem dact[NUM_LAYERS + 1];   /* gradients w.r.t. act[l] (dact[0] unused) */
     cl_mem u[NUM_LAYERS], v[NUM_LAYERS], tmp_u[NUM_LAYERS], tmp_v[NUM_LAYERS], sigma;
@@ -525,7 +551,10 @@ static int build_kernels(trainer *tr)
     tr->program = clCreateProgramWithSource(tr->cl, 1, &src, NULL, &err);
     if (cl_check(err, "clCreateProgramWithSource") != 0)
         return -1;
-    err = clBuildProgram(tr->program, 1, &tr->device, "-cl-std=CL1.2", NULL, NULL);
+    char build_options[64];
+    snprintf(build_options, sizeof build_options, "-cl-std=CL1.2 -DOUTPUT_ACCEPTED=%d",
+             (int)BLOOPCL_OUTPUT_ACCEPTED);
+    err = clBuildProgram(tr->program, 1, &tr->device, build_options, NULL, NULL);
     if (err != CL_SUCCESS) {
         char log[4096] = "";
         clGetProgramBuildInfo(tr->program, tr->device, CL_PROGRAM_BUILD_LOG, sizeof log - 1,
@@ -603,6 +632,26 @@ static int alloc_tensors(trainer *tr)
     return 0;
 }
 
+#define ADAM_BETA1 0.9
+#define ADAM_BETA2 0.999
+
+/* The Adam step counter and its bias-correction table for up to `steps` steps, computed in
+ * double on the host and rounded to float once (the factors the host used to pass). */
+static int alloc_adam(trainer *tr, long steps)
+{
+    size_t entries = (size_t)steps + 1;
+    float *bias = malloc(2 * entries * sizeof *bias);
+    cl_int zero = 0;
+    for (size_t t = 0; bias != NULL && t < entries; ++t) {
+        bias[2 * t] = (float)(1.0 - pow(ADAM_BETA1, (double)t));
+        bias[2 * t + 1] = (float)(1.0 - pow(ADAM_BETA2, (double)t));
+    }
+    int ok = bias && (tr->adam_bias = make_buffer(tr, 2 * entries * sizeof *bias, bias)) &&
+             (tr->adam_t = make_buffer(tr, sizeof zero, &zero));
+    free(bias);
+    return ok ? 0 : -1;
+}
+
 static int alloc_work(trainer *tr)
 {
     for (int l = 0; l <= NUM_LAYERS; ++l) {
@@ -659,7 +708,7 @@ static void trainer_destroy(trainer *tr)
     for (size_t g = 0; g < sizeof vecs / sizeof vecs[0]; ++g)
         release_mems(vecs[g], NUM_LAYERS);
     cl_mem singles[] = {tr->sigma, tr->train_x, tr->train_y, tr->test_x, tr->test_y, tr->perm,
-                        tr->batch_y, tr->loss, tr->correct};
+                        tr->batch_y, tr->loss, tr->correct, tr->adam_t, tr->adam_bias};
     release_mems(singles, sizeof singles / sizeof singles[0]);
     for (int i = 0; i < NUM_KERNELS; ++i)
         if (tr->k[i])
@@ -684,8 +733,10 @@ static int trainer_init(trainer *tr, bloopcl_context *ctx, const options *opt,
         return -1;
     tr->device = info.device;
     tr->rows = opt->batch > EVAL_CHUNK ? opt->batch : EVAL_CHUNK;
+    long steps = (long)opt->epochs * (long)(train->count / opt->batch);
     if (build_kernels(tr) != 0 || make_initial_values(tr, opt->seed) != 0 ||
-        alloc_tensors(tr) != 0 || alloc_work(tr) != 0 || upload_data(tr, train, test) != 0) {
+        alloc_tensors(tr) != 0 || alloc_adam(tr, steps) != 0 || alloc_work(tr) != 0 ||
+        upload_data(tr, train, test) != 0) {
         fprintf(stderr, "%s: could not set up the trainer on the device\n", PROGRAM);
         return -1;
     }
@@ -794,16 +845,19 @@ static int aux_gradient(trainer *tr, int iterations)
     return 0;
 }
 
-/* Adam step t (1-based) on every tensor along d (held in grad[]). */
-static int adam_step(trainer *tr, const options *opt, long t)
+/* Adam on every tensor along d (held in grad[]), or nothing where bloopcl's output buffer
+ * `outputs` says the step was skipped: the counter and the kernels read it on the device. */
+static int adam_step(trainer *tr, const options *opt, cl_mem outputs)
 {
-    float lr = (float)opt->lr, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    float c1 = (float)(1.0 - pow(0.9, (double)t)), c2 = (float)(1.0 - pow(0.999, (double)t));
+    float lr = (float)opt->lr, b1 = (float)ADAM_BETA1, b2 = (float)ADAM_BETA2, eps = 1e-8f;
+    karg tick[] = {KARG(tr->adam_t), KARG(outputs)};
+    if (launch(tr, K_ADAM_TICK, 1, 0, tick, 2) != 0)
+        return -1;
     for (int k = 0; k < NUM_TENSORS; ++k) {
         karg args[] = {KARG(tr->param[k]), KARG(tr->grad[k]), KARG(tr->adam_m[k]),
-                       KARG(tr->adam_v[k]), KARG(lr), KARG(b1), KARG(b2), KARG(eps), KARG(c1),
-                       KARG(c2)};
-        if (launch(tr, K_ADAM, tr->tensor_size[k], 0, args, 10) != 0)
+                       KARG(tr->adam_v[k]), KARG(lr), KARG(b1), KARG(b2), KARG(eps),
+                       KARG(outputs), KARG(tr->adam_t), KARG(tr->adam_bias)};
+        if (launch(tr, K_ADAM, tr->tensor_size[k], 0, args, 11) != 0)
             return -1;
     }
     return 0;
@@ -829,9 +883,13 @@ static int write_buffer(trainer *tr, cl_mem m, const void *host, size_t bytes)
                     "clEnqueueWriteBuffer");
 }
 
-/* Same initial weights, zero Adam moments and the same power-iteration start for every run. */
+/* Same initial weights, zero Adam moments and step count and the same power-iteration start
+ * for every run. */
 static int reset_run(trainer *tr)
 {
+    cl_int zero_steps = 0;
+    if (write_buffer(tr, tr->adam_t, &zero_steps, sizeof zero_steps) != 0)
+        return -1;
     for (int t = 0; t < NUM_TENSORS; ++t) {
         size_t bytes = tr->tensor_size[t] * sizeof(float);
         float zero = 0.0f;
@@ -900,8 +958,16 @@ static void make_tensor(const trainer *tr, cl_mem *bufs, bloopcl_segment *segs,
     *t = (bloopcl_tensor){segs, NUM_TENSORS};
 }
 
+/* g[0] <- NaN, as an overflowing loss would leave it (--inject-nonfinite). */
+static int inject_nonfinite(trainer *tr)
+{
+    const float nan_value = NAN;
+    return cl_check(clEnqueueFillBuffer(tr->queue, tr->grad[0], &nan_value, sizeof nan_value, 0,
+                                        sizeof nan_value, 0, NULL, NULL), "clEnqueueFillBuffer");
+}
+
 /* gather batch -> forward -> cross-entropy -> backward (g) -> aux gradient (a)
- * -> bloopcl: d = combine(g, a) in place over g -> Adam on d. */
+ * -> bloopcl: d = combine(g, a) in place over g -> Adam on d unless bloopcl skipped. */
 static int train_step(trainer *tr, bloopcl_combiner *comb, const options *opt, size_t first,
                       long t)
 {
@@ -915,15 +981,109 @@ static int train_step(trainer *tr, bloopcl_combiner *comb, const options *opt, s
     make_tensor(tr, tr->aux, as, &a);
     if (rc != 0 || forward(tr, tr->act[0], 0, opt->batch) != 0 ||
         cross_entropy(tr, tr->batch_y, 0, opt->batch, 1.0f / (float)opt->batch) != 0 ||
-        backward(tr, opt->batch) != 0 || aux_gradient(tr, opt->power_iters) != 0)
+        backward(tr, opt->batch) != 0 || aux_gradient(tr, opt->power_iters) != 0 ||
+        (t == opt->inject_step && inject_nonfinite(tr) != 0))
         return -1;
+    cl_mem outputs = NULL;
     bloopcl_status st = bloopcl_step(comb, &g, &a, &g, 0, NULL, NULL);
+    if (st == BLOOPCL_OK)
+        st = bloopcl_combiner_outputs(comb, &outputs);
     if (st != BLOOPCL_OK) {
         fprintf(stderr, "%s: bloopcl_step: %s: %s\n", PROGRAM, bloopcl_status_string(st),
                 bloopcl_context_last_error(tr->ctx));
         return -1;
     }
-    return adam_step(tr, opt, t);
+    return adam_step(tr, opt, outputs);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The skipped-step check (--inject-nonfinite): what Adam owns, before and after the step.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct optimizer_snapshot {
+    float *tensor[3][NUM_TENSORS];  /* parameters, first and second moments */
+    cl_int steps;                   /* Adam's step count */
+} optimizer_snapshot;
+
+static void free_snapshot(optimizer_snapshot *s)
+{
+    for (int k = 0; k < 3; ++k)
+        for (int t = 0; t < NUM_TENSORS; ++t)
+            free(s->tensor[k][t]);
+}
+
+static int read_steps(trainer *tr, cl_int *steps)
+{
+    return cl_check(clEnqueueReadBuffer(tr->queue, tr->adam_t, CL_TRUE, 0, sizeof *steps, steps,
+                                        0, NULL, NULL), "read Adam step count");
+}
+
+static int take_snapshot(trainer *tr, optimizer_snapshot *s)
+{
+    cl_mem *groups[3] = {tr->param, tr->adam_m, tr->adam_v};
+    *s = (optimizer_snapshot){0};
+    for (int k = 0; k < 3; ++k)
+        for (int t = 0; t < NUM_TENSORS; ++t) {
+            size_t bytes = tr->tensor_size[t] * sizeof(float);
+            if ((s->tensor[k][t] = malloc(bytes)) == NULL ||
+                cl_check(clEnqueueReadBuffer(tr->queue, groups[k][t], CL_TRUE, 0, bytes,
+                                             s->tensor[k][t], 0, NULL, NULL), "snapshot") != 0)
+                return -1;
+        }
+    return read_steps(tr, &s->steps);
+}
+
+/* Bit for bit (memcmp: a NaN that crept in or a -0 for a +0 counts as a change). */
+static int same_snapshot(const trainer *tr, const optimizer_snapshot *x,
+                         const optimizer_snapshot *y)
+{
+    int same = x->steps == y->steps;
+    for (int k = 0; k < 3; ++k)
+        for (int t = 0; t < NUM_TENSORS; ++t)
+            same = same && memcmp(x->tensor[k][t], y->tensor[k][t],
+                                  tr->tensor_size[t] * sizeof(float)) == 0;
+    return same;
+}
+
+/* Step t with a NaN in g: bloopcl must report it skipped in its output buffer and Adam must
+ * leave everything it owns as it was. */
+static int checked_skip_step(trainer *tr, bloopcl_combiner *comb, const options *opt,
+                             size_t first, long t)
+{
+    optimizer_snapshot before, after;
+    float accepted = -1.0f;
+    cl_mem outputs = NULL;
+    int rc = take_snapshot(tr, &before);
+    if (rc == 0 && (rc = train_step(tr, comb, opt, first, t)) == 0)
+        rc = take_snapshot(tr, &after);
+    if (rc == 0 && bloopcl_combiner_outputs(comb, &outputs) == BLOOPCL_OK)
+        rc = cl_check(clEnqueueReadBuffer(tr->queue, outputs, CL_TRUE,
+                                          BLOOPCL_OUTPUT_ACCEPTED * sizeof(float), sizeof accepted,
+                                          &accepted, 0, NULL, NULL), "read accepted");
+    if (rc == 0 && (accepted != 0.0f || !same_snapshot(tr, &before, &after))) {
+        fprintf(stderr, "%s: FAIL: NaN in g at step %ld: accepted %g; parameters, Adam moments "
+                "or step count changed\n", PROGRAM, t, (double)accepted);
+        rc = -1;
+    } else if (rc == 0) {
+        fprintf(stderr, "%s: NaN in g at step %ld: skipped (accepted 0); parameters, Adam "
+                "moments and step count (%d) bit-identical\n", PROGRAM, t, (int)after.steps);
+    }
+    free_snapshot(&before);
+    free_snapshot(&after);
+    return rc;
+}
+
+/* After a run with one injected NaN, Adam must have applied every other step. */
+static int check_steps_applied(trainer *tr, long steps_run)
+{
+    cl_int applied = 0;
+    if (read_steps(tr, &applied) != 0)
+        return -1;
+    if (applied != steps_run - 1) {
+        fprintf(stderr, "%s: FAIL: Adam applied %d of %ld steps, expected %ld\n", PROGRAM,
+                (int)applied, steps_run, steps_run - 1);
+        return -1;
+    }
+    return 0;
 }
 
 static double now_seconds(void)
@@ -973,16 +1133,21 @@ static int run_one(trainer *tr, bloopcl_combiner *comb, const options *opt, FILE
     for (int epoch = 1; epoch <= opt->epochs && !res->diverged; ++epoch) {
         if (shuffle_epoch(tr, opt, epoch, perm) != 0)
             return -1;
-        for (size_t s = 0; s < steps; ++s)
-            if (train_step(tr, comb, opt, s * opt->batch, ++t) != 0)
+        for (size_t s = 0; s < steps; ++s) {
+            ++t;
+            int rc = t == opt->inject_step
+                         ? checked_skip_step(tr, comb, opt, s * opt->batch, t)
+                         : train_step(tr, comb, opt, s * opt->batch, t);
+            if (rc != 0)
                 return -1;
+        }
         if (cl_check(clFinish(tr->queue), "clFinish") != 0)
             return -1;
         res->seconds = now_seconds() - start;
         if (end_epoch(tr, opt, csv, epoch, res) != 0)
             return -1;
     }
-    return 0;
+    return opt->inject_step && !res->diverged ? check_steps_applied(tr, t) : 0;
 }
 
 static int run_config(trainer *tr, const options *opt, FILE *csv, int *perm, run_result *res)
