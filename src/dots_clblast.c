@@ -54,21 +54,15 @@ static bloopcl_status enqueue_ema_launch(bloopcl_combiner *comb, cl_uint index)
     const bloopcl_launch *launch = &plan->launches[index];
     cl_kernel k = ctx->kernels.ema_update;
     const char *name = "bloopcl_ema_update";
-    size_t chunk = launch->state_chunk;
-    cl_mem m_cur = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_EMA, false);
-    cl_mem m_next = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_EMA, true);
-    cl_mem q_cur = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_AUX_EMA, false);
-    cl_mem q_next = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_AUX_EMA, true);
+    bloopcl_launch_state state = bloopcl__launch_state(comb, launch);
     cl_uint num_slots = (cl_uint)launch->num_pieces;
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
-    bloopcl_status status = BLOOPCL_OK;
-    for (int which = 0; which < 2 && status == BLOOPCL_OK; ++which)
-        status = bloopcl__set_slot_buffers(ctx, k, name, (cl_uint)(which * BLOOPCL_SLOTS), plan,
-                                           launch, which);
+    bloopcl_status status = bloopcl__set_slot_buffers(ctx, k, name, plan, launch, 2);
     const bloopcl_arg rest[] = {
-        {BLOOPCL_ARG(m_cur)}, {BLOOPCL_ARG(m_next)}, {BLOOPCL_ARG(q_cur)}, {BLOOPCL_ARG(q_next)},
+        {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.m_next)}, {BLOOPCL_ARG(state.q_cur)},
+        {BLOOPCL_ARG(state.q_next)},
         {BLOOPCL_ARG(plan->table)}, {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)},
         {BLOOPCL_ARG(comb->w)}, {BLOOPCL_ARG(has_ema)}, {BLOOPCL_ARG(has_aux)},
         {BLOOPCL_ARG(check)}, {BLOOPCL_ARG(comb->flags)}};

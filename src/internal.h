@@ -234,12 +234,17 @@ bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, unsigned *ker
 int bloopcl__dots_mask(const bloopcl_combiner *comb);
 bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                  size_t count, ...);
-/* Sets kernel arguments first .. first + BLOOPCL_SLOTS - 1 to the g, a or d buffers (which =
- * 0, 1, 2) of the launch's pieces; unused slots repeat the first piece's buffer. */
+/* Sets the first `tensors` x BLOOPCL_SLOTS kernel arguments to the g (then a, then d) buffers
+ * of the launch's pieces; unused slots repeat the first piece's buffer. */
 bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
-                                         const char *name, cl_uint first,
-                                         const bloopcl_plan *plan, const bloopcl_launch *launch,
-                                         int which);
+                                         const char *name, const bloopcl_plan *plan,
+                                         const bloopcl_launch *launch, int tensors);
+/* The state buffers a launch reads (cur) and writes (next): the same buffer in place. */
+typedef struct bloopcl_launch_state {
+    cl_mem m_cur, m_next, q_cur, q_next;
+} bloopcl_launch_state;
+bloopcl_launch_state bloopcl__launch_state(const bloopcl_combiner *comb,
+                                           const bloopcl_launch *launch);
 /* The launch geometry: launch->groups work-groups of `local` work-items. `event` may be NULL. */
 bloopcl_status bloopcl__enqueue_launch(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                        const bloopcl_launch *launch, size_t local,

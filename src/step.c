@@ -57,22 +57,34 @@ unsigned bloopcl__state_kinds(const bloopcl_combiner *comb)
 }
 
 bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
-                                         const char *name, cl_uint first,
-                                         const bloopcl_plan *plan, const bloopcl_launch *launch,
-                                         int which)
+                                         const char *name, const bloopcl_plan *plan,
+                                         const bloopcl_launch *launch, int tensors)
 {
-    for (cl_uint j = 0; j < BLOOPCL_SLOTS; ++j) {
-        size_t used = j < launch->num_pieces ? j : 0;
-        const bloopcl_piece *p = &plan->pieces[launch->first_piece + used];
-        const cl_mem *buffer = which == 0 ? &p->g : which == 1 ? &p->a : &p->d;
-        cl_int err = clSetKernelArg(kernel, first + j, sizeof(cl_mem), buffer);
-        if (err != CL_SUCCESS) {
-            char what[160];
-            bloopcl__format(what, sizeof what, "setting argument %u of %s", first + j, name);
-            return bloopcl__fail_cl(ctx, err, "clSetKernelArg", what);
+    for (int which = 0; which < tensors; ++which)
+        for (cl_uint j = 0; j < BLOOPCL_SLOTS; ++j) {
+            size_t used = j < launch->num_pieces ? j : 0;
+            const bloopcl_piece *p = &plan->pieces[launch->first_piece + used];
+            const cl_mem *buffer = which == 0 ? &p->g : which == 1 ? &p->a : &p->d;
+            cl_uint arg = (cl_uint)which * BLOOPCL_SLOTS + j;
+            cl_int err = clSetKernelArg(kernel, arg, sizeof(cl_mem), buffer);
+            if (err != CL_SUCCESS) {
+                char what[160];
+                bloopcl__format(what, sizeof what, "setting argument %u of %s", arg, name);
+                return bloopcl__fail_cl(ctx, err, "clSetKernelArg", what);
+            }
         }
-    }
     return BLOOPCL_OK;
+}
+
+bloopcl_launch_state bloopcl__launch_state(const bloopcl_combiner *comb,
+                                           const bloopcl_launch *launch)
+{
+    size_t chunk = launch->state_chunk;
+    return (bloopcl_launch_state){
+        .m_cur = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_EMA, false),
+        .m_next = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_EMA, true),
+        .q_cur = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_AUX_EMA, false),
+        .q_next = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_AUX_EMA, true)};
 }
 
 static bloopcl_status enqueue(bloopcl_context *ctx, cl_kernel kernel, const char *name,
@@ -181,21 +193,16 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
     const bloopcl_launch *launch = &plan->launches[index];
     cl_kernel k = ctx->kernels.project;
     const char *name = "bloopcl_project";
-    cl_mem m_cur = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_EMA, false);
-    cl_mem m_next = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_EMA, true);
-    cl_mem q_cur = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_AUX_EMA, false);
-    cl_mem q_next = bloopcl__state_buffer(comb, launch->state_chunk, BLOOPCL_STATE_AUX_EMA, true);
+    bloopcl_launch_state state = bloopcl__launch_state(comb, launch);
     cl_uint num_slots = (cl_uint)launch->num_pieces;
     cl_int method = (cl_int)comb->config.method, ratio_only = comb->config.ratio_only != 0;
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int in_place = comb->config.dots == BLOOPCL_DOTS_FUSED;
-    bloopcl_status status = BLOOPCL_OK;
-    for (int which = 0; which < 3 && status == BLOOPCL_OK; ++which)
-        status = bloopcl__set_slot_buffers(ctx, k, name, (cl_uint)(which * BLOOPCL_SLOTS), plan,
-                                           launch, which);
+    bloopcl_status status = bloopcl__set_slot_buffers(ctx, k, name, plan, launch, 3);
     const bloopcl_arg rest[] = {
-        {BLOOPCL_ARG(m_cur)}, {BLOOPCL_ARG(m_next)}, {BLOOPCL_ARG(q_cur)}, {BLOOPCL_ARG(q_next)},
+        {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.m_next)}, {BLOOPCL_ARG(state.q_cur)},
+        {BLOOPCL_ARG(state.q_next)},
         {BLOOPCL_ARG(plan->table)}, {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)},
         {BLOOPCL_ARG(method)}, {BLOOPCL_ARG(ratio_only)}, {BLOOPCL_ARG(has_ema)},
         {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(in_place)}, {BLOOPCL_ARG(comb->lambda)},
