@@ -82,10 +82,10 @@ static bool out_of_memory(CLBlastStatusCode code)
            (int)code == CL_MEM_OBJECT_ALLOCATION_FAILURE;
 }
 
-bool bloopcl__clblast_rebase(size_t offset, size_t count, size_t align_bytes,
+bool bloopcl__clblast_rebase(size_t offset, size_t count, size_t limit, size_t align_bytes,
                              size_t *origin_bytes, size_t *rebased_offset)
 {
-    if (offset + count <= (size_t)INT_MAX)
+    if (offset + count <= limit)
         return false;
     size_t align = align_bytes >= sizeof(float) ? align_bytes : sizeof(float);
     size_t bytes = offset * sizeof(float);
@@ -106,13 +106,14 @@ static bloopcl_status operand(bloopcl_context *ctx, cl_mem buffer, size_t offset
                               clblast_operand *out)
 {
     *out = (clblast_operand){buffer, offset, false};
-    if (offset + count <= (size_t)INT_MAX)
-        return BLOOPCL_OK;
+    size_t limit = ctx->clblast_index_limit ? ctx->clblast_index_limit : (size_t)INT_MAX;
     cl_uint align_bits = 0;  /* sub-buffer origins must be multiples of this */
+    size_t origin = 0, rebased = 0;
+    if (offset + count <= limit)
+        return BLOOPCL_OK;
     clGetDeviceInfo(ctx->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits,
                     NULL);
-    size_t origin = 0, rebased = 0;
-    bloopcl__clblast_rebase(offset, count, align_bits / 8, &origin, &rebased);
+    bloopcl__clblast_rebase(offset, count, limit, align_bits / 8, &origin, &rebased);
     cl_buffer_region region = {origin, (rebased + count) * sizeof(float)};
     cl_int err;
     out->buffer = clCreateSubBuffer(buffer, 0, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);

@@ -41,6 +41,8 @@ struct bloopcl_context {
     bool used_clblast;        /* CLBlast compiled programs on this context (see destroy) */
     size_t xdot_wgs[2];       /* WGS1, WGS2 for CLBlast's Xdot; 0: CLBlast's own database */
     bool cpu_shape;           /* kernels in the CPU shape (contiguous float16 chunks) */
+    size_t clblast_index_limit; /* largest offset + count CLBlast takes; 0: INT_MAX (tests
+                                   lower it to run the sub-buffer path on small buffers) */
     unsigned vector_width;    /* floats per vector in the CPU shape: 1, 2, 4, 8 or 16 */
     bool owns_cl_ctx;         /* bloopcl created cl_ctx (not the caller's): see destroy */
     char last_error[BLOOPCL_ERROR_CAPACITY];
@@ -257,10 +259,11 @@ cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl
                              bool spare);
 /* Bits (1 << bloopcl_state_kind) of the state kinds the combiner's method keeps. */
 unsigned bloopcl__state_kinds(const bloopcl_combiner *comb);
-/* CLBlast's level-1 routines take int offsets: if offset + count does not fit, the piece is
- * read through a sub-buffer starting at an origin aligned to `align_bytes` at or below the
- * offset. Returns true and the origin (bytes) and the rebased offset (elements) when needed. */
-bool bloopcl__clblast_rebase(size_t offset, size_t count, size_t align_bytes,
+/* CLBlast's level-1 routines take int offsets: if offset + count passes `limit` (INT_MAX), the
+ * piece is read through a sub-buffer starting at an origin aligned to `align_bytes` at or below
+ * the offset. Returns true and the origin (bytes) and the rebased offset (elements) when
+ * needed. */
+bool bloopcl__clblast_rebase(size_t offset, size_t count, size_t limit, size_t align_bytes,
                              size_t *origin_bytes, size_t *rebased_offset);
 
 /* One kernel argument; bloopcl__set_arg_list sets a run of them from index `first`. */

@@ -1,7 +1,9 @@
-/* test_plan.c — the step planner, without a device: merging of end-to-end segments, cuts at
- * state-chunk limits, work-groups per range, packing into launches of BLOOPCL_SLOTS ranges,
- * and the rebasing of CLBlast operands whose int offsets would overflow. */
+/* test_plan.c — the step planner, without a device (but for the last test): merging of
+ * end-to-end segments, cuts at state-chunk limits, work-groups per range, packing into
+ * launches of BLOOPCL_SLOTS ranges, and the rebasing of CLBlast operands whose int offsets
+ * would overflow. */
 #include "internal.h"
+#include "support.h"
 
 #include <criterion/criterion.h>
 #include <limits.h>
@@ -165,16 +167,62 @@ Test(plan, state_chunk_limits_cut_pieces_and_launches)
 Test(plan, clblast_offsets_past_int_are_rebased)
 {
     size_t origin = 0, rebased = 0;
-    cr_expect_not(bloopcl__clblast_rebase(1000, 1000, 128, &origin, &rebased));
-    cr_expect_not(bloopcl__clblast_rebase((size_t)INT_MAX - 10, 10, 128, &origin, &rebased));
+    cr_expect_not(bloopcl__clblast_rebase(1000, 1000, INT_MAX, 128, &origin, &rebased));
+    cr_expect_not(bloopcl__clblast_rebase((size_t)INT_MAX - 10, 10, INT_MAX, 128, &origin, &rebased));
     /* an 8 GiB offset: 2^31 floats */
     size_t offset = (size_t)1 << 31, count = 12345;
-    cr_assert(bloopcl__clblast_rebase(offset + 7, count, 128, &origin, &rebased));
+    cr_assert(bloopcl__clblast_rebase(offset + 7, count, INT_MAX, 128, &origin, &rebased));
     cr_expect_eq(origin % 128, 0, "sub-buffer origins are aligned");
     cr_expect_eq(origin / sizeof(float) + rebased, offset + 7, "the same first element");
     cr_expect_leq(rebased + count, (size_t)INT_MAX);
-    cr_assert(bloopcl__clblast_rebase(offset * 3 + 1, count, 4096, &origin, &rebased));
+    cr_assert(bloopcl__clblast_rebase(offset * 3 + 1, count, INT_MAX, 4096, &origin, &rebased));
     cr_expect_eq(origin % 4096, 0);
     cr_expect_eq(origin / sizeof(float) + rebased, offset * 3 + 1);
     cr_expect_lt(rebased, 1024);
+}
+
+/* The sub-buffer path on a real device: with CLBlast's limit lowered to 5000 elements, pieces
+ * at offsets past it go through rebased sub-buffers and must still give the reference's step. */
+Test(plan, clblast_sub_buffer_path_matches_reference)
+{
+    bloopcl_context *ctx = support_context();
+    ctx->clblast_index_limit = 5000;
+    enum { N = 3001, SPACE = 20000 };
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_PCGRAD);
+    config.dots = BLOOPCL_DOTS_CLBLAST;
+    bloopcl_combiner *comb = support_combiner(ctx, &config, N);
+    bloopcl_reference_state ref;
+    cr_assert_eq(bloopcl_reference_init(&config, N, &ref), BLOOPCL_OK);
+    float *host = support_alloc(SPACE), *g = support_alloc(N), *a = support_alloc(N);
+    float *d = support_alloc(N), *d_ref = support_alloc(N);
+    cl_mem space = support_buffer(ctx, NULL, SPACE);
+    /* g and a at unaligned offsets past the limit, d below it: every operand case */
+    const size_t g_at = 10007, a_at = 15003, d_at = 1;
+    bloopcl_segment sg = {.buffer = space, .offset_bytes = g_at * sizeof(float), .count = N};
+    bloopcl_segment sa = {.buffer = space, .offset_bytes = a_at * sizeof(float), .count = N};
+    bloopcl_segment sd = {.buffer = space, .offset_bytes = d_at * sizeof(float), .count = N};
+    bloopcl_tensor tg = {&sg, 1}, ta = {&sa, 1}, td = {&sd, 1};
+    for (int step = 0; step < 3; ++step) {
+        support_fill_normal(g, N, 100 + (uint64_t)step, 1.0f);
+        support_fill_normal(a, N, 200 + (uint64_t)step, 0.5f);
+        cl_command_queue queue = bloopcl_context_queue(ctx);
+        cr_assert_eq(clEnqueueWriteBuffer(queue, space, CL_TRUE, g_at * sizeof(float),
+                                          N * sizeof(float), g, 0, NULL, NULL), CL_SUCCESS);
+        cr_assert_eq(clEnqueueWriteBuffer(queue, space, CL_TRUE, a_at * sizeof(float),
+                                          N * sizeof(float), a, 0, NULL, NULL), CL_SUCCESS);
+        cr_assert_eq(bloopcl_step(comb, &tg, &ta, &td, 0, NULL, NULL), BLOOPCL_OK, "%s",
+                     bloopcl_context_last_error(ctx));
+        support_read(ctx, space, host, SPACE);
+        support_check_step(comb, &config, &ref, g, a, host + d_at, d_ref, step);
+    }
+    clReleaseMemObject(space);
+    free(host);
+    free(g);
+    free(a);
+    free(d);
+    free(d_ref);
+    bloopcl_reference_free(&ref);
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
 }
