@@ -2,9 +2,11 @@
  * combiner left on BLOOPCL_DOTS_AUTO uses the fused backend on every device type (unless
  * BLOOPCL_DOTS says otherwise), and its steps match the CPU reference there.
  *
- * meson runs this program under Oclgrind (the `oclgrind` wrapper, BLOOPCL_DEVICE=oclgrind:),
- * a simulator that reports CL_DEVICE_TYPE_GPU: the one GPU every machine can have. The first
- * test makes sure the device really is a GPU, so the others cannot pass on a CPU device. */
+ * meson runs this program on Oclgrind, a simulator every machine can have, through the ICD
+ * loader (OCL_ICD_VENDORS, BLOOPCL_DEVICE=oclgrind:), with gpu_type_shim.c preloaded so that
+ * the device reports CL_DEVICE_TYPE_GPU alone (Oclgrind 21.10 reports every type at once).
+ * Every test first makes sure the device is a GPU and not a CPU, so none can pass on a CPU
+ * device; the steps then run in the GPU kernel shape. */
 #include "support.h"
 
 #include <criterion/criterion.h>
@@ -23,9 +25,9 @@ static bloopcl_context *gpu_context(const char *dots_env)
     bloopcl_context *ctx = support_context();
     bloopcl_device_info info;
     cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
-    cr_assert(info.type & CL_DEVICE_TYPE_GPU,
-              "this test needs a GPU-typed device (Oclgrind: BLOOPCL_DEVICE=oclgrind: under "
-              "the oclgrind wrapper), got \"%s\" of type 0x%llx", info.device_name,
+    cr_assert((info.type & CL_DEVICE_TYPE_GPU) && !(info.type & CL_DEVICE_TYPE_CPU),
+              "this test needs a device of type GPU and not CPU (meson runs it on Oclgrind "
+              "with gpu_type_shim preloaded), got \"%s\" of type 0x%llx", info.device_name,
               (unsigned long long)info.type);
     return ctx;
 }
