@@ -3,7 +3,8 @@
  * and on the CPU reference (bloopcl_reference_*) from the same inputs, step after step, and
  * checks the direction d, the EMA state and the scalars (r and the dot products) against error
  * bounds derived below. It uses only the public API (bloopcl.h), linked like any user program;
- * OpenCL itself is called only to read CL_DEVICE_SINGLE_FP_CONFIG and the largest work-group.
+ * OpenCL itself is called only to read CL_DEVICE_SINGLE_FP_CONFIG and the largest work-group,
+ * and, with --segments, to make the buffers of the segment lists (compare_segments.c).
  *
  * Exit status: 0 every case passed, 1 some case failed, 2 usage error or unknown device,
  * 3 the machine could not run the check (no memory, no context). The last line of the table
@@ -107,6 +108,8 @@
  */
 #include <bloopcl.h>
 
+#include "compare_segments.h"
+
 #include <errno.h>
 #include <float.h>
 #include <inttypes.h>
@@ -155,6 +158,9 @@ typedef struct options {
     size_t num_sizes;                /* 0: the mode's default sizes */
     const char *filters[MAX_FILTERS];
     size_t num_filters;
+    size_t segments;                 /* 0: bloopcl_step_host; else P segments per tensor */
+    segment_layout layout;
+    bool layout_given;
 } options;
 
 static const char *program_name = "bloopcl-compare";
@@ -164,9 +170,11 @@ static void print_usage(FILE *out)
     fprintf(out,
             "usage: %s [--quick] [--device SPEC | --all] [--json] [--seed N] [--steps N]\n"
             "       %*s [--sizes N,N,...] [--filter TEXT]... [--verbose]\n"
+            "       %*s [--segments P [--layout separate|packed|gapped]]\n"
             "       %s --list\n"
             "       %s --help\n",
-            program_name, (int)strlen(program_name), "", program_name, program_name);
+            program_name, (int)strlen(program_name), "", (int)strlen(program_name), "",
+            program_name, program_name);
 }
 
 static void print_help_overview(void)
@@ -202,6 +210,15 @@ static void print_help_options(void)
          "  --filter TEXT    keep cases whose description (\"method options backend input\")\n"
          "                   contains TEXT; repeat to require several\n"
          "  --seed N         seed of the inputs (default 1)\n"
+         "  --segments P     step through bloopcl_step over P segments per tensor (1..4096)\n"
+         "                   instead of bloopcl_step_host: mixed sizes, fixed by n and P\n"
+         "                   (bulk, 1 element, bulk, empty, repeating; the bulk ones spread\n"
+         "                   over a factor 32); the reference takes the flat vectors. d is\n"
+         "                   filled with a sentinel NaN first; a write outside d's segments\n"
+         "                   or any change to g or a fails the case (FAIL(bounds))\n"
+         "  --layout L       with --segments: separate (default: one cl_mem per segment),\n"
+         "                   packed (one cl_mem per tensor, segments end to end), gapped\n"
+         "                   (one cl_mem per tensor, a guard element before each segment)\n"
          "  --json           one JSON object on stdout: devices, cases, summary\n"
          "  --verbose        print up to 32 failure details per case (default: 4)\n"
          "  --help           this text\n"
@@ -357,6 +374,23 @@ static bool set_device(const char *value, options *opt)
     return true;
 }
 
+static bool set_segments(const char *value, options *opt)
+{
+    unsigned long long number = 0;
+    if (!parse_unsigned(value, SEGMENTS_MAX, &number) || number == 0)
+        return usage_error("--segments takes 1..%d, not \"%s\"", SEGMENTS_MAX, value);
+    opt->segments = (size_t)number;
+    return true;
+}
+
+static bool set_layout(const char *value, options *opt)
+{
+    if (!segment_layout_parse(value, &opt->layout))
+        return usage_error("--layout takes separate, packed or gapped, not \"%s\"", value);
+    opt->layout_given = true;
+    return true;
+}
+
 /* The options that take a value. */
 typedef struct valued_option {
     const char *name;
@@ -365,7 +399,8 @@ typedef struct valued_option {
 
 static const valued_option VALUED_OPTIONS[] = {
     {"--device", set_device}, {"--seed", set_seed},     {"--steps", set_steps},
-    {"--sizes", set_sizes},   {"--filter", add_filter},
+    {"--sizes", set_sizes},   {"--filter", add_filter}, {"--segments", set_segments},
+    {"--layout", set_layout},
 };
 
 /* Applies argv[*i] if it is a valued option: returns false if it is not one; *ok reports
@@ -403,6 +438,8 @@ static bool parse_options(int argc, char **argv, options *opt, bool *help)
     }
     if (opt->all && opt->device != NULL)
         return usage_error("--all and --device exclude each other");
+    if (opt->layout_given && opt->segments == 0)
+        return usage_error("--layout needs --segments");
     return true;
 }
 
@@ -978,8 +1015,10 @@ enum {
     FAIL_D = 1 << 4,
     FAIL_PARITY = 1 << 5,   /* NaN/Inf where the other side has none, or another class */
     FAIL_SKIP = 1 << 6,     /* SKIP policy: d != 0 or state changed */
-    FAIL_CALL = 1 << 7      /* a library call failed */
+    FAIL_CALL = 1 << 7,     /* a library call failed */
+    FAIL_BOUNDS = 1 << 8    /* --segments: a write outside d's segments, or g or a changed */
 };
+#define NUM_FAIL_KINDS 9
 
 typedef struct case_result {
     double max_abs, max_rel, max_ulp;   /* over finite pairs of d */
@@ -1497,10 +1536,14 @@ static void check_step(const step_view *sv, bloopcl_dot_backend backend, case_re
 typedef struct workspace {
     size_t n;
     float *d_dev, *d_ref, *m_dev, *q_dev, *m_before, *q_before;
+    bool segmented;        /* --segments: the device buffers of the segment lists */
+    segmented_io seg;
 } workspace;
 
 static void free_workspace(workspace *ws)
 {
+    if (ws->segmented)
+        segmented_destroy(&ws->seg);
     free(ws->d_dev);
     free(ws->d_ref);
     free(ws->m_dev);
@@ -1577,6 +1620,50 @@ static bloopcl_status read_device_state(bloopcl_combiner *comb, const bloopcl_co
     return status;
 }
 
+/* The device step through a segment list: g and a uploaded into their segments, d into
+ * buffers that hold a sentinel, the step, then d read back and the buffers checked for writes
+ * outside d's segments. Returns false (after recording why) if the case cannot go on. */
+static bool segmented_step(const runner *rn, bloopcl_combiner *comb, const step_view *sv,
+                           workspace *ws, bloopcl_status *status, case_result *res)
+{
+    char why[TEXT_SIZE];
+    bool violated = false;
+    segmented_io *io = &ws->seg;
+    bloopcl_tensor g = {io->g.segments, io->g.num_segments};
+    bloopcl_tensor a = {io->a.segments, io->a.num_segments};
+    bloopcl_tensor d = {io->d.segments, io->d.num_segments};
+    if (!segmented_upload(io, sv->g, sv->a, why, sizeof why)) {
+        fail(res, FAIL_CALL, sv->step, "uploading the segments: %s", why);
+        return false;
+    }
+    *status = bloopcl_step(comb, &g, &a, &d, 0, NULL, NULL);
+    if (*status != BLOOPCL_OK) {
+        call_failed(res, sv->step, "bloopcl_step", *status, rn->ctx);
+        return false;
+    }
+    if (!segmented_download(io, ws->d_dev, &violated, why, sizeof why)) {
+        fail(res, FAIL_CALL, sv->step, "reading the segments back: %s", why);
+        return false;
+    }
+    if (violated)
+        fail(res, FAIL_BOUNDS, sv->step, "%s", why);
+    return true;
+}
+
+/* The device step, through the host call or the segment lists. */
+static bool device_step(const runner *rn, bloopcl_combiner *comb, const step_view *sv,
+                        workspace *ws, bloopcl_status *status, case_result *res)
+{
+    if (ws->segmented)
+        return segmented_step(rn, comb, sv, ws, status, res);
+    *status = bloopcl_step_host(comb, sv->g, sv->a, ws->d_dev);
+    if (*status != BLOOPCL_OK && *status != BLOOPCL_ERR_NONFINITE_INPUT) {
+        call_failed(res, sv->step, "bloopcl_step_host", *status, rn->ctx);
+        return false;
+    }
+    return true;
+}
+
 /* One step on both sides, then the checks. Returns false if the case cannot go on. */
 static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *config,
                      bloopcl_combiner *comb, bloopcl_reference_state *ref, const input_set *in,
@@ -1589,16 +1676,17 @@ static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *
                     .q_dev = ws->q_dev, .m_before = ws->m_before, .q_before = ws->q_before,
                     .dev = &dev, .ref = &rdiag};
     sv.status_ref = bloopcl_reference_step(config, ref, sv.g, sv.a, ws->d_ref, &rdiag);
-    sv.status_dev = bloopcl_step_host(comb, sv.g, sv.a, ws->d_dev);
-    if (sv.status_dev != BLOOPCL_OK && sv.status_dev != BLOOPCL_ERR_NONFINITE_INPUT) {
-        call_failed(res, t, "bloopcl_step_host", sv.status_dev, rn->ctx);
+    if (!device_step(rn, comb, &sv, ws, &sv.status_dev, res))
         return false;
-    }
     bloopcl_status status = bloopcl_get_diagnostics(comb, &dev);
     if (status != BLOOPCL_OK) {
         call_failed(res, t, "bloopcl_get_diagnostics", status, rn->ctx);
         return false;
     }
+    /* bloopcl_step reports a skipped step only through accepted = 0 (its status is that of
+     * the enqueue); bloopcl_step_host and the reference return NONFINITE_INPUT for it. */
+    if (ws->segmented && sv.status_dev == BLOOPCL_OK && !dev.accepted)
+        sv.status_dev = BLOOPCL_ERR_NONFINITE_INPUT;
     sv.state_status = read_device_state(comb, config, ws);
     sv.m_ref = ref->ema;
     sv.q_ref = ref->aux_ema;
@@ -1638,14 +1726,14 @@ typedef struct tally {
 
 static void verdict_text(const case_result *res, char *text, size_t size)
 {
-    static const char *const names[] = {"status", "state", "dots", "r", "d", "nan", "skip",
-                                        "call"};
+    static const char *const names[NUM_FAIL_KINDS] = {"status", "state", "dots", "r", "d",
+                                                      "nan", "skip", "call", "bounds"};
     if (res->failed == 0) {
         snprintf(text, size, "%s", res->diverged ? "PASS*" : "PASS");
         return;
     }
     size_t used = (size_t)snprintf(text, size, "FAIL(");
-    for (unsigned bit = 0; bit < 8; ++bit)
+    for (unsigned bit = 0; bit < NUM_FAIL_KINDS; ++bit)
         if ((res->failed & (1u << bit)) && used < size)
             used += (size_t)snprintf(text + used, size - used, "%s%s",
                                      text[used - 1] == '(' ? "" : ",", names[bit]);
@@ -1825,12 +1913,30 @@ static bool input_has_cases(const options *opt, const input_spec *inp, size_t n)
     return false;
 }
 
+/* --segments: the buffers of the segment lists for vectors of n elements. */
+static bool make_segments(const runner *rn, size_t n, workspace *ws)
+{
+    char why[TEXT_SIZE];
+    if (rn->opt->segments == 0)
+        return true;
+    ws->segmented = segmented_create(rn->ctx, n, rn->opt->segments, rn->opt->layout, &ws->seg,
+                                     why, sizeof why);
+    if (!ws->segmented)
+        fprintf(stderr, "%s: cannot make %zu segments of n = %zu: %s\n", program_name,
+                rn->opt->segments, n, why);
+    return ws->segmented;
+}
+
 static bool run_size(const runner *rn, size_t n, tally *t)
 {
     int steps = plan_steps(rn->opt, n);
     workspace ws = {0};
     if (!make_workspace(n, &ws))
         return false;
+    if (!make_segments(rn, n, &ws)) {
+        free_workspace(&ws);
+        return false;
+    }
     bool ok = true;
     for (size_t i = 0; i < NUM_INPUTS && ok; ++i) {
         if (!input_has_cases(rn->opt, &INPUTS[i], n))
@@ -1864,6 +1970,9 @@ static void describe_device(const device_facts *f, const options *opt)
         printf(",\"denormals\":%s,\"cases\":[", f->denormals ? "true" : "false");
     } else {
         printf("# %s\n", text);
+        if (opt->segments > 0)
+            printf("# steps through bloopcl_step over %zu segments per tensor, layout %s\n",
+                   opt->segments, segment_layout_name(opt->layout));
         print_table_header();
     }
 }
@@ -1981,7 +2090,9 @@ static double now_seconds(void)
 static void print_json_head(const options *opt)
 {
     printf("{\"tool\":\"bloopcl-compare\",\"library\":\"%s\",\"mode\":\"%s\",\"seed\":%" PRIu64
-           ",\n \"devices\":[\n", bloopcl_version_string(), opt->quick ? "quick" : "full", opt->seed);
+           ",\"segments\":%zu,\"layout\":\"%s\",\n \"devices\":[\n", bloopcl_version_string(),
+           opt->quick ? "quick" : "full", opt->seed, opt->segments,
+           opt->segments > 0 ? segment_layout_name(opt->layout) : "host");
 }
 
 /* The device specs to check: every flat index with --all, else the one of --device or

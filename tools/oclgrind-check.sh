@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# oclgrind-check.sh — bloopcl on a second OpenCL implementation: a subset of bloopcl-compare run
+# on Oclgrind (Debian package oclgrind), a simulator that checks every work-item's memory
+# accesses: out-of-bounds reads and writes, data races (--data-races), barrier divergence, and
+# invalid API calls (--check-api).
+#
+# usage: tools/oclgrind-check.sh [BUILD_DIR]      (default: build)
+#
+# Every run goes through the `oclgrind` wrapper, which LD_PRELOADs Oclgrind's runtime so that
+# the program sees the Oclgrind platform alone; --device oclgrind: makes sure of it. Oclgrind
+# 21.10 reports every device type at once (CPU | GPU | ACCELERATOR), which bloopcl reads as a
+# CPU, so BLOOPCL_KERNEL_SHAPE=gpu forces the GPU shape (work-groups that reduce in local
+# memory behind barriers: where races and divergence can be) for all runs but the first. Oclgrind
+# never fails a program for what it finds: it only prints. So its reports go to a log file per
+# run (--log), and any line in it fails the check, as does any compare case that fails.
+# (--uninitialized is not used: Oclgrind 21.10's plugin crashes on the fused kernels.)
+#
+# The case list, at n = 1, 257 and 4097 (one element, a partial work-group, several groups):
+# the fused backend with every method, option and input in the CPU shape, and with every
+# method and option on normal, NaN (SKIP) and Inf (PROPAGATE) inputs in the GPU shape; the
+# fused backend over 17 segments in every layout (a few configurations); the CLBlast backend
+# for one configuration per method, and over 17 segments twice (CLBlast's Xdot simulates
+# thousands of work-items per dot whatever n is, so each CLBlast case costs seconds).
+# Exit status: 0 clean, 1 a diagnostic or a failed case, 2 a missing program.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+compare=$build/tools/bloopcl-compare
+oclgrind=${OCLGRIND:-oclgrind}
+command -v "$oclgrind" >/dev/null || { echo "oclgrind-check: $oclgrind not found (apt-get install oclgrind)" >&2; exit 2; }
+[ -x "$compare" ] || { echo "oclgrind-check: $compare not built" >&2; exit 2; }
+
+logs=$(mktemp -d /tmp/bloopcl-oclgrind.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
+runs=0 cases=0 failed=0 diagnostics=0 bad_runs=0
+start=$(date +%s)
+
+# One bloopcl-compare run on Oclgrind: the kernel shape (cpu or gpu), a label, then the
+# compare options.
+check() {
+  local shape=$1 label="$2, $1 shape"; shift 2
+  local log=$logs/run$runs.log out=$logs/run$runs.out err=$logs/run$runs.err status=0
+  runs=$((runs + 1))
+  local began=$SECONDS
+  BLOOPCL_KERNEL_SHAPE=$shape "$oclgrind" --data-races --check-api --log "$log" \
+    "$compare" --device oclgrind: "$@" >"$out" 2>"$err" || status=$?
+  local verdict
+  verdict=$(tail -n 1 "$out")
+  local reports=0
+  [ -s "$log" ] && reports=$(grep -c '^[^[:space:]]' "$log" || true)
+  if [[ ! $verdict =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    echo "FAIL  $label: no verdict (exit $status)"; sed -n '1,20p' "$err"
+    bad_runs=$((bad_runs + 1))
+  else
+    cases=$((cases + BASH_REMATCH[1] + BASH_REMATCH[2]))
+    failed=$((failed + BASH_REMATCH[2]))
+    [ "$status" -eq 0 ] || bad_runs=$((bad_runs + 1))
+    printf '%-4s  %-66s %s, %s diagnostics, %d s\n' "$([ "$status" -eq 0 ] && \
+      [ "$reports" -eq 0 ] && echo ok || echo FAIL)" "$label" "$verdict" "$reports" \
+      $((SECONDS - began))
+    [ "$status" -eq 0 ] || grep -v ' PASS\*\?$' "$out" | sed -n '1,20p'
+  fi
+  if [ -s "$log" ]; then
+    diagnostics=$((diagnostics + (reports > 0 ? reports : 1)))
+    echo "  Oclgrind reported (first lines of $reports):"; sed -n '1,40p' "$log" | sed 's/^/  | /'
+  fi
+}
+
+sizes=1,257,4097
+check cpu "fused, every method, option and input" --sizes $sizes --filter fused
+for input in normal nan_g/skip inf_a/prop; do
+  check gpu "fused, every method and option, $input" --sizes $sizes --filter fused \
+    --filter " $input"
+done
+# Segment lists: every launch covers its segment with a full grid of work-groups today, which
+# the simulator pays per segment, so these runs take a few configurations each.
+for layout in separate packed gapped; do
+  for config in "bloop defaults" "pcgrad l=0.5"; do
+    check gpu "fused, 17 segments $layout, $config" --sizes $sizes --segments 17 \
+      --layout $layout --filter "$config fused" --filter " normal"
+  done
+done
+check gpu "fused, 17 segments separate, dynamic_barrier l=1" --sizes $sizes --segments 17 \
+  --filter "dynamic_barrier l=1 fused" --filter " normal"
+check gpu "fused, 17 segments separate, mixed defaults" --sizes $sizes --segments 17 \
+  --filter "mixed defaults fused" --filter " normal"
+check gpu "fused, 17 segments separate, bloop defaults, nan_g/skip" --sizes $sizes \
+  --segments 17 --filter "bloop defaults fused" --filter nan_g/skip
+for config in "bloop defaults" "bloop ratio-only" "dynamic_barrier l=1" "pcgrad l=0.5" \
+              "mixed defaults"; do
+  check gpu "clblast, $config, normal" --sizes $sizes --steps 2 --filter "$config clblast" \
+    --filter " normal"
+done
+check gpu "clblast, 17 segments separate, bloop defaults" --sizes 257 --steps 2 \
+  --segments 17 --filter "bloop defaults clblast" --filter " normal"
+check gpu "clblast, 17 segments packed, pcgrad l=0.5" --sizes 4097 --steps 2 --segments 17 \
+  --layout packed --filter "pcgrad l=0.5 clblast" --filter " normal"
+
+elapsed=$(($(date +%s) - start))
+echo "oclgrind-check: $cases cases in $runs runs on Oclgrind, $failed failed, $bad_runs runs" \
+     "not clean, $diagnostics Oclgrind diagnostics, ${elapsed} s"
+[ "$failed" -eq 0 ] && [ "$bad_runs" -eq 0 ] && [ "$diagnostics" -eq 0 ]
