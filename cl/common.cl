@@ -91,6 +91,9 @@ float bloopcl_min_cap(float x, float cap)
 }
 
 /* Multi-range launches (layout.h): the range a work-group serves, and its place in it. */
+#ifndef BLOOPCL_SLOTS
+#define BLOOPCL_SLOTS 16  /* the host always passes it */
+#endif
 typedef struct bloopcl_slot {
     uint index;             /* which of the launch's BLOOPCL_SLOTS buffer arguments */
     size_t g_off, a_off, d_off, s_off, count;
@@ -148,14 +151,34 @@ bloopcl_range bloopcl_slot_range(const bloopcl_slot *slot)
     return r;
 }
 
-/* Kernel parameters for one buffer per slot, and the private table that indexes them. */
-#define BLOOPCL_SLOT_PARAMS(T, name)                                                           \
-    T name##0, T name##1, T name##2, T name##3, T name##4, T name##5, T name##6, T name##7,     \
-    T name##8, T name##9, T name##10, T name##11, T name##12, T name##13, T name##14,          \
-    T name##15
-#define BLOOPCL_SLOT_TABLE(name)                                                               \
-    {name##0, name##1, name##2, name##3, name##4, name##5, name##6, name##7, name##8,          \
-     name##9, name##10, name##11, name##12, name##13, name##14, name##15}
+/* Kernel parameters for one buffer per slot, and the private table that indexes them, for
+ * BLOOPCL_SLOTS = 8, 16 or 32 (a build option). */
+#define BLOOPCL_PARAMS_8(T, n, a, b, c, d, e, f, g, h)                                         \
+    T n##a, T n##b, T n##c, T n##d, T n##e, T n##f, T n##g, T n##h
+#define BLOOPCL_NAMES_8(n, a, b, c, d, e, f, g, h) n##a, n##b, n##c, n##d, n##e, n##f, n##g, n##h
+#define BLOOPCL_PARAMS_0_7(T, n) BLOOPCL_PARAMS_8(T, n, 0, 1, 2, 3, 4, 5, 6, 7)
+#define BLOOPCL_PARAMS_8_15(T, n) BLOOPCL_PARAMS_8(T, n, 8, 9, 10, 11, 12, 13, 14, 15)
+#define BLOOPCL_PARAMS_16_31(T, n)                                                             \
+    BLOOPCL_PARAMS_8(T, n, 16, 17, 18, 19, 20, 21, 22, 23),                                    \
+    BLOOPCL_PARAMS_8(T, n, 24, 25, 26, 27, 28, 29, 30, 31)
+#define BLOOPCL_NAMES_0_7(n) BLOOPCL_NAMES_8(n, 0, 1, 2, 3, 4, 5, 6, 7)
+#define BLOOPCL_NAMES_8_15(n) BLOOPCL_NAMES_8(n, 8, 9, 10, 11, 12, 13, 14, 15)
+#define BLOOPCL_NAMES_16_31(n)                                                                 \
+    BLOOPCL_NAMES_8(n, 16, 17, 18, 19, 20, 21, 22, 23),                                        \
+    BLOOPCL_NAMES_8(n, 24, 25, 26, 27, 28, 29, 30, 31)
+#if BLOOPCL_SLOTS == 8
+#define BLOOPCL_SLOT_PARAMS(T, n) BLOOPCL_PARAMS_0_7(T, n)
+#define BLOOPCL_SLOT_TABLE(n) {BLOOPCL_NAMES_0_7(n)}
+#elif BLOOPCL_SLOTS == 16
+#define BLOOPCL_SLOT_PARAMS(T, n) BLOOPCL_PARAMS_0_7(T, n), BLOOPCL_PARAMS_8_15(T, n)
+#define BLOOPCL_SLOT_TABLE(n) {BLOOPCL_NAMES_0_7(n), BLOOPCL_NAMES_8_15(n)}
+#elif BLOOPCL_SLOTS == 32
+#define BLOOPCL_SLOT_PARAMS(T, n)                                                              \
+    BLOOPCL_PARAMS_0_7(T, n), BLOOPCL_PARAMS_8_15(T, n), BLOOPCL_PARAMS_16_31(T, n)
+#define BLOOPCL_SLOT_TABLE(n) {BLOOPCL_NAMES_0_7(n), BLOOPCL_NAMES_8_15(n), BLOOPCL_NAMES_16_31(n)}
+#else
+#error "BLOOPCL_SLOTS must be 8, 16 or 32"
+#endif
 
 /* Tree reduction of BLOOPCL_NUM_DOTS rows of `scratch` (row k holds one value per work-item);
  * the local size must be a power of two. The order is fixed, so results are repeatable. */
@@ -172,11 +195,7 @@ void bloopcl_reduce_rows(local float *scratch, size_t lid, size_t size)
 }
 
 /* The kernels' invariants, guarded where the compiler can see them: exact IEEE arithmetic
- * (NaN/Inf detection, the bit-exact EMA; the host refuses the other math options) and the
- * slot count the parameter macros spell out. */
+ * (NaN/Inf detection, the bit-exact EMA; the host refuses the other math options). */
 #ifdef __FAST_RELAXED_MATH__
 #error "bloopcl kernels must not be built with -cl-fast-relaxed-math"
-#endif
-#if BLOOPCL_SLOTS != 16
-#error "BLOOPCL_SLOT_PARAMS and BLOOPCL_SLOT_TABLE spell out 16 slots"
 #endif

@@ -34,11 +34,13 @@
 
 /* Multi-range launches: each launch of the element-wise and fused kernels takes up to
  * BLOOPCL_SLOTS ranges (OpenCL 1.2 has no pointer tables, so each range's buffers are kernel
- * arguments of their own) and a table in device memory, BLOOPCL_SLOT_WORDS ulongs per slot,
- * that says where each range starts and which work-groups serve it. Work-groups
- * [first_group, first_group + groups) of a launch serve its range; the count follows the
- * range's size and is a fixed function of the layout, so results are bitwise repeatable. */
-#define BLOOPCL_SLOTS 16
+ * arguments of their own) and a table in device memory, BLOOPCL_SLOTS rows of
+ * BLOOPCL_SLOT_WORDS ulongs per launch, that says where each range starts and which
+ * work-groups serve it. Work-groups [first_group, first_group + groups) of a launch serve its
+ * range; the count follows the range's size and is a fixed function of the layout, so results
+ * are bitwise repeatable. The slot count is chosen per device (8, 16 or 32: the host passes
+ * -DBLOOPCL_SLOTS; see choose_slots in src/context.c); the host never assumes it. */
+#define BLOOPCL_MAX_SLOTS 32
 #define BLOOPCL_SLOT_G_OFFSET 0        /* elements into the range's g buffer */
 #define BLOOPCL_SLOT_A_OFFSET 1
 #define BLOOPCL_SLOT_D_OFFSET 2

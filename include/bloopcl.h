@@ -269,8 +269,8 @@ typedef enum bloopcl_nonfinite_policy {
  *
  * FUSED is the default on every device type: by the library's byte model it moves 32 B per
  * element for BLOOP (44 for PCGRAD) where CLBLAST moves 56 (88), and it enqueues
- * 2 ceil(P/16) + 1 kernels for P segments where CLBLAST enqueues CLBlast's two Xdot kernels per
- * dot per piece besides. FUSED keeps its state in place (4 bytes per parameter for BLOOP and
+ * 2 ceil(P/K) + 1 kernels for P ranges (K = 16 or 32, see below) where CLBLAST enqueues
+ * CLBlast's two Xdot kernels per dot per piece besides. FUSED keeps its state in place (4 bytes per parameter for BLOOP and
  * DYNAMIC_BARRIER, 8 for PCGRAD); CLBLAST keeps it double-buffered (8 and 16), because the EMA
  * CLBlast takes dots of must be materialised before the step can still be rejected.
  */
@@ -316,10 +316,13 @@ BLOOPCL_API const char *bloopcl_method_name(bloopcl_method method);
  * products are global across all segments. A single buffer is the one-segment case.
  *
  * Cost: consecutive segments that lie end to end in their buffers (in g, a and d alike) are
- * merged into one range; the kernels take 16 ranges per launch, each with a number of
+ * merged into one range; the kernels take K ranges per launch, each with a number of
  * work-groups that follows its size (a fixed function of the layout: results are bitwise
- * repeatable for a given layout). A step over P ranges on the fused backend enqueues
- * 2 ceil(P/16) + 1 kernels (more only when n exceeds one state buffer of the device).
+ * repeatable for a given layout). K is 32 where the device's kernel-argument limit
+ * (CL_DEVICE_MAX_PARAMETER_SIZE) takes 3 K + 7 buffers, else 16; 8 on Apple's GPUs, whose
+ * Metal-based OpenCL takes at most 31 buffer arguments. A step over P ranges on the fused
+ * backend enqueues 2 ceil(P/K) + 1 kernels (more only when n exceeds one state buffer of the
+ * device).
  * The plan of a segment list is kept: a step with the same lists as the step before is not
  * validated again. To make that safe, the combiner holds a reference (clRetainMemObject) on
  * the buffers of its last segment lists until other lists are used or it is destroyed.

@@ -118,6 +118,40 @@ static cl_uint device_uint(cl_device_id device, cl_device_info param)
     return value;
 }
 
+unsigned bloopcl__slots_for(const char *platform_vendor, size_t max_parameter_bytes,
+                            unsigned address_bits)
+{
+    /* Apple's GPU OpenCL runs on Metal, whose argument table holds 31 buffers: the projection
+     * kernel takes 3 K + 7 (g, a, d per slot; the state, the table, scalars and flags). */
+    if (platform_vendor != NULL && strstr(platform_vendor, "Apple") != NULL)
+        return 8;
+    size_t pointer = address_bits >= 8 ? address_bits / 8 : 8;
+    for (unsigned slots = 32; slots > 8; slots /= 2)
+        if ((3 * slots + 7) * pointer + 64 <= max_parameter_bytes)  /* + the scalar arguments */
+            return slots;
+    return 8;
+}
+
+/* Ranges per launch of the multi-range kernels (cl/layout.h): as many as the device's
+ * kernel-argument limits take; BLOOPCL_KERNEL_SLOTS=8|16|32 forces a count, for tests. */
+static bloopcl_status choose_slots(bloopcl_context *ctx)
+{
+    size_t parameter_bytes = 1024;  /* the OpenCL minimum */
+    clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_PARAMETER_SIZE, sizeof parameter_bytes,
+                    &parameter_bytes, NULL);
+    ctx->kernels.slots = bloopcl__slots_for(ctx->info.platform_vendor, parameter_bytes,
+                                            device_uint(ctx->device, CL_DEVICE_ADDRESS_BITS));
+    const char *forced = getenv("BLOOPCL_KERNEL_SLOTS");
+    if (forced == NULL || forced[0] == '\0')
+        return BLOOPCL_OK;
+    if (strcmp(forced, "8") == 0 || strcmp(forced, "16") == 0 || strcmp(forced, "32") == 0) {
+        ctx->kernels.slots = (unsigned)atoi(forced);
+        return BLOOPCL_OK;
+    }
+    return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT,
+                         "BLOOPCL_KERNEL_SLOTS=\"%s\" is not 8, 16 or 32", forced);
+}
+
 /* The CPU shape streams vectors of the device's own preferred float width (a wider type is
  * split by the compiler, and PoCL warns about the float16 ABI on AVX2 at every build);
  * BLOOPCL_KERNEL_VECTOR=1|2|4|8|16 forces one so that every width can be tested. The GPU
@@ -187,6 +221,8 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
         status = choose_kernel_shape(ctx);
     if (status == BLOOPCL_OK)
         status = choose_vector_width(ctx);
+    if (status == BLOOPCL_OK)
+        status = choose_slots(ctx);
     if (status != BLOOPCL_OK)
         return fail_creation(ctx, status, out);
     status = bloopcl__build_kernels(ctx, build_options_from(params));

@@ -67,7 +67,7 @@ static bloopcl_status enqueue_ema_launch(bloopcl_combiner *comb, cl_uint index)
         {BLOOPCL_ARG(comb->w)}, {BLOOPCL_ARG(has_ema)}, {BLOOPCL_ARG(has_aux)},
         {BLOOPCL_ARG(check)}, {BLOOPCL_ARG(comb->flags)}};
     if (status == BLOOPCL_OK)
-        status = bloopcl__set_arg_list(ctx, k, name, 2 * BLOOPCL_SLOTS, rest,
+        status = bloopcl__set_arg_list(ctx, k, name, (cl_uint)(2 * plan->slots), rest,
                                        sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;

@@ -1,4 +1,4 @@
-/* dots_fused.c — pass 1 of the fused backend: one kernel launch per BLOOPCL_SLOTS ranges reads
+/* dots_fused.c — pass 1 of the fused backend: one kernel launch per 8-32 ranges reads
  * g, a and m (q) once, forms m' on the fly without writing it, and leaves one partial per dot
  * per work-group. Pass 2 recomputes m' bit-identically and writes it in place, so a step moves
  * 32 bytes per element (read g, a, m twice; write m, d) and keeps one copy of the state. */
@@ -26,7 +26,7 @@ static bloopcl_status enqueue_fused_launch(bloopcl_combiner *comb, cl_uint index
         {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(comb->partials)}, {BLOOPCL_ARG(stride)},
         {BLOOPCL_ARG(base)}, {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}};
     if (status == BLOOPCL_OK)
-        status = bloopcl__set_arg_list(ctx, k, name, 2 * BLOOPCL_SLOTS, rest,
+        status = bloopcl__set_arg_list(ctx, k, name, (cl_uint)(2 * plan->slots), rest,
                                        sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;

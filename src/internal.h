@@ -23,6 +23,7 @@ typedef struct bloopcl_kernels {
     size_t elementwise_groups;        /* EMA and projection kernels: fixed geometry too */
     size_t elementwise_group_size;
     size_t finalize_group_size;
+    unsigned slots;           /* ranges per launch of the multi-range kernels: 8, 16 or 32 */
     bool from_cache;          /* the program came from the on-disk binary cache */
 } bloopcl_kernels;
 
@@ -62,8 +63,8 @@ typedef struct bloopcl_piece {
     size_t groups;                        /* work-groups serving it (see bloopcl__range_groups) */
 } bloopcl_piece;
 
-/* Up to BLOOPCL_SLOTS consecutive pieces of one state chunk, served by one kernel launch of
- * each multi-range kernel (layout.h). */
+/* Up to `slots` (the kernels' BLOOPCL_SLOTS) consecutive pieces of one state chunk, served by
+ * one kernel launch of each multi-range kernel (layout.h). */
 typedef struct bloopcl_launch {
     size_t first_piece, num_pieces;
     size_t state_chunk;
@@ -85,7 +86,8 @@ typedef struct bloopcl_plan {
     bloopcl_launch *launches;
     size_t num_launches;
     size_t total_groups;        /* fused backend: partial slots per dot */
-    cl_mem table;               /* BLOOPCL_SLOTS x BLOOPCL_SLOT_WORDS ulongs per launch */
+    size_t slots;               /* rows per launch in the table */
+    cl_mem table;               /* slots x BLOOPCL_SLOT_WORDS ulongs per launch */
 } bloopcl_plan;
 
 /* What the layout planner needs to know of the device and the combiner (pure: tests feed it). */
@@ -94,10 +96,11 @@ typedef struct bloopcl_plan_limits {
     size_t chunk_capacity;      /* elements per state chunk */
     size_t group_budget;        /* work-groups a one-buffer step is spread over */
     size_t min_group_elements;  /* below this many elements per group, fewer groups */
+    size_t slots;               /* ranges per launch (the kernels' BLOOPCL_SLOTS) */
 } bloopcl_plan_limits;
 
-/* Work-groups per range: its share of the budget, but no group with fewer than
- * BLOOPCL_MIN_GROUP_ELEMENTS elements (a bias gets one); always at least one. */
+/* Work-groups per range: its share (of its launch's elements) of the budget, but no group with
+ * fewer than BLOOPCL_MIN_GROUP_ELEMENTS elements (a bias gets one); always at least one. */
 #define BLOOPCL_MIN_GROUP_ELEMENTS ((size_t)4096)
 
 /* The EMA state lives in chunks no larger than the device's largest allocation. The fused
@@ -227,7 +230,8 @@ void bloopcl__plan_release(bloopcl_plan *plan);
  * pieces, launches and total_groups of `plan`; false only when memory runs out. */
 bool bloopcl__plan_layout(const bloopcl_tensor *const t[3], const bloopcl_plan_limits *limits,
                           bloopcl_plan *plan);
-size_t bloopcl__range_groups(size_t count, const bloopcl_plan_limits *limits);
+size_t bloopcl__range_groups(size_t count, size_t launch_count,
+                             const bloopcl_plan_limits *limits);
 bloopcl_status bloopcl__ensure_partials(bloopcl_combiner *comb, size_t slots);
 /* Pass 1 of each backend: EMA, non-finite check and partial dot products. */
 size_t bloopcl__partial_slots(const bloopcl_combiner *comb);
@@ -236,7 +240,7 @@ bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, unsigned *ker
 int bloopcl__dots_mask(const bloopcl_combiner *comb);
 bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                  size_t count, ...);
-/* Sets the first `tensors` x BLOOPCL_SLOTS kernel arguments to the g (then a, then d) buffers
+/* Sets the first `tensors` x slots kernel arguments to the g (then a, then d) buffers
  * of the launch's pieces; unused slots repeat the first piece's buffer. */
 bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
                                          const char *name, const bloopcl_plan *plan,
@@ -257,6 +261,10 @@ bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const
  * that state): `spare` selects the buffer a double-buffered step writes. */
 cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl_state_kind kind,
                              bool spare);
+/* Ranges per multi-range launch for a device: 8 on Apple (Metal's 31 buffer arguments), else
+ * the most of 32, 16 whose arguments fit max_parameter_bytes (pure: tests feed it). */
+unsigned bloopcl__slots_for(const char *platform_vendor, size_t max_parameter_bytes,
+                            unsigned address_bits);
 /* Bits (1 << bloopcl_state_kind) of the state kinds the combiner's method keeps. */
 unsigned bloopcl__state_kinds(const bloopcl_combiner *comb);
 /* CLBlast's level-1 routines take int offsets: if offset + count passes `limit` (INT_MAX), the

@@ -77,12 +77,14 @@ static void compose_options(const bloopcl_context *ctx, const char *extra, char 
 {
     const char *division = rounds_division_correctly(ctx)
                                ? " -cl-fp32-correctly-rounded-divide-sqrt" : "";
-    char pattern[64];
+    char pattern[128];
     if (ctx->cpu_shape)
         snprintf(pattern, sizeof pattern, " -DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=%u",
                  ctx->vector_width);
     else
         snprintf(pattern, sizeof pattern, " -DBLOOPCL_VECTOR=1");
+    size_t used = strlen(pattern);
+    snprintf(pattern + used, sizeof pattern - used, " -DBLOOPCL_SLOTS=%u", ctx->kernels.slots);
     snprintf(options, OPTIONS_CAPACITY, "-cl-std=CL1.2%s%s%s%s", division, pattern,
              (extra && extra[0]) ? " " : "", extra ? extra : "");
 }

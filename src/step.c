@@ -1,7 +1,7 @@
 /* step.c — one step, enqueued on the context's in-order queue:
- *   pass 1   (backend) EMA, non-finite check, partial dot products, a launch per 16 ranges
+ *   pass 1   (backend) EMA, non-finite check, partial dot products, a launch per 8-32 ranges
  *   finalize one work-group: partials -> r (and r_q), acceptance, device flags, outputs
- *   pass 2   a launch per 16 ranges: d, and the state (in place on the fused backend, into the
+ *   pass 2   a launch per 8-32 ranges: d, and the state (in place on the fused backend, into the
  *            spare buffers on the CLBlast backend, which the host then flips)
  * then a flush, so that the step's event can be waited on from anywhere. Scalars stay on the
  * device throughout. */
@@ -61,11 +61,11 @@ bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
                                          const bloopcl_launch *launch, int tensors)
 {
     for (int which = 0; which < tensors; ++which)
-        for (cl_uint j = 0; j < BLOOPCL_SLOTS; ++j) {
+        for (cl_uint j = 0; j < (cl_uint)plan->slots; ++j) {
             size_t used = j < launch->num_pieces ? j : 0;
             const bloopcl_piece *p = &plan->pieces[launch->first_piece + used];
             const cl_mem *buffer = which == 0 ? &p->g : which == 1 ? &p->a : &p->d;
-            cl_uint arg = (cl_uint)which * BLOOPCL_SLOTS + j;
+            cl_uint arg = (cl_uint)(which * plan->slots) + j;
             cl_int err = clSetKernelArg(kernel, arg, sizeof(cl_mem), buffer);
             if (err != CL_SUCCESS) {
                 char what[160];
@@ -208,7 +208,7 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
         {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(in_place)}, {BLOOPCL_ARG(comb->lambda)},
         {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}};
     if (status == BLOOPCL_OK)
-        status = bloopcl__set_arg_list(ctx, k, name, 3 * BLOOPCL_SLOTS, rest,
+        status = bloopcl__set_arg_list(ctx, k, name, (cl_uint)(3 * plan->slots), rest,
                                        sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;

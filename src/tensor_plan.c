@@ -1,8 +1,9 @@
 /* tensor_plan.c — checks the caller's segment lists and plans their step:
  *   pieces    runs of elements that lie in one segment of g, a and d (consecutive segments
  *             that lie end to end in all three are merged) and in one chunk of the state;
- *   groups    work-groups per piece, from its size (a bias gets one);
- *   launches  up to BLOOPCL_SLOTS pieces of one state chunk per kernel launch, described by a
+ *   groups    work-groups per piece: its share of its launch's elements times the budget, so
+ *             every launch spreads over the whole device (a bias gets one);
+ *   launches  up to `slots` (8-32) pieces of one state chunk per kernel launch, described by a
  *             table in device memory.
  * The plan is kept for the next step: an unchanged list is neither checked nor planned again.
  * Nothing is enqueued here, so a rejected request changes nothing. */
@@ -90,11 +91,14 @@ static bloopcl_status check_tensors(bloopcl_combiner *comb, const bloopcl_tensor
 
 /* --- layout planning (pure) ---------------------------------------------------------------- */
 
-size_t bloopcl__range_groups(size_t count, const bloopcl_plan_limits *limits)
+size_t bloopcl__range_groups(size_t count, size_t launch_count,
+                             const bloopcl_plan_limits *limits)
 {
-    /* share of the budget, rounded up: the pieces of a one-buffer step get the whole budget */
-    size_t share = (size_t)(((unsigned long long)count * limits->group_budget + limits->n - 1) /
-                            limits->n);
+    /* The launch's share of the budget, rounded up: a launch is a barrier (the next one starts
+     * when it ends), so each should keep every core busy, with work-items of similar sizes;
+     * the pieces of a one-buffer step get the whole budget. */
+    size_t share = (size_t)(((unsigned long long)count * limits->group_budget + launch_count - 1) /
+                            launch_count);
     size_t by_size = (count + limits->min_group_elements - 1) / limits->min_group_elements;
     size_t groups = share < by_size ? share : by_size;
     return groups > 0 ? groups : 1;
@@ -145,7 +149,6 @@ static bool cut_run(const bloopcl_piece *run, size_t base, const bloopcl_plan_li
         piece.state_chunk = global / limits->chunk_capacity;
         piece.state_offset = within;
         piece.count = now;
-        piece.groups = bloopcl__range_groups(now, limits);
         if (!push((void **)&plan->pieces, &plan->num_pieces, capacity, sizeof piece, &piece))
             return false;
         done += now;
@@ -180,34 +183,51 @@ static bool make_pieces(const bloopcl_tensor *const t[3], const bloopcl_plan_lim
     return run.count == 0 || cut_run(&run, run_base, limits, plan, &capacity);
 }
 
-/* Consecutive pieces of one state chunk share a launch, BLOOPCL_SLOTS at most. */
-static bool pack_launches(bloopcl_plan *plan)
+/* Work-groups of each piece of a launch, from its share of the launch's elements. */
+static void assign_groups(bloopcl_plan *plan, bloopcl_launch *launch,
+                          const bloopcl_plan_limits *limits)
+{
+    size_t elements = 0;
+    for (size_t j = 0; j < launch->num_pieces; ++j)
+        elements += plan->pieces[launch->first_piece + j].count;
+    launch->groups = 0;
+    for (size_t j = 0; j < launch->num_pieces; ++j) {
+        bloopcl_piece *piece = &plan->pieces[launch->first_piece + j];
+        piece->groups = bloopcl__range_groups(piece->count, elements, limits);
+        launch->groups += piece->groups;
+    }
+    launch->first_partial = plan->total_groups;
+    plan->total_groups += launch->groups;
+}
+
+/* Consecutive pieces of one state chunk share a launch, `slots` at most. */
+static bool pack_launches(bloopcl_plan *plan, const bloopcl_plan_limits *limits)
 {
     size_t capacity = 0;
     plan->total_groups = 0;
     for (size_t p = 0; p < plan->num_pieces; ++p) {
         const bloopcl_piece *piece = &plan->pieces[p];
         bloopcl_launch *last = plan->num_launches ? &plan->launches[plan->num_launches - 1] : NULL;
-        if (last == NULL || last->num_pieces == BLOOPCL_SLOTS ||
+        if (last == NULL || last->num_pieces == limits->slots ||
             last->state_chunk != piece->state_chunk) {
-            bloopcl_launch launch = {.first_piece = p, .state_chunk = piece->state_chunk,
-                                     .first_partial = plan->total_groups};
+            bloopcl_launch launch = {.first_piece = p, .state_chunk = piece->state_chunk};
             if (!push((void **)&plan->launches, &plan->num_launches, &capacity, sizeof launch,
                       &launch))
                 return false;
             last = &plan->launches[plan->num_launches - 1];
         }
         last->num_pieces++;
-        last->groups += piece->groups;
-        plan->total_groups += piece->groups;
     }
+    for (size_t l = 0; l < plan->num_launches; ++l)
+        assign_groups(plan, &plan->launches[l], limits);
     return true;
 }
 
 bool bloopcl__plan_layout(const bloopcl_tensor *const t[3], const bloopcl_plan_limits *limits,
                           bloopcl_plan *plan)
 {
-    return make_pieces(t, limits, plan) && pack_launches(plan);
+    plan->slots = limits->slots;
+    return make_pieces(t, limits, plan) && pack_launches(plan, limits);
 }
 
 /* --- the plan's device and host resources ------------------------------------------------- */
@@ -260,7 +280,7 @@ static bool hold_lists(const bloopcl_tensor *const t[3], bloopcl_plan *plan)
  * creation (CL_MEM_COPY_HOST_PTR), so no transfer is left pending on host memory. */
 static bloopcl_status upload_table(bloopcl_combiner *comb, bloopcl_plan *plan)
 {
-    size_t words = plan->num_launches * BLOOPCL_SLOTS * BLOOPCL_SLOT_WORDS;
+    size_t words = plan->num_launches * plan->slots * BLOOPCL_SLOT_WORDS;
     cl_ulong *table = calloc(words ? words : 1, sizeof *table);
     if (table == NULL)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step");
@@ -269,7 +289,7 @@ static bloopcl_status upload_table(bloopcl_combiner *comb, bloopcl_plan *plan)
         size_t first_group = 0;
         for (size_t j = 0; j < launch->num_pieces; ++j) {
             const bloopcl_piece *p = &plan->pieces[launch->first_piece + j];
-            cl_ulong *row = table + (l * BLOOPCL_SLOTS + j) * BLOOPCL_SLOT_WORDS;
+            cl_ulong *row = table + (l * plan->slots + j) * BLOOPCL_SLOT_WORDS;
             row[BLOOPCL_SLOT_G_OFFSET] = p->g_offset;
             row[BLOOPCL_SLOT_A_OFFSET] = p->a_offset;
             row[BLOOPCL_SLOT_D_OFFSET] = p->d_offset;
@@ -313,7 +333,8 @@ static bloopcl_plan_limits limits_of(const bloopcl_combiner *comb)
 {
     return (bloopcl_plan_limits){.n = comb->n, .chunk_capacity = comb->chunk_capacity,
                                  .group_budget = comb->ctx->kernels.fused_groups,
-                                 .min_group_elements = BLOOPCL_MIN_GROUP_ELEMENTS};
+                                 .min_group_elements = BLOOPCL_MIN_GROUP_ELEMENTS,
+                                 .slots = comb->ctx->kernels.slots};
 }
 
 bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *g,

@@ -1,6 +1,6 @@
 /* test_plan.c — the step planner, without a device (but for the last test): merging of
  * end-to-end segments, cuts at state-chunk limits, work-groups per range, packing into
- * launches of BLOOPCL_SLOTS ranges, and the rebasing of CLBlast operands whose int offsets
+ * launches of 16 ranges, and the rebasing of CLBlast operands whose int offsets
  * would overflow. */
 #include "internal.h"
 #include "support.h"
@@ -15,7 +15,8 @@
 static bloopcl_plan_limits limits(size_t n)
 {
     return (bloopcl_plan_limits){.n = n, .chunk_capacity = (size_t)1 << 30, .group_budget = 16,
-                                 .min_group_elements = BLOOPCL_MIN_GROUP_ELEMENTS};
+                                 .min_group_elements = BLOOPCL_MIN_GROUP_ELEMENTS,
+                                 .slots = 16};
 }
 
 /* Plans g, a, d given as one list each. */
@@ -107,11 +108,11 @@ Test(plan, separate_buffers_pack_sixteen_ranges_per_launch)
     layout(d, P, 5000, 0, true, 2);
     bloopcl_plan plan = plan_of(g, a, d, P, limits((size_t)P * 5000));
     cr_expect_eq(plan.num_pieces, P);
-    cr_expect_eq(plan.num_launches, (P + BLOOPCL_SLOTS - 1) / BLOOPCL_SLOTS);
+    cr_expect_eq(plan.num_launches, (P + 15) / 16);
     size_t pieces = 0, partial = 0;
     for (size_t l = 0; l < plan.num_launches; ++l) {
         const bloopcl_launch *launch = &plan.launches[l];
-        cr_expect_leq(launch->num_pieces, BLOOPCL_SLOTS);
+        cr_expect_leq(launch->num_pieces, 16);
         cr_expect_eq(launch->first_piece, pieces);
         cr_expect_eq(launch->first_partial, partial, "partial slots are handed out in order");
         size_t groups = 0;
@@ -129,20 +130,44 @@ Test(plan, separate_buffers_pack_sixteen_ranges_per_launch)
 Test(plan, work_groups_follow_the_size)
 {
     bloopcl_plan_limits lim = limits((size_t)16 << 20);
-    cr_expect_eq(bloopcl__range_groups((size_t)16 << 20, &lim), 16, "one buffer: the budget");
-    cr_expect_eq(bloopcl__range_groups(10, &lim), 1, "a bias: one group");
-    cr_expect_eq(bloopcl__range_groups((size_t)8 << 20, &lim), 8, "half the vector: half");
-    lim = limits(8192);
-    cr_expect_eq(bloopcl__range_groups(8192, &lim), 2, "no group under 4096 elements");
-    /* over any split, the groups add up to at most budget + number of ranges */
-    lim = limits(1000003);
-    size_t total = 0, ranges = 0;
-    for (size_t done = 0, size = 1; done < lim.n; ++ranges, size = size * 3 + 1) {
-        size_t now = size < lim.n - done ? size : lim.n - done;
-        total += bloopcl__range_groups(now, &lim);
+    size_t n = lim.n;
+    cr_expect_eq(bloopcl__range_groups(n, n, &lim), 16, "one buffer: the budget");
+    cr_expect_eq(bloopcl__range_groups(10, n, &lim), 1, "a bias: one group");
+    cr_expect_eq(bloopcl__range_groups(n / 2, n, &lim), 8, "half the launch: half");
+    cr_expect_eq(bloopcl__range_groups(8192, 8192, &lim), 2, "no group under 4096 elements");
+    /* over any split of a launch, the groups add up to at most budget + number of ranges */
+    size_t launch = 1000003, total = 0, ranges = 0;
+    for (size_t done = 0, size = 1; done < launch; ++ranges, size = size * 3 + 1) {
+        size_t now = size < launch - done ? size : launch - done;
+        total += bloopcl__range_groups(now, launch, &lim);
         done += now;
     }
     cr_expect_leq(total, lim.group_budget + ranges);
+}
+
+Test(plan, every_launch_spreads_over_the_budget)
+{
+    /* 48 segments: a big one (6400 x 4096 elements) then 15 small ones, three times: each
+     * launch gives its big piece nearly the whole budget, not its share of n */
+    enum { P = 48 };
+    bloopcl_segment g[P], a[P], d[P];
+    size_t n = 0;
+    for (size_t s = 0; s < P; ++s) {
+        size_t count = s % 16 == 0 ? (size_t)6400 * 4096 : 100;
+        for (int k = 0; k < 3; ++k) {
+            bloopcl_segment *list = k == 0 ? g : k == 1 ? a : d;
+            list[s] = (bloopcl_segment){.buffer = BUFFER(1 + (size_t)k * 1000 + s), .count = count};
+        }
+        n += count;
+    }
+    bloopcl_plan plan = plan_of(g, a, d, P, limits(n));
+    cr_assert_eq(plan.num_launches, 3);
+    for (size_t l = 0; l < 3; ++l) {
+        const bloopcl_piece *big = &plan.pieces[plan.launches[l].first_piece];
+        cr_expect_eq(big->groups, 16, "launch %zu: the big piece gets the budget", l);
+        cr_expect_eq(plan.launches[l].groups, 16 + 15);
+    }
+    free_plan(&plan);
 }
 
 Test(plan, state_chunk_limits_cut_pieces_and_launches)
@@ -218,6 +243,66 @@ Test(plan, clblast_sub_buffer_path_matches_reference)
     }
     clReleaseMemObject(space);
     free(host);
+    free(g);
+    free(a);
+    free(d);
+    free(d_ref);
+    bloopcl_reference_free(&ref);
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+}
+
+Test(plan, slots_follow_the_device_limits)
+{
+    cr_expect_eq(bloopcl__slots_for("Apple", 4096, 64), 8, "Metal: at most 31 buffer arguments");
+    cr_expect_eq(bloopcl__slots_for("NVIDIA Corporation", 4352, 64), 32);
+    cr_expect_eq(bloopcl__slots_for("The pocl project", 1024, 64), 32, "the OpenCL minimum");
+    cr_expect_eq(bloopcl__slots_for("x", 800, 64), 16);
+    cr_expect_eq(bloopcl__slots_for("x", 300, 64), 8, "below 16's needs: the fewest");
+    cr_expect_eq(bloopcl__slots_for("x", 512, 32), 32, "32-bit pointers take half");
+}
+
+/* The 8-slot kernels (Apple's GPUs) on PoCL: 40 separate segments are 5 launches per pass. */
+Test(plan, eight_slots_match_reference)
+{
+    setenv("BLOOPCL_KERNEL_SLOTS", "8", 1);
+    bloopcl_context *ctx = support_context();
+    unsetenv("BLOOPCL_KERNEL_SLOTS");
+    cr_assert_eq(ctx->kernels.slots, 8);
+    enum { P = 40, EACH = 333, N = P * EACH };
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
+    config.dots = BLOOPCL_DOTS_FUSED;
+    bloopcl_combiner *comb = support_combiner(ctx, &config, N);
+    bloopcl_reference_state ref;
+    cr_assert_eq(bloopcl_reference_init(&config, N, &ref), BLOOPCL_OK);
+    float *g = support_alloc(N), *a = support_alloc(N), *d = support_alloc(N);
+    float *d_ref = support_alloc(N);
+    bloopcl_segment lists[3][P];
+    for (int step = 0; step < 2; ++step) {
+        support_fill_normal(g, N, 300 + (uint64_t)step, 1.0f);
+        support_fill_normal(a, N, 400 + (uint64_t)step, 0.3f);
+        for (size_t s = 0; s < P; ++s) {
+            lists[0][s] = (bloopcl_segment){.buffer = support_buffer(ctx, g + s * EACH, EACH),
+                                            .count = EACH};
+            lists[1][s] = (bloopcl_segment){.buffer = support_buffer(ctx, a + s * EACH, EACH),
+                                            .count = EACH};
+            lists[2][s] = (bloopcl_segment){.buffer = support_buffer(ctx, NULL, EACH),
+                                            .count = EACH};
+        }
+        bloopcl_tensor t[3] = {{lists[0], P}, {lists[1], P}, {lists[2], P}};
+        cr_assert_eq(bloopcl_step(comb, &t[0], &t[1], &t[2], 0, NULL, NULL), BLOOPCL_OK, "%s",
+                     bloopcl_context_last_error(ctx));
+        for (size_t s = 0; s < P; ++s)
+            support_read(ctx, lists[2][s].buffer, d + s * EACH, EACH);
+        support_check_step(comb, &config, &ref, g, a, d, d_ref, step);
+        bloopcl_diagnostics diag;
+        cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
+        cr_expect_eq(diag.kernels, 2 * 5 + 1);
+        for (int k = 0; k < 3; ++k)
+            for (size_t s = 0; s < P; ++s)
+                clReleaseMemObject(lists[k][s].buffer);
+    }
     free(g);
     free(a);
     free(d);
