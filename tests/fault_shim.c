@@ -28,6 +28,13 @@ typedef struct intercepted {
     bool fired;
 } intercepted;
 
+static size_t bytes_created;  /* by clCreateBuffer since fault_reset */
+
+size_t fault_bytes_created(void)
+{
+    return bytes_created;
+}
+
 static intercepted table[NUM_INTERCEPTED] = {
     [CREATE_BUFFER] = {.name = "clCreateBuffer"},
     [CREATE_SUB_BUFFER] = {.name = "clCreateSubBuffer"},
@@ -57,6 +64,7 @@ static intercepted *find(const char *name)
 
 void fault_reset(void)
 {
+    bytes_created = 0;
     for (int i = 0; i < NUM_INTERCEPTED; ++i) {
         table[i].calls = 0;
         table[i].fail_at = 0;
@@ -192,7 +200,13 @@ CL_API_ENTRY cl_mem CL_API_CALL clCreateBuffer(cl_context context, cl_mem_flags 
             *errcode_ret = error;
         return NULL;
     }
-    return real(context, flags, size, host_ptr, errcode_ret);
+    cl_int status = CL_SUCCESS;
+    cl_mem buffer = real(context, flags, size, host_ptr, &status);
+    if (errcode_ret != NULL)
+        *errcode_ret = status;
+    if (status == CL_SUCCESS)
+        bytes_created += size;
+    return buffer;
 }
 
 CL_API_ENTRY cl_mem CL_API_CALL clCreateSubBuffer(cl_mem buffer, cl_mem_flags flags,

@@ -28,6 +28,9 @@ void fault_reset(void);
  * An unknown name fails the test. */
 unsigned long fault_calls(const char *name);
 
+/* Bytes of the buffers clCreateBuffer created (successfully) since the last fault_reset. */
+size_t fault_bytes_created(void);
+
 /* Makes the k-th call (k >= 1) of the named function from now on return `error` (or NULL with
  * *errcode_ret = error for clCreate*) without reaching the driver; later calls forward again.
  * Arming again replaces the previous arming of that name. */

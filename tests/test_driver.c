@@ -596,7 +596,7 @@ Test(driver, cpu_shape_uses_the_device_width)
         bloopcl__vector_width(device_uint(info.device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT),
                               device_uint(info.device, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT));
     char expected[64];
-    snprintf(expected, sizeof expected, "-DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=%u\"", width);
+    snprintf(expected, sizeof expected, "-DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=%u ", width);
     expect_message_has(log.text, expected, "build options in the log");
     expect_steps_match_reference(ctx, BLOOPCL_DOTS_FUSED);
     bloopcl_context_destroy(ctx);

@@ -610,3 +610,42 @@ Test(step_host_faults, pcgrad_clblast_kernel_launch, .timeout = 300)
 {
     run_host_faults(BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_CLBLAST, "clEnqueueNDRangeKernel");
 }
+
+/* --- device memory of the state (measured through the shim's clCreateBuffer) ------------- */
+
+/* Bytes per parameter a combiner allocates at creation, over n = 2^20 (the small buffers of
+ * scalars and flags add well under a byte per parameter). */
+static double state_bytes_per_parameter(bloopcl_method method, bloopcl_dot_backend dots)
+{
+    bloopcl_context *ctx = support_context();
+    bloopcl_config config;
+    bloopcl_config_default(&config, method);
+    config.dots = dots;
+    const size_t n = (size_t)1 << 20;
+    fault_reset();
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
+    double bytes = (double)fault_bytes_created() / (double)n;
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+    return bytes;
+}
+
+Test(memory, fused_state_is_in_place)
+{
+    cr_expect_float_eq(state_bytes_per_parameter(BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED), 4.0,
+                       0.01);
+    cr_expect_float_eq(state_bytes_per_parameter(BLOOPCL_METHOD_DYNAMIC_BARRIER,
+                                                 BLOOPCL_DOTS_FUSED), 4.0, 0.01);
+    cr_expect_float_eq(state_bytes_per_parameter(BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_FUSED), 8.0,
+                       0.01);
+    cr_expect_float_eq(state_bytes_per_parameter(BLOOPCL_METHOD_MIXED, BLOOPCL_DOTS_FUSED), 0.0,
+                       0.01);
+}
+
+Test(memory, clblast_state_is_double_buffered)
+{
+    cr_expect_float_eq(state_bytes_per_parameter(BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_CLBLAST), 8.0,
+                       0.01);
+    cr_expect_float_eq(state_bytes_per_parameter(BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_CLBLAST),
+                       16.0, 0.01);
+}
