@@ -52,23 +52,27 @@ static bloopcl_status enqueue_ema_launch(bloopcl_combiner *comb, cl_uint index)
     bloopcl_context *ctx = comb->ctx;
     const bloopcl_plan *plan = &comb->plan;
     const bloopcl_launch *launch = &plan->launches[index];
-    cl_kernel k = ctx->kernels.ema_update;
+    cl_kernel k = plan->kernels[index].kernel[BLOOPCL_LAUNCH_EMA];
     const char *name = "bloopcl_ema_update";
     bloopcl_launch_state state = bloopcl__launch_state(comb, launch);
     cl_uint num_slots = (cl_uint)launch->num_pieces;
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
-    bloopcl_status status = bloopcl__set_slot_buffers(ctx, k, name, plan, launch, 2);
     const bloopcl_arg rest[] = {
         {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.m_next)}, {BLOOPCL_ARG(state.q_cur)},
         {BLOOPCL_ARG(state.q_next)},
         {BLOOPCL_ARG(plan->table)}, {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)},
         {BLOOPCL_ARG(comb->w)}, {BLOOPCL_ARG(has_ema)}, {BLOOPCL_ARG(has_aux)},
         {BLOOPCL_ARG(check)}, {BLOOPCL_ARG(comb->flags)}};
-    if (status == BLOOPCL_OK)
-        status = bloopcl__set_arg_list(ctx, k, name, (cl_uint)(2 * plan->slots), rest,
-                                       sizeof rest / sizeof rest[0]);
+    /* the state (flipped by the double buffer) and w (schedules) change between steps */
+    const bool changes[] = {true, true, true, true, false, false, false, true, false, false,
+                            false, false};
+    _Static_assert(sizeof changes / sizeof changes[0] == sizeof rest / sizeof rest[0],
+                   "one entry per argument");
+    bloopcl_status status = bloopcl__set_launch_args(comb, BLOOPCL_LAUNCH_EMA, index, name, 2,
+                                                     rest, changes,
+                                                     sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;
     return bloopcl__enqueue_launch(ctx, k, name, launch, ctx->kernels.elementwise_group_size,

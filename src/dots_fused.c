@@ -9,7 +9,7 @@ static bloopcl_status enqueue_fused_launch(bloopcl_combiner *comb, cl_uint index
     bloopcl_context *ctx = comb->ctx;
     const bloopcl_plan *plan = &comb->plan;
     const bloopcl_launch *launch = &plan->launches[index];
-    cl_kernel k = ctx->kernels.fused_dots;
+    cl_kernel k = plan->kernels[index].kernel[BLOOPCL_LAUNCH_FUSED];
     const char *name = "bloopcl_fused_dots";
     bloopcl_launch_state state = bloopcl__launch_state(comb, launch);
     cl_uint num_slots = (cl_uint)launch->num_pieces;
@@ -18,16 +18,20 @@ static bloopcl_status enqueue_fused_launch(bloopcl_combiner *comb, cl_uint index
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
     size_t local = ctx->kernels.fused_group_size;
-    bloopcl_status status = bloopcl__set_slot_buffers(ctx, k, name, plan, launch, 2);
     const bloopcl_arg rest[] = {
         {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.q_cur)}, {BLOOPCL_ARG(plan->table)},
         {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)}, {BLOOPCL_ARG(comb->w)},
         {BLOOPCL_ARG(has_ema)}, {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(check)},
         {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(comb->partials)}, {BLOOPCL_ARG(stride)},
         {BLOOPCL_ARG(base)}, {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}};
-    if (status == BLOOPCL_OK)
-        status = bloopcl__set_arg_list(ctx, k, name, (cl_uint)(2 * plan->slots), rest,
-                                       sizeof rest / sizeof rest[0]);
+    /* w (schedules) and the partials buffer (it grows when a plan needs more) may change */
+    const bool changes[] = {false, false, false, false, false, true, false, false, false, false,
+                            true, false, false, false};
+    _Static_assert(sizeof changes / sizeof changes[0] == sizeof rest / sizeof rest[0],
+                   "one entry per argument");
+    bloopcl_status status = bloopcl__set_launch_args(comb, BLOOPCL_LAUNCH_FUSED, index, name, 2,
+                                                     rest, changes,
+                                                     sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;
     return bloopcl__enqueue_launch(ctx, k, name, launch, local, NULL);

@@ -72,6 +72,21 @@ typedef struct bloopcl_launch {
     size_t first_partial;   /* fused backend: the partial slot of its first work-group */
 } bloopcl_launch;
 
+/* The multi-range kernels, one cl_kernel per launch of the plan: each keeps its launch's
+ * arguments between steps, so a step sets only the few that can change (the state buffers a
+ * double buffer flips, w, lambda, the partials buffer). */
+typedef enum bloopcl_launch_kernel {
+    BLOOPCL_LAUNCH_EMA = 0,      /* bloopcl_ema_update (CLBlast backend) */
+    BLOOPCL_LAUNCH_FUSED = 1,    /* bloopcl_fused_dots (fused backend) */
+    BLOOPCL_LAUNCH_PROJECT = 2,  /* bloopcl_project (both) */
+    BLOOPCL_LAUNCH_KERNELS = 3
+} bloopcl_launch_kernel;
+
+typedef struct bloopcl_launch_kernels {
+    cl_kernel kernel[BLOOPCL_LAUNCH_KERNELS];  /* NULL where the backend does not use it */
+    bool bound[BLOOPCL_LAUNCH_KERNELS];        /* every argument set once */
+} bloopcl_launch_kernels;
+
 /* The checked, cut and packed form of the segment lists of the last step. A step with the same
  * lists reuses it: no validation, no clGetMemObjectInfo. The buffers it names are retained, so
  * no handle can be freed and reused by another buffer while the plan trusts it. */
@@ -87,6 +102,7 @@ typedef struct bloopcl_plan {
     size_t num_launches;
     size_t total_groups;        /* fused backend: partial slots per dot */
     size_t slots;               /* rows per launch in the table */
+    bloopcl_launch_kernels *kernels;  /* one set per launch */
     cl_mem table;               /* slots x BLOOPCL_SLOT_WORDS ulongs per launch */
 } bloopcl_plan;
 
@@ -220,6 +236,12 @@ bool bloopcl__method_has_aux_ema(bloopcl_method method);
 bloopcl_status bloopcl__validate_hyperparameters(double ema_weight, double lambda, double eps,
                                                  char *message, size_t message_size);
 
+/* One kernel argument; bloopcl__set_arg_list sets a run of them from index `first`. */
+typedef struct bloopcl_arg {
+    size_t size;
+    const void *value;
+} bloopcl_arg;
+
 /* --- steps (tensor_plan.c, step.c, dots_*.c) ----------------------------------------------- */
 /* Checks the lists (or finds them unchanged since the last step) and leaves their plan in
  * comb->plan. On failure the previous plan is kept and nothing was enqueued. */
@@ -240,11 +262,14 @@ bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, unsigned *ker
 int bloopcl__dots_mask(const bloopcl_combiner *comb);
 bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                  size_t count, ...);
-/* Sets the first `tensors` x slots kernel arguments to the g (then a, then d) buffers
- * of the launch's pieces; unused slots repeat the first piece's buffer. */
-bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
-                                         const char *name, const bloopcl_plan *plan,
-                                         const bloopcl_launch *launch, int tensors);
+/* Sets the arguments of launch `index`'s kernel of that kind: the first time, the g (then a,
+ * then d: `tensors` of them) buffers of the launch's pieces in slots x tensors arguments
+ * (unused slots repeat the first piece's buffer) and every one of `rest`, which follow; after
+ * that only the entries of `rest` marked in `changes` (they may differ between steps). */
+bloopcl_status bloopcl__set_launch_args(bloopcl_combiner *comb, bloopcl_launch_kernel kind,
+                                        size_t index, const char *name, int tensors,
+                                        const bloopcl_arg *rest, const bool *changes,
+                                        size_t count);
 /* The state buffers a launch reads (cur) and writes (next): the same buffer in place. */
 typedef struct bloopcl_launch_state {
     cl_mem m_cur, m_next, q_cur, q_next;
@@ -274,11 +299,6 @@ unsigned bloopcl__state_kinds(const bloopcl_combiner *comb);
 bool bloopcl__clblast_rebase(size_t offset, size_t count, size_t limit, size_t align_bytes,
                              size_t *origin_bytes, size_t *rebased_offset);
 
-/* One kernel argument; bloopcl__set_arg_list sets a run of them from index `first`. */
-typedef struct bloopcl_arg {
-    size_t size;
-    const void *value;
-} bloopcl_arg;
 bloopcl_status bloopcl__set_arg_list(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                      cl_uint first, const bloopcl_arg *args, size_t count);
 

@@ -56,9 +56,9 @@ unsigned bloopcl__state_kinds(const bloopcl_combiner *comb)
     return kinds;
 }
 
-bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
-                                         const char *name, const bloopcl_plan *plan,
-                                         const bloopcl_launch *launch, int tensors)
+static bloopcl_status set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                       const bloopcl_plan *plan, const bloopcl_launch *launch,
+                                       int tensors)
 {
     for (int which = 0; which < tensors; ++which)
         for (cl_uint j = 0; j < (cl_uint)plan->slots; ++j) {
@@ -72,6 +72,34 @@ bloopcl_status bloopcl__set_slot_buffers(bloopcl_context *ctx, cl_kernel kernel,
                 bloopcl__format(what, sizeof what, "setting argument %u of %s", arg, name);
                 return bloopcl__fail_cl(ctx, err, "clSetKernelArg", what);
             }
+        }
+    return BLOOPCL_OK;
+}
+
+bloopcl_status bloopcl__set_launch_args(bloopcl_combiner *comb, bloopcl_launch_kernel kind,
+                                        size_t index, const char *name, int tensors,
+                                        const bloopcl_arg *rest, const bool *changes,
+                                        size_t count)
+{
+    bloopcl_context *ctx = comb->ctx;
+    bloopcl_plan *plan = &comb->plan;
+    bloopcl_launch_kernels *set = &plan->kernels[index];
+    cl_kernel k = set->kernel[kind];
+    cl_uint first = (cl_uint)(tensors * plan->slots);
+    if (!set->bound[kind]) {
+        bloopcl_status status = set_slot_buffers(ctx, k, name, plan, &plan->launches[index],
+                                                 tensors);
+        if (status == BLOOPCL_OK)
+            status = bloopcl__set_arg_list(ctx, k, name, first, rest, count);
+        set->bound[kind] = status == BLOOPCL_OK;
+        return status;
+    }
+    for (size_t i = 0; i < count; ++i)
+        if (changes[i]) {
+            bloopcl_status status = bloopcl__set_arg_list(ctx, k, name, first + (cl_uint)i,
+                                                          &rest[i], 1);
+            if (status != BLOOPCL_OK)
+                return status;
         }
     return BLOOPCL_OK;
 }
@@ -191,7 +219,7 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
     bloopcl_context *ctx = comb->ctx;
     const bloopcl_plan *plan = &comb->plan;
     const bloopcl_launch *launch = &plan->launches[index];
-    cl_kernel k = ctx->kernels.project;
+    cl_kernel k = plan->kernels[index].kernel[BLOOPCL_LAUNCH_PROJECT];
     const char *name = "bloopcl_project";
     bloopcl_launch_state state = bloopcl__launch_state(comb, launch);
     cl_uint num_slots = (cl_uint)launch->num_pieces;
@@ -199,7 +227,6 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int in_place = comb->config.dots == BLOOPCL_DOTS_FUSED;
-    bloopcl_status status = bloopcl__set_slot_buffers(ctx, k, name, plan, launch, 3);
     const bloopcl_arg rest[] = {
         {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.m_next)}, {BLOOPCL_ARG(state.q_cur)},
         {BLOOPCL_ARG(state.q_next)},
@@ -207,9 +234,14 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
         {BLOOPCL_ARG(method)}, {BLOOPCL_ARG(ratio_only)}, {BLOOPCL_ARG(has_ema)},
         {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(in_place)}, {BLOOPCL_ARG(comb->lambda)},
         {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}};
-    if (status == BLOOPCL_OK)
-        status = bloopcl__set_arg_list(ctx, k, name, (cl_uint)(3 * plan->slots), rest,
-                                       sizeof rest / sizeof rest[0]);
+    /* the state (flipped when double-buffered) and lambda (schedules) change between steps */
+    const bool changes[] = {true, true, true, true, false, false, false, false, false, false,
+                            false, false, true, false, false};
+    _Static_assert(sizeof changes / sizeof changes[0] == sizeof rest / sizeof rest[0],
+                   "one entry per argument");
+    bloopcl_status status = bloopcl__set_launch_args(comb, BLOOPCL_LAUNCH_PROJECT, index, name,
+                                                     3, rest, changes,
+                                                     sizeof rest / sizeof rest[0]);
     if (status != BLOOPCL_OK)
         return status;
     return bloopcl__enqueue_launch(ctx, k, name, launch, ctx->kernels.elementwise_group_size,

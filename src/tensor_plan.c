@@ -234,6 +234,11 @@ bool bloopcl__plan_layout(const bloopcl_tensor *const t[3], const bloopcl_plan_l
 
 void bloopcl__plan_release(bloopcl_plan *plan)
 {
+    for (size_t l = 0; plan->kernels != NULL && l < plan->num_launches; ++l)
+        for (int kind = 0; kind < BLOOPCL_LAUNCH_KERNELS; ++kind)
+            if (plan->kernels[l].kernel[kind] != NULL)
+                clReleaseKernel(plan->kernels[l].kernel[kind]);
+    free(plan->kernels);
     for (size_t i = 0; i < plan->num_held; ++i)
         clReleaseMemObject(plan->held[i]);
     if (plan->table != NULL)
@@ -311,6 +316,34 @@ static bloopcl_status upload_table(bloopcl_combiner *comb, bloopcl_plan *plan)
     return BLOOPCL_OK;
 }
 
+/* One cl_kernel per launch for each multi-range kernel the backend uses (see internal.h). */
+static bloopcl_status create_launch_kernels(bloopcl_combiner *comb, bloopcl_plan *plan)
+{
+    static const char *const names[BLOOPCL_LAUNCH_KERNELS] = {
+        [BLOOPCL_LAUNCH_EMA] = "bloopcl_ema_update", [BLOOPCL_LAUNCH_FUSED] = "bloopcl_fused_dots",
+        [BLOOPCL_LAUNCH_PROJECT] = "bloopcl_project"};
+    bool fused = comb->config.dots == BLOOPCL_DOTS_FUSED;
+    bool used[BLOOPCL_LAUNCH_KERNELS] = {[BLOOPCL_LAUNCH_EMA] = !fused,
+                                         [BLOOPCL_LAUNCH_FUSED] = fused,
+                                         [BLOOPCL_LAUNCH_PROJECT] = true};
+    plan->kernels = calloc(plan->num_launches ? plan->num_launches : 1, sizeof *plan->kernels);
+    if (plan->kernels == NULL)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step");
+    for (size_t l = 0; l < plan->num_launches; ++l)
+        for (int kind = 0; kind < BLOOPCL_LAUNCH_KERNELS; ++kind) {
+            if (!used[kind])
+                continue;
+            cl_int err;
+            plan->kernels[l].kernel[kind] = clCreateKernel(comb->ctx->kernels.program,
+                                                           names[kind], &err);
+            if (err != CL_SUCCESS) {
+                plan->kernels[l].kernel[kind] = NULL;
+                return bloopcl__fail_cl(comb->ctx, err, "clCreateKernel", names[kind]);
+            }
+        }
+    return BLOOPCL_OK;
+}
+
 static bool same_lists(const bloopcl_plan *plan, const bloopcl_tensor *const t[3])
 {
     if (!plan->valid)
@@ -353,6 +386,8 @@ bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *
                                "%zu segments", g->num_segments);
     if (status == BLOOPCL_OK)
         status = upload_table(comb, &plan);
+    if (status == BLOOPCL_OK)
+        status = create_launch_kernels(comb, &plan);
     if (status != BLOOPCL_OK) {
         bloopcl__plan_release(&plan);
         return status;  /* the previous plan stays in force */
