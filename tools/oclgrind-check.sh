@@ -18,7 +18,7 @@
 # The case list, at n = 1, 257 and 4097 (one element, a partial work-group, several groups):
 # the fused backend with every method, option and input in the CPU shape, and with every
 # method and option on normal, NaN (SKIP) and Inf (PROPAGATE) inputs in the GPU shape; the
-# fused backend over 17 segments in every layout (a few configurations); the CLBlast backend
+# fused backend over 17 segments in every layout (every method and option) and over 300; the CLBlast backend
 # for one configuration per method, and over 17 segments twice (CLBlast's Xdot simulates
 # thousands of work-items per dot whatever n is, so each CLBlast case costs seconds).
 # Exit status: 0 clean, 1 a diagnostic or a failed case, 2 a missing program.
@@ -72,20 +72,19 @@ for input in normal nan_g/skip inf_a/prop; do
   check gpu "fused, every method and option, $input" --sizes $sizes --filter fused \
     --filter " $input"
 done
-# Segment lists: every launch covers its segment with a full grid of work-groups today, which
-# the simulator pays per segment, so these runs take a few configurations each.
+# Segment lists: every method and option over 17 segments of mixed sizes in each layout (work-
+# groups per range follow its size, so small segments cost the simulator little), the SKIP path,
+# and 300 segments (K ranges per launch, several launches) in both kernel shapes.
 for layout in separate packed gapped; do
-  for config in "bloop defaults" "pcgrad l=0.5"; do
-    check gpu "fused, 17 segments $layout, $config" --sizes $sizes --segments 17 \
-      --layout $layout --filter "$config fused" --filter " normal"
-  done
+  check gpu "fused, 17 segments $layout, every method and option" --sizes $sizes \
+    --segments 17 --layout $layout --filter fused --filter " normal"
 done
-check gpu "fused, 17 segments separate, dynamic_barrier l=1" --sizes $sizes --segments 17 \
-  --filter "dynamic_barrier l=1 fused" --filter " normal"
-check gpu "fused, 17 segments separate, mixed defaults" --sizes $sizes --segments 17 \
-  --filter "mixed defaults fused" --filter " normal"
-check gpu "fused, 17 segments separate, bloop defaults, nan_g/skip" --sizes $sizes \
-  --segments 17 --filter "bloop defaults fused" --filter nan_g/skip
+check gpu "fused, 17 segments separate, every method, nan_g/skip" --sizes $sizes \
+  --segments 17 --filter fused --filter nan_g/skip
+check gpu "fused, 300 segments separate, bloop and mixed" --sizes 4097 --steps 2 \
+  --segments 300 --filter "defaults fused" --filter " normal"
+check cpu "fused, 300 segments separate, bloop and mixed" --sizes 4097 --steps 2 \
+  --segments 300 --filter "defaults fused" --filter " normal"
 for config in "bloop defaults" "bloop ratio-only" "dynamic_barrier l=1" "pcgrad l=0.5" \
               "mixed defaults"; do
   check gpu "clblast, $config, normal" --sizes $sizes --steps 2 --filter "$config clblast" \
