@@ -260,8 +260,6 @@ size_t bloopcl__partial_slots(const bloopcl_combiner *comb);
 bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, unsigned *kernels);
 bloopcl_status bloopcl__enqueue_fused_pass(bloopcl_combiner *comb, unsigned *kernels);
 int bloopcl__dots_mask(const bloopcl_combiner *comb);
-bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const char *name,
-                                 size_t count, ...);
 /* Sets the arguments of launch `index`'s kernel of that kind: the first time, the g (then a,
  * then d: `tensors` of them) buffers of the launch's pieces in slots x tensors arguments
  * (unused slots repeat the first piece's buffer) and every one of `rest`, which follow; after
@@ -280,8 +278,6 @@ bloopcl_launch_state bloopcl__launch_state(const bloopcl_combiner *comb,
 bloopcl_status bloopcl__enqueue_launch(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                        const bloopcl_launch *launch, size_t local,
                                        cl_event *event);
-bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const char *name,
-                                   size_t global, size_t local);
 /* A state buffer of a launch's chunk, or a stand-in the kernels never read (methods without
  * that state): `spare` selects the buffer a double-buffered step writes. */
 cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl_state_kind kind,
@@ -302,7 +298,7 @@ bool bloopcl__clblast_rebase(size_t offset, size_t count, size_t limit, size_t a
 bloopcl_status bloopcl__set_arg_list(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                      cl_uint first, const bloopcl_arg *args, size_t count);
 
-/* Kernel argument helpers for bloopcl__set_args: (size, pointer) pairs. */
+/* A bloopcl_arg's (size, pointer) pair: {BLOOPCL_ARG(x)}. */
 #define BLOOPCL_ARG(value) sizeof(value), (const void *)&(value)
 
 #endif /* BLOOPCL_INTERNAL_H */

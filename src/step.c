@@ -7,30 +7,6 @@
  * device throughout. */
 #include "internal.h"
 
-#include <stdarg.h>
-
-bloopcl_status bloopcl__set_args(bloopcl_context *ctx, cl_kernel kernel, const char *name,
-                                 size_t count, ...)
-{
-    va_list args;
-    va_start(args, count);
-    cl_int err = CL_SUCCESS;
-    cl_uint failed = 0;
-    for (cl_uint i = 0; i < count; ++i) {
-        size_t size = va_arg(args, size_t);
-        const void *value = va_arg(args, const void *);
-        if (err == CL_SUCCESS && (err = clSetKernelArg(kernel, i, size, value)) != CL_SUCCESS)
-            failed = i;
-    }
-    va_end(args);
-    if (err != CL_SUCCESS) {
-        char what[160];
-        bloopcl__format(what, sizeof what, "setting argument %u of %s", (unsigned)failed, name);
-        return bloopcl__fail_cl(ctx, err, "clSetKernelArg", what);
-    }
-    return BLOOPCL_OK;
-}
-
 bloopcl_status bloopcl__set_arg_list(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                      cl_uint first, const bloopcl_arg *args, size_t count)
 {
@@ -129,12 +105,6 @@ static bloopcl_status enqueue(bloopcl_context *ctx, cl_kernel kernel, const char
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl__enqueue_1d(bloopcl_context *ctx, cl_kernel kernel, const char *name,
-                                   size_t global, size_t local)
-{
-    return enqueue(ctx, kernel, name, global, local, NULL);
-}
-
 bloopcl_status bloopcl__enqueue_launch(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                        const bloopcl_launch *launch, size_t local,
                                        cl_event *event)
@@ -202,15 +172,17 @@ static bloopcl_status enqueue_finalize(bloopcl_combiner *comb)
     /* 1/lambda is divided here, correctly rounded, rather than by a device that may be
      * allowed 2.5 ulp: the dynamic barrier's cap is then the same float everywhere. */
     cl_float cap = comb->lambda > 0.0f ? 1.0f / comb->lambda : 0.0f;
-    bloopcl_status status = bloopcl__set_args(ctx, k, "bloopcl_finalize", 13,
-        BLOOPCL_ARG(comb->partials), BLOOPCL_ARG(slots_arg), BLOOPCL_ARG(mask),
-        BLOOPCL_ARG(comb->scalars), BLOOPCL_ARG(comb->flags), BLOOPCL_ARG(method),
-        BLOOPCL_ARG(skip), BLOOPCL_ARG(comb->w), BLOOPCL_ARG(comb->lambda),
-        BLOOPCL_ARG(comb->eps), BLOOPCL_ARG(scale), BLOOPCL_ARG(cap),
-        (size_t)(BLOOPCL_NUM_DOTS * local * sizeof(float)), (const void *)NULL);
+    const bloopcl_arg args[] = {
+        {BLOOPCL_ARG(comb->partials)}, {BLOOPCL_ARG(slots_arg)}, {BLOOPCL_ARG(mask)},
+        {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(method)},
+        {BLOOPCL_ARG(skip)}, {BLOOPCL_ARG(comb->w)}, {BLOOPCL_ARG(comb->lambda)},
+        {BLOOPCL_ARG(comb->eps)}, {BLOOPCL_ARG(scale)}, {BLOOPCL_ARG(cap)},
+        {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}};
+    bloopcl_status status = bloopcl__set_arg_list(ctx, k, "bloopcl_finalize", 0, args,
+                                                  sizeof args / sizeof args[0]);
     if (status != BLOOPCL_OK)
         return status;
-    return bloopcl__enqueue_1d(ctx, k, "bloopcl_finalize", local, local);
+    return enqueue(ctx, k, "bloopcl_finalize", local, local, NULL);
 }
 
 static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint index,
