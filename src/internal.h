@@ -108,7 +108,6 @@ typedef struct bloopcl_plan {
 
 /* What the layout planner needs to know of the device and the combiner (pure: tests feed it). */
 typedef struct bloopcl_plan_limits {
-    size_t n;                   /* elements of the whole vector */
     size_t chunk_capacity;      /* elements per state chunk */
     size_t group_budget;        /* work-groups a one-buffer step is spread over */
     size_t min_group_elements;  /* below this many elements per group, fewer groups */

@@ -364,7 +364,7 @@ static bool same_lists(const bloopcl_plan *plan, const bloopcl_tensor *const t[3
 
 static bloopcl_plan_limits limits_of(const bloopcl_combiner *comb)
 {
-    return (bloopcl_plan_limits){.n = comb->n, .chunk_capacity = comb->chunk_capacity,
+    return (bloopcl_plan_limits){.chunk_capacity = comb->chunk_capacity,
                                  .group_budget = comb->ctx->kernels.fused_groups,
                                  .min_group_elements = BLOOPCL_MIN_GROUP_ELEMENTS,
                                  .slots = comb->ctx->kernels.slots};

@@ -12,9 +12,9 @@
 /* Distinct fake handles: the planner only compares them. */
 #define BUFFER(k) ((cl_mem)(uintptr_t)(0x1000 * (k)))
 
-static bloopcl_plan_limits limits(size_t n)
+static bloopcl_plan_limits limits(void)
 {
-    return (bloopcl_plan_limits){.n = n, .chunk_capacity = (size_t)1 << 30, .group_budget = 16,
+    return (bloopcl_plan_limits){.chunk_capacity = (size_t)1 << 30, .group_budget = 16,
                                  .min_group_elements = BLOOPCL_MIN_GROUP_ELEMENTS,
                                  .slots = 16};
 }
@@ -53,7 +53,7 @@ Test(plan, end_to_end_segments_merge_into_one_range)
     layout(g, 40, 1000, 0, false, 0);
     layout(a, 40, 1000, 0, false, 1);
     layout(d, 40, 1000, 0, false, 2);
-    bloopcl_plan plan = plan_of(g, a, d, 40, limits(40000));
+    bloopcl_plan plan = plan_of(g, a, d, 40, limits());
     cr_expect_eq(plan.num_pieces, 1);
     cr_expect_eq(plan.pieces[0].count, 40000);
     cr_expect_eq(plan.num_launches, 1);
@@ -66,13 +66,13 @@ Test(plan, a_gap_or_another_buffer_breaks_the_run)
     layout(g, 10, 100, 0, false, 0);
     layout(a, 10, 100, 3, false, 1);  /* gaps in a only: nothing merges */
     layout(d, 10, 100, 0, false, 2);
-    bloopcl_plan plan = plan_of(g, a, d, 10, limits(1000));
+    bloopcl_plan plan = plan_of(g, a, d, 10, limits());
     cr_expect_eq(plan.num_pieces, 10);
     free_plan(&plan);
     layout(a, 10, 100, 0, false, 1);
     d[5].buffer = BUFFER(77);  /* d's segment 5 elsewhere: three runs (0-4, 5, 6-9) */
     d[5].offset_bytes = 0;
-    plan = plan_of(g, a, d, 10, limits(1000));
+    plan = plan_of(g, a, d, 10, limits());
     cr_expect_eq(plan.num_pieces, 3);
     cr_expect_eq(plan.pieces[0].count, 500);
     cr_expect_eq(plan.pieces[1].count, 100);
@@ -93,7 +93,7 @@ Test(plan, empty_segments_neither_add_nor_break)
         for (size_t s = 3; s < 5; ++s)
             list[s].offset_bytes -= 64 * sizeof(float);
     }
-    bloopcl_plan plan = plan_of(g, a, d, 5, limits(256));
+    bloopcl_plan plan = plan_of(g, a, d, 5, limits());
     cr_expect_eq(plan.num_pieces, 1);
     cr_expect_eq(plan.pieces[0].count, 256);
     free_plan(&plan);
@@ -106,7 +106,7 @@ Test(plan, separate_buffers_pack_sixteen_ranges_per_launch)
     layout(g, P, 5000, 0, true, 0);
     layout(a, P, 5000, 0, true, 1);
     layout(d, P, 5000, 0, true, 2);
-    bloopcl_plan plan = plan_of(g, a, d, P, limits((size_t)P * 5000));
+    bloopcl_plan plan = plan_of(g, a, d, P, limits());
     cr_expect_eq(plan.num_pieces, P);
     cr_expect_eq(plan.num_launches, (P + 15) / 16);
     size_t pieces = 0, partial = 0;
@@ -129,8 +129,8 @@ Test(plan, separate_buffers_pack_sixteen_ranges_per_launch)
 
 Test(plan, work_groups_follow_the_size)
 {
-    bloopcl_plan_limits lim = limits((size_t)16 << 20);
-    size_t n = lim.n;
+    bloopcl_plan_limits lim = limits();
+    size_t n = (size_t)16 << 20;
     cr_expect_eq(bloopcl__range_groups(n, n, &lim), 16, "one buffer: the budget");
     cr_expect_eq(bloopcl__range_groups(10, n, &lim), 1, "a bias: one group");
     cr_expect_eq(bloopcl__range_groups(n / 2, n, &lim), 8, "half the launch: half");
@@ -160,7 +160,7 @@ Test(plan, every_launch_spreads_over_the_budget)
         }
         n += count;
     }
-    bloopcl_plan plan = plan_of(g, a, d, P, limits(n));
+    bloopcl_plan plan = plan_of(g, a, d, P, limits());
     cr_assert_eq(plan.num_launches, 3);
     for (size_t l = 0; l < 3; ++l) {
         const bloopcl_piece *big = &plan.pieces[plan.launches[l].first_piece];
@@ -175,7 +175,7 @@ Test(plan, state_chunk_limits_cut_pieces_and_launches)
     bloopcl_segment g[1] = {{.buffer = BUFFER(1), .count = 2500}};
     bloopcl_segment a[1] = {{.buffer = BUFFER(2), .count = 2500}};
     bloopcl_segment d[1] = {{.buffer = BUFFER(3), .count = 2500}};
-    bloopcl_plan_limits lim = limits(2500);
+    bloopcl_plan_limits lim = limits();
     lim.chunk_capacity = 1000;
     bloopcl_plan plan = plan_of(g, a, d, 1, lim);
     cr_assert_eq(plan.num_pieces, 3);
