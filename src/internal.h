@@ -11,7 +11,9 @@
 #define BLOOPCL_ERROR_CAPACITY 8192
 
 /* The kernels of one built program, one cl_kernel each (cl_kernel is not shareable across
- * threads, and a context is single-threaded, so one set per context is right). */
+ * threads, and a context is single-threaded, so one set per context is right). Steps launch
+ * finalize from here; the multi-range kernels run from the plan's own per-launch cl_kernels
+ * (bloopcl_launch_kernels), and these three only answer the per-kernel work-group limits. */
 typedef struct bloopcl_kernels {
     cl_program program;
     cl_kernel ema_update;
