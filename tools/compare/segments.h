@@ -1,4 +1,4 @@
-/* compare_segments.h — bloopcl-compare's multi-segment mode (--segments P --layout L): each of
+/* segments.h — bloopcl-compare's multi-segment mode (--segments P --layout L): each of
  * g, a and d is cut into P segments of mixed sizes held in device buffers, so that the device
  * step runs over segment lists while the CPU reference takes the flat vectors. */
 #ifndef BLOOPCL_COMPARE_SEGMENTS_H

@@ -1,6 +1,6 @@
-/* compare_segments.c — see compare_segments.h. Plain OpenCL buffer calls on the context's own
+/* segments.c — see segments.h. Plain OpenCL buffer calls on the context's own
  * cl_context and queue; the library sees only the segment lists. */
-#include "compare_segments.h"
+#include "segments.h"
 
 #include <inttypes.h>
 #include <stdint.h>
