@@ -18,21 +18,23 @@
  * Steps and triads run in alternating blocks (see time_steps).
  */
 #include "bloopcl.h"
-#include "tool_context.h"
+#include "tool_cli.h"
+#include "tool_device.h"
+#include "tool_json.h"
+#include "tool_time.h"
 
-#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define MAX_SIZES 16
 #define MAX_SEGMENT_COUNTS 16
 
 typedef struct options {
+    tool_common common;                   /* --device, --json, --list, --verbose, BLOOPCL_LOG */
     size_t sizes[MAX_SIZES];
     size_t num_sizes;
     size_t segments[MAX_SEGMENT_COUNTS];  /* P values; segments[0] is always 1 */
@@ -40,8 +42,6 @@ typedef struct options {
     bool segmented;  /* --segments given: print the segment columns */
     bool packed;     /* --layout packed: segments end to end in one buffer per tensor */
     int reps;
-    int json;
-    const char *device;
 } options;
 
 typedef struct measurement {
@@ -56,25 +56,6 @@ typedef struct measurement {
     unsigned kernels;        /* bloopcl_diagnostics.kernels after a step */
     double ratio_to_p1;      /* step_seconds / the P = 1 step_seconds; 0 if none */
 } measurement;
-
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int compare_doubles(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
-static double median(double *values, int count)
-{
-    qsort(values, (size_t)count, sizeof *values, compare_doubles);
-    return count % 2 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
-}
 
 /* The issue's launch target for a step over P segments: 2 ceil(P/16) + 3. */
 static size_t kernel_bound(size_t segments)
@@ -150,10 +131,10 @@ static double run_triad(bloopcl_context *ctx, const triad *t, size_t n)
     cl_command_queue queue = bloopcl_context_queue(ctx);
     size_t local = t->cpu ? 1 : 256;
     size_t global = t->cpu ? t->items : (n + local - 1) / local * local;
-    double start = now_seconds();
+    double start = tool_seconds();
     clEnqueueNDRangeKernel(queue, t->kernel, 1, NULL, &global, &local, 0, NULL, NULL);
     clFinish(queue);
-    return now_seconds() - start;
+    return tool_seconds() - start;
 }
 
 /* ---- the model-like segment mix ------------------------------------------------------------ */
@@ -351,13 +332,13 @@ static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method metho
     for (int round = -1; round < rounds && status == 0; ++round) {  /* round -1 warms up */
         for (size_t k = 0; k < num_workloads && status == 0; ++k)
             for (int i = 0; i < BLOCK && status == 0; ++i) {
-                double start = now_seconds();
+                double start = tool_seconds();
                 status = bloopcl_step(tm.combiners[k], &w[k].tensor[0], &w[k].tensor[1],
                                       &w[k].tensor[2], 0, NULL, NULL) == BLOOPCL_OK ? 0 : -1;
                 bloopcl_context_finish(ctx);
                 if (round >= 0)
                     tm.samples[k * (size_t)samples + (size_t)(round * BLOCK + i)] =
-                        now_seconds() - start;
+                        tool_seconds() - start;
             }
         for (int i = 0; i < BLOCK; ++i) {
             double seconds = run_triad(ctx, t, n);
@@ -369,10 +350,10 @@ static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method metho
         bloopcl_diagnostics diag;
         status = bloopcl_get_diagnostics(tm.combiners[k], &diag) == BLOOPCL_OK ? 0 : -1;
         kernels[k] = status == 0 ? diag.kernels : 0;
-        step_seconds[k] = median(tm.samples + k * (size_t)samples, samples);
+        step_seconds[k] = tool_median(tm.samples + k * (size_t)samples, (size_t)samples);
     }
     if (status == 0)
-        *triad_seconds = median(triads, samples);
+        *triad_seconds = tool_median(triads, (size_t)samples);
     for (size_t k = 0; tm.combiners != NULL && k < num_workloads; ++k)
         bloopcl_combiner_destroy(tm.combiners[k]);
     free(tm.samples);
@@ -430,47 +411,67 @@ static void print_targets(const measurement *all, size_t count)
     }
 }
 
-static void print_json(const measurement *all, size_t count, const options *opt)
+static const tool_spec BENCH_TOOL;
+
+/* The JSON document (schema "bloopcl-bench/1"): the device, the settings, one result per
+ * measurement. */
+static void print_json(const measurement *all, size_t count, const options *opt,
+                       const bloopcl_device_info *info)
 {
-    printf("[\n");
+    tool_json json;
+    tool_json_init(&json, stdout);
+    tool_json_document_begin(&json, &BENCH_TOOL);
+    tool_json_device(&json, "device", info);
+    tool_json_integer(&json, "reps", opt->reps);
+    tool_json_string(&json, "layout", opt->packed ? "packed" : "separate");
+    tool_json_array_begin(&json, "results");
     for (size_t i = 0; i < count; ++i) {
         const measurement *m = &all[i];
-        printf("  {\"method\": \"%s\", \"backend\": \"%s\", \"n\": %zu, \"segments\": %zu, "
-               "\"layout\": \"%s\", \"step_seconds\": %.9g, \"ratio_to_p1\": %.6g, "
-               "\"model_bytes_per_element\": %g, \"moved_bytes_per_element\": %g, "
-               "\"triad_gbs\": %.6g, \"kernels_per_step\": %u, \"kernels_bound\": %zu}%s\n",
-               m->method, m->backend, m->n, m->segments, opt->packed ? "packed" : "separate",
-               m->step_seconds, m->ratio_to_p1, m->model_bytes, m->moved_bytes, m->triad_gbs,
-               m->kernels, kernel_bound(m->segments), i + 1 < count ? "," : "");
+        tool_json_object_begin(&json, NULL);
+        tool_json_string(&json, "method", m->method);
+        tool_json_string(&json, "backend", m->backend);
+        tool_json_unsigned(&json, "n", m->n);
+        tool_json_unsigned(&json, "segments", m->segments);
+        tool_json_number(&json, "step_seconds", m->step_seconds);
+        tool_json_number(&json, "ratio_to_p1", m->ratio_to_p1);
+        tool_json_number(&json, "model_bytes_per_element", m->model_bytes);
+        tool_json_number(&json, "moved_bytes_per_element", m->moved_bytes);
+        tool_json_number(&json, "triad_gbs", m->triad_gbs);
+        tool_json_unsigned(&json, "kernels_per_step", m->kernels);
+        tool_json_unsigned(&json, "kernels_bound", kernel_bound(m->segments));
+        tool_json_object_end(&json);
     }
-    printf("]\n");
+    tool_json_document_end(&json);
 }
 
 /* ---- command line ------------------------------------------------------------------------- */
 
-static void usage(FILE *to)
+static void help(FILE *to)
 {
-    fprintf(to,
-            "usage: bloopcl-bench [--sizes N,N,...] [--segments P,P,...] [--layout L]\n"
-            "                     [--reps R] [--json] [--device SPEC]\n"
-            "\n"
-            "Times one step of every method with both dot backends on the device that\n"
-            "BLOOPCL_DEVICE (or --device) selects, next to a triad measured in the same run.\n"
-            "Sizes accept k/M suffixes (65536, 1M, 16M). Defaults: --sizes 4096,65536,1M,16M,64M\n"
-            "--reps 20. Progress goes to stderr; --json prints the measurements as JSON.\n"
-            "'kernels /step' is the library's own count (bloopcl_diagnostics.kernels).\n"
-            "\n"
-            "--segments P,...  also hand each n over as P segments of a model-like mix (P = 1,\n"
-            "                  one buffer, is always measured too): a large matrix of min(n/8,\n"
-            "                  n/(2 ceil(P/100))) elements every 100 segments, vectors of\n"
-            "                  1..min(1024, n/(16P)) elements at odd positions, medium matrices\n"
-            "                  sharing the rest; the sizes sum to n. Adds P, the launch bound\n"
-            "                  2 ceil(P/16) + 3 and the time over the P = 1 time to each row.\n"
-            "                  Target (issue 8): at n = 16M, P = 300 costs <= 1.10x P = 1 on\n"
-            "                  PoCL and launches per step <= 2 ceil(P/16) + 3.\n"
-            "--layout L        separate (default): each segment in a cl_mem of its own;\n"
-            "                  packed: the segments end to end in one cl_mem per tensor.\n"
-            "Default (no --segments): one buffer per tensor, as a single-buffer trainer does.\n");
+    fputs("Times one step of every method with both dot backends on the device that\n"
+          "--device (or BLOOPCL_DEVICE) selects, next to a triad measured in the same run.\n"
+          "Sizes accept k/M suffixes (65536, 1M, 16M). Defaults: --sizes 4096,65536,1M,16M,64M\n"
+          "--reps 20. Progress goes to stderr. 'kernels /step' is the library's own count\n"
+          "(bloopcl_diagnostics.kernels).\n"
+          "\n"
+          "Options:\n"
+          "  --sizes N,...     the sizes n (up to 16)\n"
+          "  --reps R          timed steps per measurement (default 20)\n"
+          "  --segments P,...  also hand each n over as P segments of a model-like mix (P = 1,\n"
+          "                    one buffer, is always measured too): a large matrix of min(n/8,\n"
+          "                    n/(2 ceil(P/100))) elements every 100 segments, vectors of\n"
+          "                    1..min(1024, n/(16P)) elements at odd positions, medium\n"
+          "                    matrices sharing the rest; the sizes sum to n. Adds P, the\n"
+          "                    launch bound 2 ceil(P/16) + 3 and the time over the P = 1 time\n"
+          "                    to each row. Target (issue 8): at n = 16M, P = 300 costs\n"
+          "                    <= 1.10x P = 1 on PoCL and launches per step <= 2 ceil(P/16) + 3.\n"
+          "  --layout L        separate (default): each segment in a cl_mem of its own;\n"
+          "                    packed: the segments end to end in one cl_mem per tensor.\n"
+          "  --json            stdout is one JSON document: device, reps, layout, results[]\n"
+          "                    (method, backend, n, segments, step_seconds, ratio_to_p1, bytes\n"
+          "                    per element, triad_gbs, kernels_per_step, kernels_bound)\n"
+          "Default (no --segments): one buffer per tensor, as a single-buffer trainer does.\n",
+          to);
 }
 
 static int parse_size(const char *text, size_t *out)
@@ -538,37 +539,68 @@ static int check_fit(const options *opt)
     return 0;
 }
 
+enum { OPT_SIZES, OPT_REPS, OPT_SEGMENTS, OPT_LAYOUT };
+
+static const tool_option BENCH_OPTIONS[] = {
+    {"sizes", true, OPT_SIZES},
+    {"reps", true, OPT_REPS},
+    {"segments", true, OPT_SEGMENTS},
+    {"layout", true, OPT_LAYOUT},
+};
+
+static bool apply_option(int id, const char *value, void *user)
+{
+    options *opt = user;
+    char list[512];
+    unsigned long long reps = 0;
+    bool too_long = snprintf(list, sizeof list, "%s", value) >= (int)sizeof list;
+    switch (id) {
+    case OPT_SIZES:
+        if (too_long || parse_list(list, opt->sizes, 0, MAX_SIZES, &opt->num_sizes) != 0)
+            return tool_usage_error(&BENCH_TOOL, "--sizes takes up to %d sizes (k, M "
+                                    "suffixes), comma-separated, not \"%s\"", MAX_SIZES, value);
+        return true;
+    case OPT_SEGMENTS:
+        if (too_long || parse_segments(list, opt) != 0)
+            return tool_usage_error(&BENCH_TOOL, "--segments takes up to %d counts, "
+                                    "comma-separated, not \"%s\"", MAX_SEGMENT_COUNTS - 1, value);
+        return true;
+    case OPT_LAYOUT:
+        if (strcmp(value, "packed") != 0 && strcmp(value, "separate") != 0)
+            return tool_usage_error(&BENCH_TOOL, "--layout takes separate or packed, not \"%s\"",
+                                    value);
+        opt->packed = strcmp(value, "packed") == 0;
+        return true;
+    default:   /* OPT_REPS */
+        if (!tool_parse_unsigned(value, 1, 1000000, &reps))
+            return tool_usage_error(&BENCH_TOOL, "--reps takes 1..1000000, not \"%s\"", value);
+        opt->reps = (int)reps;
+        return true;
+    }
+}
+
+static const tool_spec BENCH_TOOL = {
+    .name = "bloopcl-bench",
+    .usage = "usage: bloopcl-bench [--sizes N,N,...] [--segments P,P,...] [--layout L]\n"
+             "                     [--reps R] [--json] [--device SPEC]\n",
+    .failure = "a measurement failed",
+    .schema = "bloopcl-bench/1",
+    .help = help,
+    .options = BENCH_OPTIONS,
+    .num_options = sizeof BENCH_OPTIONS / sizeof BENCH_OPTIONS[0],
+    .apply = apply_option,
+};
+
+/* Returns TOOL_CONTINUE, or the exit status. */
 static int parse_options(int argc, char **argv, options *opt)
 {
-    static const struct option long_options[] = {
-        {"sizes", required_argument, NULL, 's'}, {"reps", required_argument, NULL, 'r'},
-        {"json", no_argument, NULL, 'j'},        {"device", required_argument, NULL, 'd'},
-        {"segments", required_argument, NULL, 'p'}, {"layout", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     char defaults[] = "4096,65536,1M,16M,64M";
     *opt = (options){.reps = 20, .segments = {1}, .num_segments = 1};
     parse_list(defaults, opt->sizes, 0, MAX_SIZES, &opt->num_sizes);
-    int c, bad = 0;
-    while (!bad && (c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
-        switch (c) {
-        case 's': bad = parse_list(optarg, opt->sizes, 0, MAX_SIZES, &opt->num_sizes); break;
-        case 'p': bad = parse_segments(optarg, opt); break;
-        case 'l':
-            bad = strcmp(optarg, "packed") != 0 && strcmp(optarg, "separate") != 0;
-            opt->packed = strcmp(optarg, "packed") == 0;
-            break;
-        case 'r': opt->reps = atoi(optarg); break;
-        case 'j': opt->json = 1; break;
-        case 'd': opt->device = optarg; break;
-        case 'h': usage(stdout); exit(0);
-        default: bad = 1;
-        }
-    }
-    if (bad || optind != argc || opt->reps < 1) {
-        usage(stderr);
-        return -1;
-    }
-    return check_fit(opt);
+    int status = tool_parse_args(&BENCH_TOOL, argc, argv, &opt->common, opt);
+    if (status != TOOL_CONTINUE)
+        return status;
+    return check_fit(opt) == 0 ? TOOL_CONTINUE : TOOL_EXIT_USAGE;
 }
 
 static const bloopcl_method methods[] = {BLOOPCL_METHOD_BLOOP, BLOOPCL_METHOD_DYNAMIC_BARRIER,
@@ -620,7 +652,7 @@ static size_t bench_size(bloopcl_context *ctx, const triad *t, const options *op
     int status = x && y && z ? 0 : -1;
     while (status == 0 && made < opt->num_segments) {
         status = create_workload(ctx, n, opt->segments[made], opt->packed, &w[made]);
-        if (status == 0 && opt->segmented && !opt->json)
+        if (status == 0 && opt->segmented && !opt->common.json)
             printf("n %zu, P %zu (%s): segments of %zu .. %zu elements\n", n, w[made].segments,
                    opt->packed ? "packed" : "separate", w[made].smallest, w[made].largest);
         made += status == 0;
@@ -651,42 +683,60 @@ static void fill_ratios(measurement *all, size_t count)
                 all[i].ratio_to_p1 = all[i].step_seconds / all[j].step_seconds;
 }
 
+static void print_table(const measurement *all, size_t count, const options *opt)
+{
+    print_header(opt->segmented);
+    for (size_t i = 0; i < count; ++i)
+        print_row(&all[i], opt->segmented);
+    if (opt->segmented)
+        print_targets(all, count);
+}
+
+/* Every measurement on the context's device; returns the exit status. */
+static int bench(bloopcl_context *ctx, const triad *t, const options *opt)
+{
+    bloopcl_device_info info;
+    bloopcl_context_device_info(ctx, &info);
+    if (!opt->common.json)
+        printf("device %u: %s / %s (%s), %d reps, median per step incl. clFinish\n",
+               info.flat_index, info.platform_name, info.device_name, info.driver_version,
+               opt->reps);
+    size_t expected = opt->num_sizes * opt->num_segments * NUM_METHODS * NUM_BACKENDS, count = 0;
+    measurement *all = calloc(expected, sizeof *all);
+    for (size_t s = 0; all != NULL && s < opt->num_sizes; ++s)
+        count += bench_size(ctx, t, opt, opt->sizes[s], all + count);
+    fill_ratios(all, count);
+    if (opt->common.json)
+        print_json(all, count, opt, &info);
+    else
+        print_table(all, count, opt);
+    free(all);
+    return count == expected ? TOOL_EXIT_OK : TOOL_EXIT_FAILED;
+}
+
 int main(int argc, char **argv)
 {
     options opt;
-    if (parse_options(argc, argv, &opt) != 0)
-        return 2;
-    bloopcl_context *ctx = tool_open_context("bloopcl-bench", opt.device);
-    if (ctx == NULL)
-        return 1;
+    int status = parse_options(argc, argv, &opt);
+    if (status != TOOL_CONTINUE)
+        return status;
+    if (opt.common.list)
+        return tool_list_devices(&BENCH_TOOL, &opt.common);
+    bloopcl_context *ctx = NULL;
+    status = tool_open_context(&BENCH_TOOL, &opt.common, opt.common.device, &ctx, NULL);
+    if (status != TOOL_EXIT_OK)
+        return status;
     triad t = {0};
     if (build_triad(ctx, &t) != 0) {
-        fprintf(stderr, "bloopcl-bench: the triad kernel does not build on this device\n");
-        bloopcl_context_destroy(ctx);
-        return 1;
-    }
-    bloopcl_device_info info;
-    bloopcl_context_device_info(ctx, &info);
-    if (!opt.json)
-        printf("device %u: %s / %s (%s), %d reps, median per step incl. clFinish\n",
-               info.flat_index, info.platform_name, info.device_name, info.driver_version, opt.reps);
-    size_t expected = opt.num_sizes * opt.num_segments * NUM_METHODS * NUM_BACKENDS, count = 0;
-    measurement *all = calloc(expected, sizeof *all);
-    for (size_t s = 0; all != NULL && s < opt.num_sizes; ++s)
-        count += bench_size(ctx, &t, &opt, opt.sizes[s], all + count);
-    fill_ratios(all, count);
-    if (opt.json) {
-        print_json(all, count, &opt);
+        fprintf(stderr, "%s: the triad kernel does not build on this device\n", BENCH_TOOL.name);
+        status = TOOL_EXIT_FAILED;
     } else {
-        print_header(opt.segmented);
-        for (size_t i = 0; i < count; ++i)
-            print_row(&all[i], opt.segmented);
-        if (opt.segmented)
-            print_targets(all, count);
+        status = bench(ctx, &t, &opt);
     }
-    free(all);
-    clReleaseKernel(t.kernel);
-    clReleaseProgram(t.program);
+    if (t.kernel != NULL)
+        clReleaseKernel(t.kernel);
+    if (t.program != NULL)
+        clReleaseProgram(t.program);
     bloopcl_context_destroy(ctx);
-    return count == expected ? 0 : 1;
+    return status;
 }

@@ -9,18 +9,22 @@
  *     L_aux(theta)  = 1/2 |theta - theta_star|^2
  *
  * Each step computes both gradients on the host, hands them to bloopcl (on the device chosen
- * by BLOOPCL_DEVICE), and moves theta along -lr * d. Bloop projects the auxiliary gradient off
+ * by --device or BLOOPCL_DEVICE), and moves theta along -lr * d. Bloop projects the auxiliary gradient off
  * an EMA of the main gradient, so it can follow the auxiliary loss without undoing progress on
  * the main loss; Mixed simply adds the two. The program prints the final losses per method.
  */
 #include "bloopcl.h"
-#include "tool_context.h"
+#include "tool_cli.h"
+#include "tool_device.h"
+#include "tool_json.h"
 
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define PROBLEM_ROWS 200
+#define PROBLEM_PARAMS 400
 
 typedef struct problem {
     size_t rows, params;
@@ -30,11 +34,11 @@ typedef struct problem {
 } problem;
 
 typedef struct options {
+    tool_common common;   /* --device, --json, --list, --verbose, BLOOPCL_LOG */
     int steps;
     size_t batch;
     float lr;
     double lambda;
-    const char *device;
 } options;
 
 static void normal(uint64_t seed, size_t n, float *out, float scale)
@@ -163,91 +167,180 @@ static int train(bloopcl_context *ctx, const problem *pb, const bloopcl_config *
     return status == BLOOPCL_OK ? 0 : -1;
 }
 
-static void usage(FILE *to)
+static void help(FILE *to)
 {
-    fprintf(to,
-            "usage: bloopcl-demo [--steps N] [--lambda L] [--lr LR] [--batch B] [--device SPEC]\n"
-            "\n"
-            "Trains an over-parameterised least-squares model (main loss) with a pull towards\n"
-            "a target point (auxiliary loss) using each bloopcl method, and prints the final\n"
-            "main and auxiliary losses. The device is BLOOPCL_DEVICE's unless --device is given.\n"
-            "Defaults: --steps 4000 --lambda 0.1 --lr 0.1 --batch 16.\n");
+    fputs("Trains an over-parameterised least-squares model (main loss) with a pull towards\n"
+          "a target point (auxiliary loss) using each bloopcl method, and prints the final\n"
+          "main and auxiliary losses.\n"
+          "\n"
+          "Options:\n"
+          "  --steps N        steps per method (default 4000)\n"
+          "  --lambda L       weight of the auxiliary loss, >= 0 (default 0.1)\n"
+          "  --lr LR          learning rate, > 0 (default 0.1)\n"
+          "  --batch B        rows per mini-batch, 1..200 (default 16)\n"
+          "  --json           stdout is one JSON document: device, problem, results[]\n"
+          "                   (method, ema_weight, main_loss, aux_loss, cosine, passed)\n",
+          to);
 }
 
-static int parse_options(int argc, char **argv, options *opt)
+enum { OPT_STEPS, OPT_LAMBDA, OPT_LR, OPT_BATCH };
+
+static const tool_option DEMO_OPTIONS[] = {
+    {"steps", true, OPT_STEPS},
+    {"lambda", true, OPT_LAMBDA},
+    {"lr", true, OPT_LR},
+    {"batch", true, OPT_BATCH},
+};
+
+static const tool_spec DEMO_TOOL;
+
+static bool apply_option(int id, const char *value, void *user)
 {
-    static const struct option long_options[] = {
-        {"steps", required_argument, NULL, 's'}, {"lambda", required_argument, NULL, 'l'},
-        {"lr", required_argument, NULL, 'r'},    {"batch", required_argument, NULL, 'b'},
-        {"device", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    *opt = (options){.steps = 4000, .batch = 16, .lr = 0.1f, .lambda = 0.1, .device = NULL};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
-        switch (c) {
-        case 's': opt->steps = atoi(optarg); break;
-        case 'l': opt->lambda = atof(optarg); break;
-        case 'r': opt->lr = (float)atof(optarg); break;
-        case 'b': opt->batch = (size_t)atol(optarg); break;
-        case 'd': opt->device = optarg; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
-        }
+    options *opt = user;
+    unsigned long long number = 0;
+    double real = 0.0;
+    switch (id) {
+    case OPT_STEPS:
+        if (!tool_parse_unsigned(value, 1, 100000000, &number))
+            return tool_usage_error(&DEMO_TOOL, "--steps takes 1..100000000, not \"%s\"", value);
+        opt->steps = (int)number;
+        return true;
+    case OPT_BATCH:
+        if (!tool_parse_unsigned(value, 1, PROBLEM_ROWS, &number))
+            return tool_usage_error(&DEMO_TOOL, "--batch takes 1..%d, not \"%s\"", PROBLEM_ROWS,
+                                    value);
+        opt->batch = (size_t)number;
+        return true;
+    case OPT_LAMBDA:
+        if (!tool_parse_double(value, 0.0, 1e6, &real))
+            return tool_usage_error(&DEMO_TOOL, "--lambda takes a number in [0, 1e6], not \"%s\"",
+                                    value);
+        opt->lambda = real;
+        return true;
+    default:   /* OPT_LR */
+        if (!tool_parse_double(value, 1e-12, 1e3, &real))
+            return tool_usage_error(&DEMO_TOOL, "--lr takes a number in [1e-12, 1e3], not \"%s\"",
+                                    value);
+        opt->lr = (float)real;
+        return true;
     }
-    if (optind != argc || opt->steps <= 0 || opt->batch == 0 || !(opt->lr > 0.0f)) {
-        usage(stderr);
-        return -1;
-    }
-    return 0;
 }
 
-static bloopcl_context *open_context(const options *opt)
+static const tool_spec DEMO_TOOL = {
+    .name = "bloopcl-demo",
+    .usage = "usage: bloopcl-demo [--steps N] [--lambda L] [--lr LR] [--batch B] [--json]\n"
+             "                    [--device SPEC]\n",
+    .failure = "a method's run failed (a bloopcl call returned an error)",
+    .schema = "bloopcl-demo/1",
+    .help = help,
+    .options = DEMO_OPTIONS,
+    .num_options = sizeof DEMO_OPTIONS / sizeof DEMO_OPTIONS[0],
+    .apply = apply_option,
+};
+
+/* Bloop with the EMA weight of the paper's examples, the baselines without EMA. */
+static const struct {
+    bloopcl_method method;
+    double w;
+} RUNS[] = {{BLOOPCL_METHOD_MIXED, 1.0}, {BLOOPCL_METHOD_DYNAMIC_BARRIER, 1.0},
+            {BLOOPCL_METHOD_PCGRAD, 1.0}, {BLOOPCL_METHOD_BLOOP, 1.0}, {BLOOPCL_METHOD_BLOOP, 0.01}};
+#define NUM_RUNS (sizeof RUNS / sizeof RUNS[0])
+
+typedef struct run_outcome {
+    run_result result;
+    bool ok;
+} run_outcome;
+
+static void print_table(const options *opt, const bloopcl_device_info *info,
+                        const run_outcome *outcomes)
 {
-    bloopcl_context *ctx = tool_open_context("bloopcl-demo", opt->device);
-    if (ctx == NULL)
-        return NULL;
+    printf("bloopcl %s on device %u: %s / %s (%s)\n", bloopcl_version_string(), info->flat_index,
+           info->platform_name, info->device_name, info->driver_version);
+    printf("least squares %d x %d (main) + pull to a target (aux), lambda %g, %d steps\n",
+           PROBLEM_ROWS, PROBLEM_PARAMS, opt->lambda, opt->steps);
+    printf("%-16s %6s %14s %14s %10s\n", "method", "w", "main loss", "aux loss", "cos(m,a)");
+    for (size_t k = 0; k < NUM_RUNS; ++k)
+        if (outcomes[k].ok)
+            printf("%-16s %6g %14.6g %14.6g %10.4f\n", bloopcl_method_name(RUNS[k].method),
+                   RUNS[k].w, outcomes[k].result.main_loss, outcomes[k].result.aux_loss,
+                   outcomes[k].result.last_cosine);
+        else
+            printf("%-16s %6g %14s %14s %10s\n", bloopcl_method_name(RUNS[k].method), RUNS[k].w,
+                   "failed", "", "");
+}
+
+static void print_json(const options *opt, const bloopcl_device_info *info,
+                       const run_outcome *outcomes)
+{
+    tool_json json;
+    tool_json_init(&json, stdout);
+    tool_json_document_begin(&json, &DEMO_TOOL);
+    tool_json_device(&json, "device", info);
+    tool_json_object_begin(&json, "problem");
+    tool_json_integer(&json, "rows", PROBLEM_ROWS);
+    tool_json_integer(&json, "params", PROBLEM_PARAMS);
+    tool_json_number(&json, "lambda", opt->lambda);
+    tool_json_number(&json, "lr", opt->lr);
+    tool_json_integer(&json, "steps", opt->steps);
+    tool_json_unsigned(&json, "batch", opt->batch);
+    tool_json_object_end(&json);
+    tool_json_array_begin(&json, "results");
+    for (size_t k = 0; k < NUM_RUNS; ++k) {
+        tool_json_object_begin(&json, NULL);
+        tool_json_string(&json, "method", bloopcl_method_name(RUNS[k].method));
+        tool_json_number(&json, "ema_weight", RUNS[k].w);
+        tool_json_bool(&json, "passed", outcomes[k].ok);
+        tool_json_number(&json, "main_loss", outcomes[k].ok ? outcomes[k].result.main_loss : NAN);
+        tool_json_number(&json, "aux_loss", outcomes[k].ok ? outcomes[k].result.aux_loss : NAN);
+        tool_json_number(&json, "cosine", outcomes[k].ok ? outcomes[k].result.last_cosine : NAN);
+        tool_json_object_end(&json);
+    }
+    tool_json_document_end(&json);
+}
+
+/* Every run of RUNS on the problem; returns the exit status. */
+static int run_all(bloopcl_context *ctx, const problem *pb, const options *opt)
+{
+    run_outcome outcomes[NUM_RUNS];
+    int failures = 0;
+    for (size_t k = 0; k < NUM_RUNS; ++k) {
+        bloopcl_config config;
+        bloopcl_config_default(&config, RUNS[k].method);
+        config.ema_weight = RUNS[k].w;
+        config.lambda = opt->lambda;
+        outcomes[k].ok = train(ctx, pb, &config, opt, &outcomes[k].result) == 0;
+        failures += !outcomes[k].ok;
+    }
     bloopcl_device_info info;
     bloopcl_context_device_info(ctx, &info);
-    printf("bloopcl %s on device %u: %s / %s (%s)\n", bloopcl_version_string(), info.flat_index,
-           info.platform_name, info.device_name, info.driver_version);
-    return ctx;
+    if (opt->common.json)
+        print_json(opt, &info, outcomes);
+    else
+        print_table(opt, &info, outcomes);
+    return failures ? TOOL_EXIT_FAILED : TOOL_EXIT_OK;
 }
 
 int main(int argc, char **argv)
 {
-    options opt;
-    if (parse_options(argc, argv, &opt) != 0)
-        return 2;
-    bloopcl_context *ctx = open_context(&opt);
-    if (ctx == NULL)
-        return 1;
+    options opt = {.steps = 4000, .batch = 16, .lr = 0.1f, .lambda = 0.1};
+    int status = tool_parse_args(&DEMO_TOOL, argc, argv, &opt.common, &opt);
+    if (status != TOOL_CONTINUE)
+        return status;
+    if (opt.common.list)
+        return tool_list_devices(&DEMO_TOOL, &opt.common);
+    bloopcl_context *ctx = NULL;
+    status = tool_open_context(&DEMO_TOOL, &opt.common, opt.common.device, &ctx, NULL);
+    if (status != TOOL_EXIT_OK)
+        return status;
     problem pb;
-    if (make_problem(&pb, 200, 400) != 0) {
-        fprintf(stderr, "bloopcl-demo: out of memory\n");
-        return 1;
+    if (make_problem(&pb, PROBLEM_ROWS, PROBLEM_PARAMS) != 0) {
+        fprintf(stderr, "%s: out of memory\n", DEMO_TOOL.name);
+        free_problem(&pb);
+        bloopcl_context_destroy(ctx);
+        return TOOL_EXIT_FAILED;
     }
-    /* Bloop with the EMA weight of the paper's examples, the baselines without EMA. */
-    const struct { bloopcl_method method; double w; } runs[] = {
-        {BLOOPCL_METHOD_MIXED, 1.0}, {BLOOPCL_METHOD_DYNAMIC_BARRIER, 1.0},
-        {BLOOPCL_METHOD_PCGRAD, 1.0}, {BLOOPCL_METHOD_BLOOP, 1.0}, {BLOOPCL_METHOD_BLOOP, 0.01}};
-    printf("least squares 200 x 400 (main) + pull to a target (aux), lambda %g, %d steps\n",
-           opt.lambda, opt.steps);
-    printf("%-16s %6s %14s %14s %10s\n", "method", "w", "main loss", "aux loss", "cos(m,a)");
-    int failures = 0;
-    for (size_t k = 0; k < sizeof runs / sizeof runs[0]; ++k) {
-        bloopcl_config config;
-        bloopcl_config_default(&config, runs[k].method);
-        config.ema_weight = runs[k].w;
-        config.lambda = opt.lambda;
-        run_result result;
-        if (train(ctx, &pb, &config, &opt, &result) != 0) {
-            ++failures;
-            continue;
-        }
-        printf("%-16s %6g %14.6g %14.6g %10.4f\n", bloopcl_method_name(runs[k].method),
-               runs[k].w, result.main_loss, result.aux_loss, result.last_cosine);
-    }
+    status = run_all(ctx, &pb, &opt);
     free_problem(&pb);
     bloopcl_context_destroy(ctx);
-    return failures ? 1 : 0;
+    return status;
 }

@@ -17,17 +17,18 @@
  * the same batches. Progress goes to stderr, a final table to stdout, rows to --csv.
  */
 #include "bloopcl.h"
-#include "tool_context.h"
+#include "tool_cli.h"
+#include "tool_device.h"
+#include "tool_json.h"
+#include "tool_time.h"
 
 #include <clblast_c.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zlib.h>
 
 #define PROGRAM "bloopcl-train"
@@ -143,7 +144,8 @@ static const char *const kKernelNames[NUM_KERNELS] = {
  * Options
  * ------------------------------------------------------------------------------------------- */
 typedef struct options {
-    const char *data_dir, *csv_path, *device;
+    tool_common common;   /* --device, --json, --list, --verbose, BLOOPCL_LOG */
+    const char *data_dir, *csv_path;
     size_t train_size, test_size, batch;
     int epochs, power_iters, quick, check, num_lambdas, num_methods;
     long inject_step;  /* 0, or the optimizer step whose g gets a NaN (--inject-nonfinite) */
@@ -153,17 +155,17 @@ typedef struct options {
     uint64_t seed;
 } options;
 
-static void usage(FILE *to)
+static void help(FILE *to)
 {
     fprintf(to,
-        "usage: bloopcl-train [options]\n"
-        "\n"
         "Trains an MLP 784-256-128-10 (ReLU) on Fashion-MNIST: main loss cross-entropy, aux\n"
         "loss log prod_l ||W_l||_2^2, combined by each bloopcl method over a lambda grid, then\n"
         "Adam. Forward, backward, power iteration and Adam run on the bloopcl device.\n"
         "The combiner keeps bloopcl's defaults otherwise (eps 1e-7, no rescale, EMA from 0).\n"
         "\n"
-        "  --data DIR          IDX .gz files (default /usr/share/datasets/fashion-mnist)\n"
+        "Options:\n"
+        "  --data DIR          IDX .gz files (default /usr/share/datasets/fashion-mnist;\n"
+        "                      missing files are an environment error, exit 2)\n"
         "  --train-size N      first N training images (default 10000; 1..60000)\n"
         "  --test-size N       first N test images (default 10000; 1..10000)\n"
         "  --epochs N          epochs per run (default 3)\n"
@@ -178,7 +180,6 @@ static void usage(FILE *to)
         "  --min-accuracy A    fail (exit 1) if a method's smallest-lambda run ends below\n"
         "                      this test accuracy (default 0.5)\n"
         "  --csv PATH          write one row per method, lambda and epoch\n"
-        "  --device SPEC       bloopcl device (default: BLOOPCL_DEVICE's choice)\n"
         "  --check             first compare the device gradients with finite differences\n"
         "  --inject-nonfinite T  put a NaN into g at optimizer step T (1-based) of every run;\n"
         "                      fail unless bloopcl skips it and Adam leaves the parameters,\n"
@@ -186,30 +187,13 @@ static void usage(FILE *to)
         "                      other step of the run is applied\n"
         "  --quick             8192 images, 2 epochs, lambdas 1e-4,1e-2,1, all methods,\n"
         "                      --check\n"
-        "  --help\n"
+        "  --json              stdout is one JSON document: device, settings, results[]\n"
+        "                      (method, lambda, ema_weight, losses, accuracy, seconds,\n"
+        "                      diverged) and passed; progress stays on stderr\n"
         "\n"
-        "Plot: gnuplot -e \"csv='run.csv'; png='pareto.png'\" tools/plot_pareto.gp\n"
-        "Exit status: 0 ok, 1 failure (OpenCL, divergence, accuracy), 2 bad arguments.\n");
-}
-
-static int parse_size(const char *text, size_t lo, size_t hi, size_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || text[0] == '-' || v < lo || v > hi)
-        return -1;
-    *out = (size_t)v;
-    return 0;
-}
-
-static int parse_double(const char *text, double lo, double hi, double *out)
-{
-    char *end;
-    double v = strtod(text, &end);
-    if (*text == '\0' || *end != '\0' || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
+        "Plot: gnuplot -e \"csv='run.csv'; png='pareto.png'\" %s/plot_pareto.gp\n"
+        "(tools/plot_pareto.gp in the source tree).\n",
+        BLOOPCL_DATADIR);
 }
 
 /* "A:B:N" is 10^A .. 10^B in N log-spaced points; otherwise a comma list of values >= 0. */
@@ -233,7 +217,7 @@ static int parse_lambdas(const char *text, options *opt)
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (opt->num_lambdas == MAX_LAMBDAS ||
-            parse_double(tok, 0.0, 1e6, &opt->lambdas[opt->num_lambdas]) != 0)
+            !tool_parse_double(tok, 0.0, 1e6, &opt->lambdas[opt->num_lambdas]))
             return -1;
         opt->num_lambdas++;
     }
@@ -293,85 +277,90 @@ static void apply_quick(int argc, char **argv, options *opt)
         }
 }
 
-/* Returns the name of the offending option, or NULL when `c` was parsed. */
-static const char *parse_one(int c, const char *arg, options *opt)
+/* Applies option `c` (its short letter); returns false if its value is out of range. */
+static bool parse_one(int c, const char *arg, options *opt)
 {
-    size_t n;
+    unsigned long long n = 0;
+    bool ok = true;
     switch (c) {
-    case 'D': opt->data_dir = arg; return NULL;
-    case 'c': opt->csv_path = arg; return NULL;
-    case 'd': opt->device = arg; return NULL;
-    case 'q': return NULL;
-    case 'g': opt->check = 1; return NULL;
-    case 'n': return parse_size(arg, 1, 60000, &opt->train_size) ? "--train-size" : NULL;
-    case 't': return parse_size(arg, 1, 10000, &opt->test_size) ? "--test-size" : NULL;
-    case 'b': return parse_size(arg, 1, 8192, &opt->batch) ? "--batch" : NULL;
-    case 'e': opt->epochs = parse_size(arg, 1, 1000, &n) ? 0 : (int)n;
-              return opt->epochs ? NULL : "--epochs";
-    case 'p': opt->power_iters = parse_size(arg, 1, 100, &n) ? 0 : (int)n;
-              return opt->power_iters ? NULL : "--power-iters";
-    case 's': return parse_size(arg, 0, SIZE_MAX, &n) ? "--seed" : (opt->seed = n, NULL);
-    case 'i': opt->inject_step = parse_size(arg, 1, 100000000, &n) ? 0 : (long)n;
-              return opt->inject_step ? NULL : "--inject-nonfinite";
-    case 'r': return parse_double(arg, 1e-12, 10.0, &opt->lr) ? "--lr" : NULL;
-    case 'w': return parse_double(arg, 1e-9, 1.0, &opt->bloop_ema) ? "--bloop-ema" : NULL;
-    case 'W': return parse_double(arg, 1e-9, 1.0, &opt->base_ema) ? "--base-ema" : NULL;
-    case 'a': return parse_double(arg, 0.0, 1.0, &opt->min_accuracy) ? "--min-accuracy" : NULL;
-    case 'l': return parse_lambdas(arg, opt) ? "--lambdas" : NULL;
-    case 'm': return parse_methods(arg, opt) ? "--methods" : NULL;
-    default: return "";
+    case 'D': opt->data_dir = arg; break;
+    case 'c': opt->csv_path = arg; break;
+    case 'q': break;   /* applied first, by apply_quick */
+    case 'g': opt->check = 1; break;
+    case 'n': ok = tool_parse_unsigned(arg, 1, 60000, &n), opt->train_size = (size_t)n; break;
+    case 't': ok = tool_parse_unsigned(arg, 1, 10000, &n), opt->test_size = (size_t)n; break;
+    case 'b': ok = tool_parse_unsigned(arg, 1, 8192, &n), opt->batch = (size_t)n; break;
+    case 'e': ok = tool_parse_unsigned(arg, 1, 1000, &n), opt->epochs = (int)n; break;
+    case 'p': ok = tool_parse_unsigned(arg, 1, 100, &n), opt->power_iters = (int)n; break;
+    case 's': ok = tool_parse_unsigned(arg, 0, UINT64_MAX, &n), opt->seed = n; break;
+    case 'i': ok = tool_parse_unsigned(arg, 1, 100000000, &n), opt->inject_step = (long)n; break;
+    case 'r': ok = tool_parse_double(arg, 1e-12, 10.0, &opt->lr); break;
+    case 'w': ok = tool_parse_double(arg, 1e-9, 1.0, &opt->bloop_ema); break;
+    case 'W': ok = tool_parse_double(arg, 1e-9, 1.0, &opt->base_ema); break;
+    case 'a': ok = tool_parse_double(arg, 0.0, 1.0, &opt->min_accuracy); break;
+    case 'l': ok = parse_lambdas(arg, opt) == 0; break;
+    default: ok = parse_methods(arg, opt) == 0; break;   /* 'm' */
     }
+    return ok;
 }
 
-/* 0: run, 1: --help printed, -1: bad arguments (message printed). */
+static const tool_option TRAIN_OPTIONS[] = {
+    {"data", true, 'D'},         {"csv", true, 'c'},          {"quick", false, 'q'},
+    {"train-size", true, 'n'},   {"test-size", true, 't'},    {"batch", true, 'b'},
+    {"epochs", true, 'e'},       {"power-iters", true, 'p'},  {"seed", true, 's'},
+    {"lr", true, 'r'},           {"bloop-ema", true, 'w'},    {"base-ema", true, 'W'},
+    {"lambdas", true, 'l'},      {"methods", true, 'm'},      {"min-accuracy", true, 'a'},
+    {"check", false, 'g'},       {"inject-nonfinite", true, 'i'},
+};
+#define NUM_TRAIN_OPTIONS (sizeof TRAIN_OPTIONS / sizeof TRAIN_OPTIONS[0])
+
+static const tool_spec TRAIN_TOOL;
+
+static bool apply_option(int id, const char *value, void *user)
+{
+    if (parse_one(id, value, user))
+        return true;
+    const char *name = "";
+    for (size_t k = 0; k < NUM_TRAIN_OPTIONS; ++k)
+        if (TRAIN_OPTIONS[k].id == id)
+            name = TRAIN_OPTIONS[k].name;
+    return tool_usage_error(&TRAIN_TOOL, "invalid value for --%s: \"%s\"", name, value);
+}
+
+static const tool_spec TRAIN_TOOL = {
+    .name = PROGRAM,
+    .usage = "usage: bloopcl-train [--quick] [--data DIR] [--train-size N] [--test-size N]\n"
+             "                     [--epochs N] [--batch B] [--lambdas SPEC] [--methods LIST]\n"
+             "                     [--csv PATH] [--json] [--device SPEC] [options below]\n",
+    .failure = "the training failed (OpenCL, divergence, accuracy below --min-accuracy, a\n"
+               "gradient or skipped-step check)",
+    .schema = "bloopcl-train/1",
+    .help = help,
+    .options = TRAIN_OPTIONS,
+    .num_options = NUM_TRAIN_OPTIONS,
+    .apply = apply_option,
+};
+
+/* Returns TOOL_CONTINUE, or the exit status (after --help, --version or a usage error). */
 static int parse_options(int argc, char **argv, options *opt)
 {
-    static const struct option long_options[] = {
-        {"data", required_argument, NULL, 'D'}, {"csv", required_argument, NULL, 'c'},
-        {"device", required_argument, NULL, 'd'}, {"quick", no_argument, NULL, 'q'},
-        {"train-size", required_argument, NULL, 'n'}, {"test-size", required_argument, NULL, 't'},
-        {"batch", required_argument, NULL, 'b'}, {"epochs", required_argument, NULL, 'e'},
-        {"power-iters", required_argument, NULL, 'p'}, {"seed", required_argument, NULL, 's'},
-        {"lr", required_argument, NULL, 'r'}, {"bloop-ema", required_argument, NULL, 'w'},
-        {"base-ema", required_argument, NULL, 'W'}, {"lambdas", required_argument, NULL, 'l'},
-        {"methods", required_argument, NULL, 'm'},
-        {"min-accuracy", required_argument, NULL, 'a'}, {"check", no_argument, NULL, 'g'},
-        {"inject-nonfinite", required_argument, NULL, 'i'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
     default_options(opt);
     apply_quick(argc, argv, opt);
-    int c;
-    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            return 1;
-        }
-        const char *bad = parse_one(c, optarg, opt);
-        if (bad != NULL) {
-            if (*bad)
-                fprintf(stderr, "%s: invalid value for %s: '%s'\n", PROGRAM, bad, optarg);
-            fprintf(stderr, "Try '%s --help'.\n", PROGRAM);
-            return -1;
-        }
-    }
-    if (optind != argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\nTry '%s --help'.\n", PROGRAM,
-                argv[optind], PROGRAM);
-        return -1;
-    }
+    int status = tool_parse_args(&TRAIN_TOOL, argc, argv, &opt->common, opt);
+    if (status != TOOL_CONTINUE)
+        return status;
     if (opt->batch > opt->train_size) {
-        fprintf(stderr, "%s: --batch %zu exceeds --train-size %zu\n", PROGRAM, opt->batch,
-                opt->train_size);
-        return -1;
+        tool_usage_error(&TRAIN_TOOL, "--batch %zu exceeds --train-size %zu", opt->batch,
+                         opt->train_size);
+        return TOOL_EXIT_USAGE;
     }
     long steps = (long)opt->epochs * (long)(opt->train_size / opt->batch);
     if (opt->inject_step > steps) {
-        fprintf(stderr, "%s: --inject-nonfinite %ld: a run has only %ld steps\n", PROGRAM,
-                opt->inject_step, steps);
-        return -1;
+        tool_usage_error(&TRAIN_TOOL, "--inject-nonfinite %ld: a run has only %ld steps",
+                         opt->inject_step, steps);
+        return TOOL_EXIT_USAGE;
     }
-    return 0;
+    return TOOL_CONTINUE;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1086,13 +1075,6 @@ static int check_steps_applied(trainer *tr, long steps_run)
     return 0;
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int shuffle_epoch(trainer *tr, const options *opt, int epoch, int *perm)
 {
     permutation(opt->seed * 1000003ull + (uint64_t)epoch, perm, tr->train_count);
@@ -1125,7 +1107,7 @@ static int end_epoch(trainer *tr, const options *opt, FILE *csv, int epoch, run_
 static int run_one(trainer *tr, bloopcl_combiner *comb, const options *opt, FILE *csv,
                    int *perm, run_result *res)
 {
-    double start = now_seconds();
+    double start = tool_seconds();
     long t = 0;
     size_t steps = tr->train_count / opt->batch; /* the last partial batch is dropped */
     if (reset_run(tr) != 0)
@@ -1143,7 +1125,7 @@ static int run_one(trainer *tr, bloopcl_combiner *comb, const options *opt, FILE
         }
         if (cl_check(clFinish(tr->queue), "clFinish") != 0)
             return -1;
-        res->seconds = now_seconds() - start;
+        res->seconds = tool_seconds() - start;
         if (end_epoch(tr, opt, csv, epoch, res) != 0)
             return -1;
     }
@@ -1430,7 +1412,8 @@ static FILE *open_csv(const char *path)
     return f;
 }
 
-static int report(const options *opt, const run_result *res, size_t n, double seconds)
+static void print_report_table(const options *opt, const run_result *res, size_t n,
+                               double seconds)
 {
     printf("\nFashion-MNIST MLP 784-256-128-10: %zu train / %zu test images, %d epoch(s), "
            "batch %zu, Adam lr %g (%.1f s)\n", opt->train_size, opt->test_size, opt->epochs,
@@ -1439,9 +1422,57 @@ static int report(const options *opt, const run_result *res, size_t n, double se
     print_front_gap(res, n, BLOOPCL_METHOD_MIXED);
     print_front_gap(res, n, BLOOPCL_METHOD_PCGRAD);
     print_front_gap(res, n, BLOOPCL_METHOD_DYNAMIC_BARRIER);
-    return check_results(res, n, opt);
 }
 
+/* The JSON document (schema "bloopcl-train/1"). */
+static void print_report_json(const options *opt, const bloopcl_device_info *info,
+                              const run_result *res, size_t n, double seconds, bool passed)
+{
+    tool_json json;
+    tool_json_init(&json, stdout);
+    tool_json_document_begin(&json, &TRAIN_TOOL);
+    tool_json_device(&json, "device", info);
+    tool_json_object_begin(&json, "settings");
+    tool_json_unsigned(&json, "train_size", opt->train_size);
+    tool_json_unsigned(&json, "test_size", opt->test_size);
+    tool_json_integer(&json, "epochs", opt->epochs);
+    tool_json_unsigned(&json, "batch", opt->batch);
+    tool_json_number(&json, "lr", opt->lr);
+    tool_json_unsigned(&json, "seed", opt->seed);
+    tool_json_object_end(&json);
+    tool_json_array_begin(&json, "results");
+    for (size_t i = 0; i < n; ++i) {
+        tool_json_object_begin(&json, NULL);
+        tool_json_string(&json, "method", bloopcl_method_name(res[i].method));
+        tool_json_number(&json, "lambda", res[i].lambda);
+        tool_json_number(&json, "ema_weight", res[i].ema_weight);
+        tool_json_number(&json, "train_loss", res[i].train_loss);
+        tool_json_number(&json, "test_loss", res[i].test_loss);
+        tool_json_number(&json, "test_accuracy", res[i].test_accuracy);
+        tool_json_number(&json, "aux_loss", res[i].aux_loss);
+        tool_json_number(&json, "seconds", res[i].seconds);
+        tool_json_bool(&json, "diverged", res[i].diverged != 0);
+        tool_json_object_end(&json);
+    }
+    tool_json_array_end(&json);
+    tool_json_number(&json, "seconds", seconds);
+    tool_json_bool(&json, "passed", passed);
+    tool_json_document_end(&json);
+}
+
+static int report(bloopcl_context *ctx, const options *opt, const run_result *res, size_t n,
+                  double seconds)
+{
+    int rc = check_results(res, n, opt);
+    bloopcl_device_info info;
+    if (!opt->common.json)
+        print_report_table(opt, res, n, seconds);
+    else if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
+        print_report_json(opt, &info, res, n, seconds, rc == 0);
+    return rc;
+}
+
+/* The whole sweep on the context's device; returns the exit status. */
 static int run_all(bloopcl_context *ctx, const options *opt, const dataset *train,
                    const dataset *test)
 {
@@ -1449,7 +1480,7 @@ static int run_all(bloopcl_context *ctx, const options *opt, const dataset *trai
     size_t n = (size_t)opt->num_methods * (size_t)opt->num_lambdas;
     run_result *res = calloc(n, sizeof *res);
     FILE *csv = open_csv(opt->csv_path);
-    double start = now_seconds();
+    double start = tool_seconds();
     if (res == NULL)
         fprintf(stderr, "%s: out of memory\n", PROGRAM);
     int rc = (res && (csv || !opt->csv_path)) ? trainer_init(&tr, ctx, opt, train, test) : -2;
@@ -1458,7 +1489,7 @@ static int run_all(bloopcl_context *ctx, const options *opt, const dataset *trai
     if (rc == 0)
         rc = sweep(&tr, opt, csv, res);
     if (rc == 0)
-        rc = report(opt, res, n, now_seconds() - start);
+        rc = report(ctx, opt, res, n, tool_seconds() - start);
     if (rc != -2)
         trainer_destroy(&tr);
     if (csv && fclose(csv) != 0) {
@@ -1466,32 +1497,43 @@ static int run_all(bloopcl_context *ctx, const options *opt, const dataset *trai
         rc = -1;
     }
     free(res);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 ? TOOL_EXIT_OK : TOOL_EXIT_FAILED;
+}
+
+/* Both parts of the dataset; on failure (said on stderr) returns false with nothing held. */
+static bool load_data(const options *opt, dataset *train, dataset *test)
+{
+    if (load_dataset(opt->data_dir, "train", opt->train_size, train) == 0 &&
+        load_dataset(opt->data_dir, "t10k", opt->test_size, test) == 0)
+        return true;
+    free_dataset(train);
+    return false;
 }
 
 int main(int argc, char **argv)
 {
     options opt;
-    int parsed = parse_options(argc, argv, &opt);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : 2;
+    int rc = parse_options(argc, argv, &opt);
+    if (rc != TOOL_CONTINUE)
+        return rc;
+    if (opt.common.list)
+        return tool_list_devices(&TRAIN_TOOL, &opt.common);
+    bloopcl_context *ctx = NULL;
+    rc = tool_open_context(&TRAIN_TOOL, &opt.common, opt.common.device, &ctx, NULL);
+    if (rc != TOOL_EXIT_OK)
+        return rc;
+    bloopcl_device_info info;
+    if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
+        fprintf(stderr, "%s: bloopcl %s on %s / %s\n", PROGRAM, bloopcl_version_string(),
+                info.platform_name, info.device_name);
     dataset train = {0}, test = {0};
-    if (load_dataset(opt.data_dir, "train", opt.train_size, &train) != 0 ||
-        load_dataset(opt.data_dir, "t10k", opt.test_size, &test) != 0) {
-        free_dataset(&train);
-        return 1;
+    if (!load_data(&opt, &train, &test)) {
+        bloopcl_context_destroy(ctx);
+        return TOOL_EXIT_USAGE;   /* the data are part of the environment */
     }
-    bloopcl_context *ctx = tool_open_context(PROGRAM, opt.device);
-    int rc = 1;
-    if (ctx != NULL) {
-        bloopcl_device_info info;
-        if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
-            fprintf(stderr, "%s: bloopcl %s on %s / %s\n", PROGRAM, bloopcl_version_string(),
-                    info.platform_name, info.device_name);
-        rc = run_all(ctx, &opt, &train, &test);
-        /* CLBlast's program cache holds references to our cl_context: drop them first. */
-        CLBlastClearCache();
-    }
+    rc = run_all(ctx, &opt, &train, &test);
+    /* CLBlast's program cache holds references to our cl_context: drop them first. */
+    CLBlastClearCache();
     bloopcl_context_destroy(ctx);
     free_dataset(&train);
     free_dataset(&test);
