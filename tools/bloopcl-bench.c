@@ -474,40 +474,29 @@ static void help(FILE *to)
           to);
 }
 
-static int parse_size(const char *text, size_t *out)
+/* One size of a list, with an optional k or M suffix (powers of 1024), into out[index]. */
+static bool parse_size(const char *text, size_t index, void *out)
 {
     char *end = NULL;
     double value = strtod(text, &end);
     if (end == text || !(value >= 1))
-        return -1;
+        return false;
     if (*end == 'k' || *end == 'K')
         value *= 1024, ++end;
     else if (*end == 'M' || *end == 'm')
         value *= 1024 * 1024, ++end;
-    if (*end != '\0')
-        return -1;
-    *out = (size_t)value;
-    return 0;
-}
-
-/* A comma list of at most `capacity` sizes into out[first..]; the new length goes to *count. */
-static int parse_list(char *list, size_t *out, size_t first, size_t capacity, size_t *count)
-{
-    *count = first;
-    for (char *item = strtok(list, ","); item != NULL; item = strtok(NULL, ",")) {
-        if (*count == capacity || parse_size(item, &out[*count]) != 0)
-            return -1;
-        (*count)++;
-    }
-    return *count > first ? 0 : -1;
+    if (*end != '\0' || !(value <= (double)((size_t)1 << 40)))
+        return false;
+    ((size_t *)out)[index] = (size_t)value;
+    return true;
 }
 
 /* --segments: P = 1 first (the reference of every ratio), then the others once each. */
-static int parse_segments(char *list, options *opt)
+static bool parse_segments(const char *list, options *opt)
 {
     size_t values[MAX_SEGMENT_COUNTS], count;
-    if (parse_list(list, values, 0, MAX_SEGMENT_COUNTS, &count) != 0)
-        return -1;
+    if (!tool_split_list(list, MAX_SEGMENT_COUNTS, &count, parse_size, values))
+        return false;
     opt->num_segments = 1;
     opt->segmented = true;
     for (size_t i = 0; i < count; ++i) {
@@ -515,28 +504,29 @@ static int parse_segments(char *list, options *opt)
         for (size_t j = 0; j < opt->num_segments; ++j)
             seen = seen || opt->segments[j] == values[i];
         if (!seen && opt->num_segments == MAX_SEGMENT_COUNTS)
-            return -1;
+            return false;
         if (!seen)
             opt->segments[opt->num_segments++] = values[i];
     }
-    return 0;
+    return true;
 }
 
+static const tool_spec BENCH_TOOL;
+
 /* Every n must hold every P of the mix (one element per segment at least). */
-static int check_fit(const options *opt)
+static bool check_fit(void *user)
 {
+    const options *opt = user;
     for (size_t s = 0; s < opt->num_sizes; ++s)
         for (size_t p = 0; p < opt->num_segments; ++p) {
             size_t *count = malloc(opt->segments[p] * sizeof *count);
-            int fits = count && segment_sizes(opt->sizes[s], opt->segments[p], count) == 0;
+            bool fits = count && segment_sizes(opt->sizes[s], opt->segments[p], count) == 0;
             free(count);
-            if (!fits) {
-                fprintf(stderr, "bloopcl-bench: n = %zu is too small for %zu segments\n",
-                        opt->sizes[s], opt->segments[p]);
-                return -1;
-            }
+            if (!fits)
+                return tool_usage_error(&BENCH_TOOL, "n = %zu is too small for %zu segments",
+                                        opt->sizes[s], opt->segments[p]);
         }
-    return 0;
+    return true;
 }
 
 enum { OPT_SIZES, OPT_REPS, OPT_SEGMENTS, OPT_LAYOUT };
@@ -551,17 +541,15 @@ static const tool_option BENCH_OPTIONS[] = {
 static bool apply_option(int id, const char *value, void *user)
 {
     options *opt = user;
-    char list[512];
     unsigned long long reps = 0;
-    bool too_long = snprintf(list, sizeof list, "%s", value) >= (int)sizeof list;
     switch (id) {
     case OPT_SIZES:
-        if (too_long || parse_list(list, opt->sizes, 0, MAX_SIZES, &opt->num_sizes) != 0)
+        if (!tool_split_list(value, MAX_SIZES, &opt->num_sizes, parse_size, opt->sizes))
             return tool_usage_error(&BENCH_TOOL, "--sizes takes up to %d sizes (k, M "
                                     "suffixes), comma-separated, not \"%s\"", MAX_SIZES, value);
         return true;
     case OPT_SEGMENTS:
-        if (too_long || parse_segments(list, opt) != 0)
+        if (!parse_segments(value, opt))
             return tool_usage_error(&BENCH_TOOL, "--segments takes up to %d counts, "
                                     "comma-separated, not \"%s\"", MAX_SEGMENT_COUNTS - 1, value);
         return true;
@@ -589,19 +577,8 @@ static const tool_spec BENCH_TOOL = {
     .options = BENCH_OPTIONS,
     .num_options = sizeof BENCH_OPTIONS / sizeof BENCH_OPTIONS[0],
     .apply = apply_option,
+    .check = check_fit,
 };
-
-/* Returns TOOL_CONTINUE, or the exit status. */
-static int parse_options(int argc, char **argv, options *opt)
-{
-    char defaults[] = "4096,65536,1M,16M,64M";
-    *opt = (options){.reps = 20, .segments = {1}, .num_segments = 1};
-    parse_list(defaults, opt->sizes, 0, MAX_SIZES, &opt->num_sizes);
-    int status = tool_parse_args(&BENCH_TOOL, argc, argv, &opt->common, opt);
-    if (status != TOOL_CONTINUE)
-        return status;
-    return check_fit(opt) == 0 ? TOOL_CONTINUE : TOOL_EXIT_USAGE;
-}
 
 static const bloopcl_method methods[] = {BLOOPCL_METHOD_BLOOP, BLOOPCL_METHOD_DYNAMIC_BARRIER,
                                          BLOOPCL_METHOD_PCGRAD, BLOOPCL_METHOD_MIXED};
@@ -716,15 +693,11 @@ static int bench(bloopcl_context *ctx, const triad *t, const options *opt)
 
 int main(int argc, char **argv)
 {
-    options opt;
-    int status = parse_options(argc, argv, &opt);
-    if (status != TOOL_CONTINUE)
-        return status;
-    if (opt.common.list)
-        return tool_list_devices(&BENCH_TOOL, &opt.common);
+    options opt = {.sizes = {4096, 65536, 1 << 20, 16 << 20, 64 << 20}, .num_sizes = 5,
+                   .segments = {1}, .num_segments = 1, .reps = 20};
     bloopcl_context *ctx = NULL;
-    status = tool_open_context(&BENCH_TOOL, &opt.common, opt.common.device, &ctx, NULL);
-    if (status != TOOL_EXIT_OK)
+    int status = tool_setup(&BENCH_TOOL, argc, argv, &opt.common, &opt, &ctx);
+    if (status != TOOL_CONTINUE)
         return status;
     triad t = {0};
     if (build_triad(ctx, &t) != 0) {

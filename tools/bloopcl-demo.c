@@ -323,14 +323,9 @@ static int run_all(bloopcl_context *ctx, const problem *pb, const options *opt)
 int main(int argc, char **argv)
 {
     options opt = {.steps = 4000, .batch = 16, .lr = 0.1f, .lambda = 0.1};
-    int status = tool_parse_args(&DEMO_TOOL, argc, argv, &opt.common, &opt);
-    if (status != TOOL_CONTINUE)
-        return status;
-    if (opt.common.list)
-        return tool_list_devices(&DEMO_TOOL, &opt.common);
     bloopcl_context *ctx = NULL;
-    status = tool_open_context(&DEMO_TOOL, &opt.common, opt.common.device, &ctx, NULL);
-    if (status != TOOL_EXIT_OK)
+    int status = tool_setup(&DEMO_TOOL, argc, argv, &opt.common, &opt, &ctx);
+    if (status != TOOL_CONTINUE)
         return status;
     problem pb;
     if (make_problem(&pb, PROBLEM_ROWS, PROBLEM_PARAMS) != 0) {

@@ -196,6 +196,11 @@ static void help(FILE *to)
         BLOOPCL_DATADIR);
 }
 
+static bool parse_lambda(const char *text, size_t index, void *lambdas)
+{
+    return tool_parse_double(text, 0.0, 1e6, &((double *)lambdas)[index]);
+}
+
 /* "A:B:N" is 10^A .. 10^B in N log-spaced points; otherwise a comma list of values >= 0. */
 static int parse_lambdas(const char *text, options *opt)
 {
@@ -209,49 +214,31 @@ static int parse_lambdas(const char *text, options *opt)
         opt->num_lambdas = n;
         return 0;
     }
-    char buf[512];
-    if (strlen(text) >= sizeof buf)
-        return -1;
-    strcpy(buf, text);
-    opt->num_lambdas = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (opt->num_lambdas == MAX_LAMBDAS ||
-            !tool_parse_double(tok, 0.0, 1e6, &opt->lambdas[opt->num_lambdas]))
-            return -1;
-        opt->num_lambdas++;
-    }
-    return opt->num_lambdas > 0 ? 0 : -1;
+    size_t count = 0;
+    bool ok = tool_split_list(text, MAX_LAMBDAS, &count, parse_lambda, opt->lambdas);
+    opt->num_lambdas = (int)count;
+    return ok ? 0 : -1;
 }
 
-static int parse_method(const char *name, bloopcl_method *out)
+static bool parse_method(const char *name, size_t index, void *methods)
 {
     static const struct { const char *name; bloopcl_method method; } table[] = {
         {"bloop", BLOOPCL_METHOD_BLOOP}, {"mixed", BLOOPCL_METHOD_MIXED},
         {"pcgrad", BLOOPCL_METHOD_PCGRAD}, {"dynamic_barrier", BLOOPCL_METHOD_DYNAMIC_BARRIER}};
     for (size_t i = 0; i < sizeof table / sizeof table[0]; ++i)
         if (strcmp(name, table[i].name) == 0) {
-            *out = table[i].method;
-            return 0;
+            ((bloopcl_method *)methods)[index] = table[i].method;
+            return true;
         }
-    return -1;
+    return false;
 }
 
 static int parse_methods(const char *text, options *opt)
 {
-    char buf[256];
-    if (strlen(text) >= sizeof buf)
-        return -1;
-    strcpy(buf, text);
-    opt->num_methods = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (opt->num_methods == NUM_METHODS ||
-            parse_method(tok, &opt->methods[opt->num_methods]) != 0)
-            return -1;
-        opt->num_methods++;
-    }
-    return opt->num_methods > 0 ? 0 : -1;
+    size_t count = 0;
+    bool ok = tool_split_list(text, NUM_METHODS, &count, parse_method, opt->methods);
+    opt->num_methods = (int)count;
+    return ok ? 0 : -1;
 }
 
 static void default_options(options *opt)
@@ -327,6 +314,20 @@ static bool apply_option(int id, const char *value, void *user)
     return tool_usage_error(&TRAIN_TOOL, "invalid value for --%s: \"%s\"", name, value);
 }
 
+/* The options that bound each other. */
+static bool check_options(void *user)
+{
+    const options *opt = user;
+    if (opt->batch > opt->train_size)
+        return tool_usage_error(&TRAIN_TOOL, "--batch %zu exceeds --train-size %zu", opt->batch,
+                                opt->train_size);
+    long steps = (long)opt->epochs * (long)(opt->train_size / opt->batch);
+    if (opt->inject_step > steps)
+        return tool_usage_error(&TRAIN_TOOL, "--inject-nonfinite %ld: a run has only %ld steps",
+                                opt->inject_step, steps);
+    return true;
+}
+
 static const tool_spec TRAIN_TOOL = {
     .name = PROGRAM,
     .usage = "usage: bloopcl-train [--quick] [--data DIR] [--train-size N] [--test-size N]\n"
@@ -339,29 +340,8 @@ static const tool_spec TRAIN_TOOL = {
     .options = TRAIN_OPTIONS,
     .num_options = NUM_TRAIN_OPTIONS,
     .apply = apply_option,
+    .check = check_options,
 };
-
-/* Returns TOOL_CONTINUE, or the exit status (after --help, --version or a usage error). */
-static int parse_options(int argc, char **argv, options *opt)
-{
-    default_options(opt);
-    apply_quick(argc, argv, opt);
-    int status = tool_parse_args(&TRAIN_TOOL, argc, argv, &opt->common, opt);
-    if (status != TOOL_CONTINUE)
-        return status;
-    if (opt->batch > opt->train_size) {
-        tool_usage_error(&TRAIN_TOOL, "--batch %zu exceeds --train-size %zu", opt->batch,
-                         opt->train_size);
-        return TOOL_EXIT_USAGE;
-    }
-    long steps = (long)opt->epochs * (long)(opt->train_size / opt->batch);
-    if (opt->inject_step > steps) {
-        tool_usage_error(&TRAIN_TOOL, "--inject-nonfinite %ld: a run has only %ld steps",
-                         opt->inject_step, steps);
-        return TOOL_EXIT_USAGE;
-    }
-    return TOOL_CONTINUE;
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Fashion-MNIST (IDX files, gzip-compressed)
@@ -1513,14 +1493,11 @@ static bool load_data(const options *opt, dataset *train, dataset *test)
 int main(int argc, char **argv)
 {
     options opt;
-    int rc = parse_options(argc, argv, &opt);
-    if (rc != TOOL_CONTINUE)
-        return rc;
-    if (opt.common.list)
-        return tool_list_devices(&TRAIN_TOOL, &opt.common);
+    default_options(&opt);
+    apply_quick(argc, argv, &opt);
     bloopcl_context *ctx = NULL;
-    rc = tool_open_context(&TRAIN_TOOL, &opt.common, opt.common.device, &ctx, NULL);
-    if (rc != TOOL_EXIT_OK)
+    int rc = tool_setup(&TRAIN_TOOL, argc, argv, &opt.common, &opt, &ctx);
+    if (rc != TOOL_CONTINUE)
         return rc;
     bloopcl_device_info info;
     if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)

@@ -124,6 +124,23 @@ bool tool_parse_double(const char *text, double min, double max, double *out)
     return true;
 }
 
+bool tool_split_list(const char *text, size_t capacity, size_t *count,
+                     bool (*item)(const char *text, size_t index, void *user), void *user)
+{
+    char buffer[1024];
+    *count = 0;
+    if (snprintf(buffer, sizeof buffer, "%s", text) >= (int)sizeof buffer)
+        return false;
+    char *save = NULL;
+    for (char *token = strtok_r(buffer, ",", &save); token != NULL;
+         token = strtok_r(NULL, ",", &save)) {
+        if (*count == capacity || !item(token, *count, user))
+            return false;
+        ++*count;
+    }
+    return *count > 0;
+}
+
 /* The tool's options, then the common ones, then the terminator. NULL if out of memory. */
 static struct option *option_table(const tool_spec *spec)
 {
@@ -205,5 +222,7 @@ int tool_parse_args(const tool_spec *spec, int argc, char **argv, tool_common *c
         tool_usage_error(spec, "BLOOPCL_LOG=\"%s\": takes %s", log, TOOL_LOG_LEVELS);
         return TOOL_EXIT_USAGE;
     }
-    return TOOL_CONTINUE;
+    if (spec->check != NULL && !spec->check(user))
+        return TOOL_EXIT_USAGE;
+    return common->list ? tool_list_devices(spec, common) : TOOL_CONTINUE;
 }

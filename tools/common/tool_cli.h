@@ -40,6 +40,9 @@ typedef struct tool_spec {
     size_t num_options;
     /* Applies one of `options` to `user`; returns false after tool_usage_error. */
     bool (*apply)(int id, const char *value, void *user);
+    /* Optional: checks the options together once all are applied; false after
+     * tool_usage_error. */
+    bool (*check)(void *user);
 } tool_spec;
 
 /* The options every tool takes, as parsed. */
@@ -51,9 +54,10 @@ typedef struct tool_common {
     int log_threshold;    /* from BLOOPCL_LOG: the lowest bloopcl_log_level shown; TOOL_LOG_OFF */
 } tool_common;
 
-/* Parses argv into *common and, through spec->apply, into `user`. Returns TOOL_CONTINUE to run,
- * TOOL_EXIT_OK after --help or --version (printed on stdout), or TOOL_EXIT_USAGE after a usage
- * error (getopt's message or the tool's, then the synopsis, on stderr). */
+/* Parses argv into *common and, through spec->apply, into `user` (which holds the tool's
+ * defaults), then runs spec->check. Does what --help, --version and --list ask and returns
+ * their exit status, or TOOL_EXIT_USAGE after a usage error (getopt's message or the tool's,
+ * then the synopsis, on stderr), or TOOL_CONTINUE to run. */
 int tool_parse_args(const tool_spec *spec, int argc, char **argv, tool_common *common,
                     void *user);
 
@@ -63,6 +67,12 @@ bool tool_usage_error(const tool_spec *spec, const char *format, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/* Splits a comma-separated list and hands each item (with its position) to `item`; fails
+ * when an item does, when there are more than `capacity` or none, or when the text is longer
+ * than 1023 characters. *count gets the number of items. */
+bool tool_split_list(const char *text, size_t capacity, size_t *count,
+                     bool (*item)(const char *text, size_t index, void *user), void *user);
 
 /* Parses an unsigned decimal in [min, max] (no sign, no suffix). */
 bool tool_parse_unsigned(const char *text, unsigned long long min, unsigned long long max,

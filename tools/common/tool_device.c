@@ -144,3 +144,14 @@ int tool_open_context(const tool_spec *spec, const tool_common *common, const ch
     bloopcl_context_destroy(ctx);
     return TOOL_EXIT_USAGE;
 }
+
+int tool_setup(const tool_spec *spec, int argc, char **argv, tool_common *common, void *user,
+               bloopcl_context **ctx)
+{
+    *ctx = NULL;
+    int status = tool_parse_args(spec, argc, argv, common, user);
+    if (status != TOOL_CONTINUE)
+        return status;
+    status = tool_open_context(spec, common, common->device, ctx, NULL);
+    return status == TOOL_EXIT_OK ? TOOL_CONTINUE : status;
+}

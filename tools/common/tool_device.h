@@ -31,4 +31,10 @@ void tool_print_device_summary(FILE *out);
 int tool_open_context(const tool_spec *spec, const tool_common *common, const char *device_spec,
                       bloopcl_context **out, bloopcl_status *status);
 
+/* What a tool on one device does first: parses argv (tool_parse_args) and opens the context
+ * on --device's choice (tool_open_context). Returns TOOL_CONTINUE with *ctx set, or the exit
+ * status with *ctx NULL. */
+int tool_setup(const tool_spec *spec, int argc, char **argv, tool_common *common, void *user,
+               bloopcl_context **ctx);
+
 #endif

@@ -14,15 +14,10 @@
  */
 #include "options.h"
 #include "run.h"
-#include "tool_device.h"
 
 int main(int argc, char **argv)
 {
     options opt;
     int status = parse_options(argc, argv, &opt);
-    if (status != TOOL_CONTINUE)
-        return status;
-    if (opt.common.list)
-        return tool_list_devices(&COMPARE_TOOL, &opt.common);
-    return run_devices(&opt);
+    return status == TOOL_CONTINUE ? run_devices(&opt) : status;
 }

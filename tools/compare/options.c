@@ -75,19 +75,14 @@ static void print_help(FILE *out)
           out);
 }
 
-static bool parse_sizes(const char *text, options *opt)
+static bool parse_size(const char *text, size_t index, void *user)
 {
-    char buffer[1024];
-    if (snprintf(buffer, sizeof buffer, "%s", text) >= (int)sizeof buffer)
+    options *opt = user;
+    unsigned long long n = 0;
+    if (!tool_parse_unsigned(text, 1, TOLERANCE_MAX_N, &n))
         return false;
-    opt->num_sizes = 0;
-    for (char *item = strtok(buffer, ","); item != NULL; item = strtok(NULL, ",")) {
-        unsigned long long n = 0;
-        if (opt->num_sizes == MAX_SIZES || !tool_parse_unsigned(item, 1, TOLERANCE_MAX_N, &n))
-            return false;
-        opt->sizes[opt->num_sizes++] = (size_t)n;
-    }
-    return opt->num_sizes > 0;
+    opt->sizes[index] = (size_t)n;
+    return true;
 }
 
 static bool apply_valued(int id, const char *value, options *opt)
@@ -107,7 +102,7 @@ static bool apply_valued(int id, const char *value, options *opt)
         opt->steps = (int)number;
         return true;
     case OPT_SIZES:
-        if (!parse_sizes(value, opt))
+        if (!tool_split_list(value, MAX_SIZES, &opt->num_sizes, parse_size, opt))
             return tool_usage_error(&COMPARE_TOOL, "--sizes takes up to %d sizes 1..%zu, "
                                     "comma-separated, not \"%s\"", MAX_SIZES, TOLERANCE_MAX_N,
                                     value);
@@ -144,6 +139,17 @@ static bool apply_option(int id, const char *value, void *user)
     return true;
 }
 
+/* The options that exclude or need each other. */
+static bool check_options(void *user)
+{
+    const options *opt = user;
+    if (opt->all && opt->common.device != NULL)
+        return tool_usage_error(&COMPARE_TOOL, "--all and --device exclude each other");
+    if (opt->layout_given && opt->segments == 0)
+        return tool_usage_error(&COMPARE_TOOL, "--layout needs --segments");
+    return true;
+}
+
 const tool_spec COMPARE_TOOL = {
     .name = "bloopcl-compare",
     .usage = "usage: bloopcl-compare [--quick] [--device SPEC | --all] [--json] [--seed N]\n"
@@ -155,21 +161,11 @@ const tool_spec COMPARE_TOOL = {
     .options = COMPARE_OPTIONS,
     .num_options = sizeof COMPARE_OPTIONS / sizeof COMPARE_OPTIONS[0],
     .apply = apply_option,
+    .check = check_options,
 };
 
 int parse_options(int argc, char **argv, options *opt)
 {
     *opt = (options){.seed = 1};
-    int status = tool_parse_args(&COMPARE_TOOL, argc, argv, &opt->common, opt);
-    if (status != TOOL_CONTINUE)
-        return status;
-    if (opt->all && opt->common.device != NULL) {
-        tool_usage_error(&COMPARE_TOOL, "--all and --device exclude each other");
-        return TOOL_EXIT_USAGE;
-    }
-    if (opt->layout_given && opt->segments == 0) {
-        tool_usage_error(&COMPARE_TOOL, "--layout needs --segments");
-        return TOOL_EXIT_USAGE;
-    }
-    return TOOL_CONTINUE;
+    return tool_parse_args(&COMPARE_TOOL, argc, argv, &opt->common, opt);
 }

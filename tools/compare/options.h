@@ -31,8 +31,8 @@ typedef struct options {
 /* The tool's description for messages, --help and its JSON documents. */
 extern const tool_spec COMPARE_TOOL;
 
-/* Parses argv. Returns TOOL_CONTINUE to run, else the exit status (after --help, --version
- * or a usage error). */
+/* Parses argv. Returns TOOL_CONTINUE to run, else the exit status (after --help, --version,
+ * --list or a usage error). */
 int parse_options(int argc, char **argv, options *opt);
 
 #endif
