@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""test_cli.py -- the command line of every bloopcl tool, run as a user runs it.
+
+For each tool: --help (exit 0, documents the exit codes and BLOOPCL_LOG), --version (exit 0,
+the library's version), an unknown option and a missing option value (exit 2, getopt's message
+and the synopsis on stderr), a bad device (exit 2, stderr names --device), a bad BLOOPCL_LOG
+(exit 2), --list (the hint on stderr, not stdout), --list --json and a small --json run, both
+parsed strictly (python3 -m json.tool, and json.loads refusing NaN and Infinity) with their
+schema checked; and BLOOPCL_LOG=info / error through the log callback.
+
+usage: test_cli.py VERSION COMPARE BENCH DEMO TRAIN
+Prints one line per failed check and ends with "N passed, N failed"; exit 1 if any failed.
+"""
+import json
+import os
+import subprocess
+import sys
+
+VERSION, COMPARE, BENCH, DEMO, TRAIN = sys.argv[1:6]
+
+# Each tool: its program, a valued option of its own, and a fast --json run.
+TOOLS = {
+    "bloopcl-compare": (COMPARE, "--steps",
+                        ["--sizes", "1,257", "--filter", "bloop defaults fused normal"]),
+    "bloopcl-bench": (BENCH, "--reps", ["--sizes", "4096", "--reps", "1"]),
+    "bloopcl-demo": (DEMO, "--steps", ["--steps", "5"]),
+    "bloopcl-train": (TRAIN, "--epochs",
+                      ["--train-size", "256", "--test-size", "100", "--epochs", "1",
+                       "--batch", "128", "--lambdas", "0.1", "--methods", "mixed",
+                       "--min-accuracy", "0"]),
+}
+
+passed = failed = 0
+
+
+def check(condition, what, run=None):
+    global passed, failed
+    if condition:
+        passed += 1
+        return
+    failed += 1
+    print(f"FAIL: {what}")
+    if run is not None:
+        print(f"  exit {run.returncode}\n  stdout: {run.stdout[:1500]!r}\n"
+              f"  stderr: {run.stderr[:1500]!r}")
+
+
+def run(program, args, **env):
+    environment = dict(os.environ)
+    environment.pop("BLOOPCL_LOG", None)
+    environment.update(env)
+    return subprocess.run([program] + args, capture_output=True, text=True, env=environment,
+                          timeout=600)
+
+
+def reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(name, result):
+    """The document on stdout if both strict parsers take it, else None (a failed check)."""
+    tool = subprocess.run([sys.executable, "-m", "json.tool"], input=result.stdout,
+                          capture_output=True, text=True)
+    check(tool.returncode == 0, f"{name}: python3 -m json.tool refuses stdout: {tool.stderr}",
+          result)
+    try:
+        return json.loads(result.stdout, parse_constant=reject_constant)
+    except ValueError as error:
+        check(False, f"{name}: stdout is not strict JSON: {error}", result)
+        return None
+
+
+def member(document, key):
+    """document[key] if document is an object holding an object there, else {}."""
+    value = document.get(key) if isinstance(document, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def check_identity(name, document, schema):
+    if not isinstance(document, dict):
+        check(False, f"{name}: the document is not an object")
+        return
+    check(document.get("schema") == schema,
+          f"{name}: schema {document.get('schema')!r}, expected {schema!r}")
+    check(member(document, "library").get("version") == VERSION,
+          f"{name}: library.version {document.get('library')!r}, expected {VERSION}")
+    check(member(document, "tool").get("name") == name.split()[0],
+          f"{name}: tool.name {document.get('tool')!r}")
+
+
+def check_help(name, program):
+    result = run(program, ["--help"])
+    out = result.stdout
+    check(result.returncode == 0 and out.startswith("usage: "), f"{name} --help", result)
+    for text in ("Exit status: 0 success; 1 ", "2 usage or environment error", "BLOOPCL_LOG",
+                 "error, warn, info or debug", "--device SPEC", "--version", "--list"):
+        check(text in out, f"{name} --help does not mention {text!r}")
+
+
+def check_version(name, program):
+    result = run(program, ["--version"])
+    check(result.returncode == 0, f"{name} --version exit status", result)
+    check(f"library: bloopcl {VERSION} " in result.stdout, f"{name} --version names the library",
+          result)
+    check(result.stdout.startswith(f"{name} {VERSION}\n"), f"{name} --version first line", result)
+    verbose = run(program, ["--version", "--verbose"])
+    check(verbose.returncode == 0 and "devices: " in verbose.stdout,
+          f"{name} --version --verbose lists the devices", verbose)
+
+
+def check_usage_errors(name, program, valued):
+    result = run(program, ["--no-such-option"])
+    check(result.returncode == 2 and "unrecognized option '--no-such-option'" in result.stderr
+          and "usage: " in result.stderr and result.stdout == "", f"{name} --no-such-option",
+          result)
+    for option in (valued, "--device"):
+        result = run(program, [option])
+        check(result.returncode == 2
+              and f"option '{option}' requires an argument" in result.stderr
+              and result.stdout == "", f"{name} {option} without its value", result)
+    result = run(program, ["stray"])
+    check(result.returncode == 2 and 'unexpected argument "stray"' in result.stderr,
+          f"{name} stray argument", result)
+    result = run(program, ["--list"], BLOOPCL_LOG="loud")
+    check(result.returncode == 2 and 'BLOOPCL_LOG="loud"' in result.stderr,
+          f"{name} with BLOOPCL_LOG=loud", result)
+
+
+def check_devices(name, program):
+    result = run(program, ["--device", "nosuch"])
+    check(result.returncode == 2 and f'{name}: --device "nosuch": ' in result.stderr,
+          f"{name} --device nosuch names --device", result)
+    listed = run(program, ["--list"])
+    check(listed.returncode == 0 and listed.stdout.startswith("index ")
+          and "select one" not in listed.stdout and "select one" in listed.stderr,
+          f"{name} --list: table on stdout, hint on stderr", listed)
+    result = run(program, ["--list", "--json"])
+    check(result.returncode == 0 and result.stderr == "", f"{name} --list --json", result)
+    document = strict_json(f"{name} --list --json", result)
+    if document is not None:
+        check_identity(f"{name} --list --json", document, "bloopcl-devices/1")
+        devices = document.get("devices")
+        check(isinstance(devices, list) and len(devices) >= 1
+              and all(isinstance(d.get("name"), str) and isinstance(d.get("index"), int)
+                      for d in devices), f"{name} --list --json devices: {devices!r}")
+
+
+def check_json_run(name, program, args):
+    result = run(program, ["--json"] + args)
+    check(result.returncode == 0, f"{name} --json {' '.join(args)}", result)
+    document = strict_json(f"{name} --json", result)
+    if document is None:
+        return
+    check_identity(f"{name} --json", document, f"{name}/1")
+    if not isinstance(document, dict):
+        return
+    if name == "bloopcl-compare":
+        devices = document.get("devices") or [{}]
+        device = member(devices[0], "device")
+        summary = member(document, "summary")
+        check(summary.get("failed") == 0 and summary.get("passed", 0) > 0,
+              f"compare summary {summary}")
+    else:
+        device = member(document, "device")
+        check(len(document.get("results") or []) > 0, f"{name} --json has no results")
+    check(isinstance(device.get("name"), str) and isinstance(device.get("index"), int),
+          f"{name} --json device identity {device!r}")
+
+
+def check_log_levels():
+    info = run(DEMO, ["--steps", "1"], BLOOPCL_LOG="info")
+    check(info.returncode == 0 and "bloopcl-demo: bloopcl info: " in info.stderr,
+          "BLOOPCL_LOG=info prints the library's info messages", info)
+    quiet = run(DEMO, ["--steps", "1"], BLOOPCL_LOG="error")
+    check(quiet.returncode == 0 and "bloopcl info" not in quiet.stderr
+          and "bloopcl warn" not in quiet.stderr, "BLOOPCL_LOG=error hides info and warn", quiet)
+    unset = run(DEMO, ["--steps", "1"])
+    check(unset.returncode == 0 and "bloopcl info" not in unset.stderr,
+          "no BLOOPCL_LOG: no library messages", unset)
+
+
+for tool_name, (path, valued_option, json_args) in TOOLS.items():
+    check_help(tool_name, path)
+    check_version(tool_name, path)
+    check_usage_errors(tool_name, path, valued_option)
+    check_devices(tool_name, path)
+    check_json_run(tool_name, path, json_args)
+check_log_levels()
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
