@@ -288,8 +288,9 @@ Test(compare_tool, unknown_device_lists_devices, .timeout = 120)
     char message[256];
     cr_assert_eq(bloopcl_select_device("0", &first, message, sizeof message), BLOOPCL_OK);
     tool_run run = run_tool("--device nonexistent:", NULL);
-    cr_assert_neq(run.status, 0, "an unknown device must fail");
-    cr_assert_not_null(strstr(run.err, "nonexistent"), "stderr:\n%s", run.err);
+    cr_assert_eq(run.status, 2, "an unknown device is an environment error: exit %d", run.status);
+    cr_assert_not_null(strstr(run.err, "--device \"nonexistent:\": "),
+                       "stderr does not name --device as the source:\n%s", run.err);
     cr_assert_not_null(strstr(run.err, first.device_name),
                        "the message does not list the devices:\n%s", run.err);
     free_run(&run);
@@ -313,6 +314,11 @@ Test(compare_tool, bad_option_is_a_usage_error, .timeout = 60)
     tool_run run = run_tool("--no-such-option", NULL);
     cr_assert_eq(run.status, 2);
     cr_assert_not_null(strstr(run.err, "usage:"), "stderr:\n%s", run.err);
+    free_run(&run);
+    run = run_tool("--sizes 1 --steps", NULL);
+    cr_assert_eq(run.status, 2);
+    cr_assert_not_null(strstr(run.err, "option '--steps' requires an argument"),
+                       "a missing value must say so:\n%s", run.err);
     free_run(&run);
     run = run_tool("--steps 0", NULL);
     cr_assert_eq(run.status, 2);
