@@ -26,7 +26,6 @@ void describe_device(const device_facts *f, char *text, size_t size)
 
 void report_device(report *rp, const device_facts *facts)
 {
-    rp->first_case = true;
     if (rp->opt->common.json)
         json_device(rp, facts);
     else
@@ -74,7 +73,6 @@ void report_case(report *rp, const case_def *c, const case_result *res)
         json_case(rp, c, res);
     else
         table_case(rp, c, res);
-    rp->first_case = false;
     fflush(stdout);
 }
 

@@ -29,7 +29,6 @@ typedef struct report {
     const options *opt;
     tally counts;
     tool_json json;   /* --json: the document */
-    bool first_case;  /* of the current device: no separator yet */
 } report;
 
 void report_begin(report *rp, const options *opt, size_t total_cases);
