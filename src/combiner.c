@@ -278,9 +278,13 @@ bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx, const bloopcl_confi
         return BLOOPCL_ERR_STATE;  /* keep the creation error message */
     bloopcl__clear_error(ctx);
     char message[512];
-    bloopcl_status status = bloopcl_config_validate(config, message, sizeof message);
+    bloopcl_config given;
+    bloopcl_status status = bloopcl__read_config(config, &given, message, sizeof message);
+    if (status == BLOOPCL_OK)
+        status = bloopcl_config_validate(&given, message, sizeof message);
     if (status != BLOOPCL_OK)
         return bloopcl__fail(ctx, status, "bloopcl_combiner_create: %s", message);
+    config = &given;
     if (n == 0)
         return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH,
                              "bloopcl_combiner_create: n = 0 (a combiner needs n >= 1)");
@@ -352,7 +356,10 @@ bloopcl_status bloopcl_combiner_config(const bloopcl_combiner *comb, bloopcl_con
 {
     if (comb == NULL || config == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
-    *config = comb->config;
+    char why[256];
+    bloopcl_status status = bloopcl__write_config(config, &comb->config, why, sizeof why);
+    if (status != BLOOPCL_OK)
+        return bloopcl__fail(comb->ctx, status, "bloopcl_combiner_config: %s", why);
     return BLOOPCL_OK;
 }
 
@@ -479,6 +486,7 @@ bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnosti
         return status;
     const float *dot = scalars + BLOOPCL_SCALAR_DOTS;
     bloopcl_diagnostics diag = {
+        .struct_size = sizeof diag,
         .ratio = scalars[BLOOPCL_SCALAR_RATIO],
         .ratio_raw = scalars[BLOOPCL_SCALAR_RATIO_RAW],
         .dot_ema_aux = dot[BLOOPCL_DOT_EMA_AUX],
@@ -494,6 +502,9 @@ bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnosti
     };
     double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
     diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;
-    *diagnostics = diag;
+    char why[256];
+    status = bloopcl__write_diagnostics(diagnostics, &diag, why, sizeof why);
+    if (status != BLOOPCL_OK)
+        return bloopcl__fail(comb->ctx, status, "bloopcl_get_diagnostics: %s", why);
     return BLOOPCL_OK;
 }

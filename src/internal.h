@@ -2,6 +2,9 @@
 #ifndef BLOOPCL_INTERNAL_H
 #define BLOOPCL_INTERNAL_H
 
+#ifndef BLOOPCL_EXPERIMENTAL
+#define BLOOPCL_EXPERIMENTAL 1  /* the library implements the experimental surface too */
+#endif
 #include "bloopcl.h"
 #include "layout.h"
 
@@ -194,6 +197,26 @@ bloopcl_status bloopcl__list_devices_noting(bloopcl_device_info *devices, size_t
 bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_info *selected,
                                              char *message, size_t message_size,
                                              char *skipped, size_t skipped_size);
+
+/* --- public structs across versions (abi.c) ------------------------------------------------ */
+/* Inputs: the caller's struct (any version) read over the defaults; params may be NULL. */
+bloopcl_status bloopcl__read_config(const bloopcl_config *given, bloopcl_config *config,
+                                    char *message, size_t message_size);
+bloopcl_status bloopcl__read_context_params(const bloopcl_context_params *given,
+                                            bloopcl_context_params *params, char *message,
+                                            size_t message_size);
+/* Outputs: the prefix of the library's struct that the caller's struct_size holds. */
+bloopcl_status bloopcl__write_config(bloopcl_config *out, const bloopcl_config *config,
+                                     char *message, size_t message_size);
+bloopcl_status bloopcl__write_device_info(bloopcl_device_info *out,
+                                          const bloopcl_device_info *info, char *message,
+                                          size_t message_size);
+bloopcl_status bloopcl__write_device_infos(bloopcl_device_info *out, size_t capacity,
+                                           const bloopcl_device_info *infos, size_t count,
+                                           char *message, size_t message_size);
+bloopcl_status bloopcl__write_diagnostics(bloopcl_diagnostics *out,
+                                          const bloopcl_diagnostics *diagnostics, char *message,
+                                          size_t message_size);
 
 /* --- context policy (context.c): pure rules, unit-tested ------------------------------------ */
 /* The backend of BLOOPCL_DOTS_AUTO combiners on a device of `type`, with `forced` the value of
