@@ -117,7 +117,7 @@ static int build_triad(bloopcl_context *ctx, triad *t)
 {
     cl_int err;
     cl_device_id device;
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     bloopcl_context_device_info(ctx, &info);
     device = info.device;
     t->cpu = (info.type & CL_DEVICE_TYPE_CPU) != 0;
@@ -366,7 +366,7 @@ static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method metho
         }
     }
     for (size_t k = 0; k < num_workloads && status == 0; ++k) {
-        bloopcl_diagnostics diag;
+        bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
         status = bloopcl_get_diagnostics(tm.combiners[k], &diag) == BLOOPCL_OK ? 0 : -1;
         kernels[k] = status == 0 ? diag.kernels : 0;
         step_seconds[k] = median(tm.samples + k * (size_t)samples, samples);
@@ -665,7 +665,7 @@ int main(int argc, char **argv)
         bloopcl_context_destroy(ctx);
         return 1;
     }
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     bloopcl_context_device_info(ctx, &info);
     if (!opt.json)
         printf("device %u: %s / %s (%s), %d reps, median per step incl. clFinish\n",

@@ -482,6 +482,8 @@ static bloopcl_device_info *list_devices(size_t *count)
     if (bloopcl_list_devices(NULL, 0, count) != BLOOPCL_OK || *count == 0)
         return NULL;
     bloopcl_device_info *devices = calloc(*count, sizeof *devices);
+    if (devices != NULL)
+        devices[0].struct_size = sizeof *devices;
     if (devices != NULL && bloopcl_list_devices(devices, *count, count) != BLOOPCL_OK) {
         free(devices);
         devices = NULL;
@@ -1669,7 +1671,7 @@ static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *
                      bloopcl_combiner *comb, bloopcl_reference_state *ref, const input_set *in,
                      workspace *ws, int t, case_result *res)
 {
-    bloopcl_diagnostics dev = {0}, rdiag = {0};
+    bloopcl_diagnostics dev = BLOOPCL_DIAGNOSTICS_INIT, rdiag = BLOOPCL_DIAGNOSTICS_INIT;
     save_reference_state(ref, ws);
     step_view sv = {.config = config, .facts = rn->facts, .n = c->n, .step = t, .g = in->g[t],
                     .a = in->a[t], .d_dev = ws->d_dev, .d_ref = ws->d_ref, .m_dev = ws->m_dev,
@@ -2034,7 +2036,7 @@ static int run_device(const options *opt, const char *spec, tally *t)
         t->failed++;
         return spec_error ? EXIT_USAGE : EXIT_RUNTIME;
     }
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     device_facts facts;
     bloopcl_context_device_info(ctx, &info);
     describe_facts(&info, &facts);

@@ -149,7 +149,7 @@ static int train(bloopcl_context *ctx, const problem *pb, const bloopcl_config *
         for (size_t j = 0; j < p && status == BLOOPCL_OK; ++j)
             theta[j] -= opt->lr * d[j];
     }
-    bloopcl_diagnostics diag = {0};
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
     if (status == BLOOPCL_OK)
         status = bloopcl_get_diagnostics(comb, &diag);
     if (status != BLOOPCL_OK)
@@ -206,7 +206,7 @@ static bloopcl_context *open_context(const options *opt)
     bloopcl_context *ctx = tool_open_context("bloopcl-demo", opt->device);
     if (ctx == NULL)
         return NULL;
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     bloopcl_context_device_info(ctx, &info);
     printf("bloopcl %s on device %u: %s / %s (%s)\n", bloopcl_version_string(), info.flat_index,
            info.platform_name, info.device_name, info.driver_version);

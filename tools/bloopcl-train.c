@@ -724,7 +724,7 @@ static void trainer_destroy(trainer *tr)
 static int trainer_init(trainer *tr, bloopcl_context *ctx, const options *opt,
                         const dataset *train, const dataset *test)
 {
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     memset(tr, 0, sizeof *tr);
     tr->ctx = ctx;
     tr->cl = bloopcl_context_cl_context(ctx);
@@ -1484,7 +1484,7 @@ int main(int argc, char **argv)
     bloopcl_context *ctx = tool_open_context(PROGRAM, opt.device);
     int rc = 1;
     if (ctx != NULL) {
-        bloopcl_device_info info;
+        bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
         if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
             fprintf(stderr, "%s: bloopcl %s on %s / %s\n", PROGRAM, bloopcl_version_string(),
                     info.platform_name, info.device_name);
