@@ -30,6 +30,11 @@
  *     bloopcl_write_state or bloopcl_reset_state gives it a state again.
  *   - The library never prints and never exits. An optional log callback receives notes.
  *   - Destroy functions accept NULL.
+ *   - ABI: within the soname libbloopcl.so.1 this API only grows. The structs passed in and out
+ *     begin with `struct_size`, set by their *_default() function or BLOOPCL_*_INIT macro;
+ *     fields are only appended, and the library reads or writes only the prefix the caller's
+ *     struct_size covers (a field it does not know, if non-zero, is BLOOPCL_ERR_UNSUPPORTED).
+ *     The section under BLOOPCL_EXPERIMENTAL (the CPU reference) is outside this promise.
  *   - Gradients are never modified (unless the caller makes d alias g or a, which is allowed:
  *     each element is read before it is written).
  */
