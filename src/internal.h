@@ -304,6 +304,10 @@ bloopcl_status bloopcl__enqueue_launch(bloopcl_context *ctx, cl_kernel kernel, c
                                        cl_event *event);
 /* A state buffer of a launch's chunk, or a stand-in the kernels never read (methods without
  * that state): `spare` selects the buffer a double-buffered step writes. */
+/* The double buffer's halves (combiner.c): the one read (spare = false) or written before a
+ * commit (spare = true); commit makes the written one the state (a flip, or nothing in place). */
+int bloopcl__state_half(const bloopcl_combiner *comb, bool spare);
+void bloopcl__commit_state(bloopcl_combiner *comb);
 cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl_state_kind kind,
                              bool spare);
 /* Ranges per multi-range launch for a device: 8 on Apple (Metal's 31 buffer arguments), else
