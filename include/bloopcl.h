@@ -30,15 +30,19 @@
  *     bloopcl_write_state or bloopcl_reset_state gives it a state again.
  *   - The library never prints and never exits. An optional log callback receives notes.
  *   - Destroy functions accept NULL.
+ *   - ABI: within the soname libbloopcl.so.1 this API only grows. The structs passed in and out
+ *     begin with `struct_size`, set by their *_default() function or BLOOPCL_*_INIT macro;
+ *     fields are only appended, and the library reads or writes only the prefix the caller's
+ *     struct_size covers (a field it does not know, if non-zero, is BLOOPCL_ERR_UNSUPPORTED).
+ *     The section under BLOOPCL_EXPERIMENTAL (the CPU reference) is outside this promise.
  *   - Gradients are never modified (unless the caller makes d alias g or a, which is allowed:
  *     each element is read before it is written).
  */
 #ifndef BLOOPCL_H
 #define BLOOPCL_H
 
-#ifndef CL_TARGET_OPENCL_VERSION
-#define CL_TARGET_OPENCL_VERSION 120
-#endif
+/* Only OpenCL 1.2 types are used here. CL_TARGET_OPENCL_VERSION is the including translation
+ * unit's choice (the Khronos headers default to 300); this header never sets it. */
 #ifdef __APPLE__
 #include <OpenCL/opencl.h>
 #else
@@ -64,11 +68,11 @@ extern "C" {
  * Version
  * ------------------------------------------------------------------------------------------- */
 #define BLOOPCL_VERSION_MAJOR 0
-#define BLOOPCL_VERSION_MINOR 1
+#define BLOOPCL_VERSION_MINOR 2
 #define BLOOPCL_VERSION_PATCH 0
 #define BLOOPCL_VERSION_NUMBER \
     (BLOOPCL_VERSION_MAJOR * 10000 + BLOOPCL_VERSION_MINOR * 100 + BLOOPCL_VERSION_PATCH)
-#define BLOOPCL_VERSION_STRING "0.1.0"
+#define BLOOPCL_VERSION_STRING "0.2.0"
 
 /** The version of the library actually linked (compare with BLOOPCL_VERSION_NUMBER). */
 BLOOPCL_API unsigned bloopcl_version_number(void);
@@ -113,6 +117,7 @@ BLOOPCL_API const char *bloopcl_status_string(bloopcl_status status);
  * No match and malformed values are errors whose message lists the devices found.
  * ------------------------------------------------------------------------------------------- */
 typedef struct bloopcl_device_info {
+    size_t struct_size;         /* sizeof(bloopcl_device_info): set by BLOOPCL_DEVICE_INFO_INIT */
     unsigned flat_index;        /* the N of the "N" form, as bloopcl-compare --list prints */
     unsigned platform_index;
     unsigned device_index;      /* within its platform */
@@ -131,9 +136,13 @@ typedef struct bloopcl_device_info {
     cl_uint compute_units;
 } bloopcl_device_info;
 
+#define BLOOPCL_DEVICE_INFO_INIT { .struct_size = sizeof(bloopcl_device_info) }
+
 /**
  * Lists every device of every platform. Writes up to `capacity` entries to `devices` (which may
- * be NULL when capacity is 0) and the total number found to `*count`.
+ * be NULL when capacity is 0) and the total number found to `*count`. devices[0].struct_size
+ * gives the size of every entry (set it, e.g. with BLOOPCL_DEVICE_INFO_INIT); each entry written
+ * gets that struct_size.
  */
 BLOOPCL_API bloopcl_status bloopcl_list_devices(bloopcl_device_info *devices, size_t capacity,
                                                 size_t *count);
@@ -159,6 +168,7 @@ typedef enum bloopcl_log_level {
 typedef void (*bloopcl_log_fn)(void *user, bloopcl_log_level level, const char *message);
 
 typedef struct bloopcl_context_params {
+    size_t struct_size;         /* sizeof(bloopcl_context_params): set by *_default */
     const char *device_spec;    /* NULL: read BLOOPCL_DEVICE; otherwise overrides it */
     const char *build_options;  /* appended to the kernel build options; NULL: read
                                    BLOOPCL_BUILD_OPTIONS. Options that break the kernels'
@@ -173,7 +183,8 @@ typedef struct bloopcl_context_params {
     void *log_user;
 } bloopcl_context_params;
 
-/** Fills `params` with the defaults (everything NULL: environment decides). */
+/** Fills `params` with the defaults (struct_size set, everything else NULL: the environment
+ * decides). */
 BLOOPCL_API void bloopcl_context_params_default(bloopcl_context_params *params);
 
 /**
@@ -220,7 +231,7 @@ BLOOPCL_API void bloopcl_context_destroy(bloopcl_context *ctx);
 BLOOPCL_API const char *bloopcl_context_last_error(const bloopcl_context *ctx);
 
 /** The device this context runs on (filled as bloopcl_list_devices would). */
-BLOOPCL_API bloopcl_status bloopcl_context_device_info(const bloopcl_context *ctx,
+BLOOPCL_API bloopcl_status bloopcl_context_device_info(bloopcl_context *ctx,
                                                        bloopcl_device_info *info);
 
 BLOOPCL_API cl_context bloopcl_context_cl_context(const bloopcl_context *ctx);
@@ -282,6 +293,7 @@ typedef enum bloopcl_dot_backend {
 } bloopcl_dot_backend;
 
 typedef struct bloopcl_config {
+    size_t struct_size;         /* sizeof(bloopcl_config): set by bloopcl_config_default */
     bloopcl_method method;
     double ema_weight;          /* w in (0, 1]: weight of the NEW gradient (decay is 1 - w) */
     double lambda;              /* >= 0 */
@@ -356,6 +368,7 @@ typedef enum bloopcl_state_kind {
 
 /** Scalars of the last step, read back from the device (see bloopcl_get_diagnostics). */
 typedef struct bloopcl_diagnostics {
+    size_t struct_size;      /* sizeof(bloopcl_diagnostics): set by BLOOPCL_DIAGNOSTICS_INIT */
     double ratio;            /* r actually used (after the dynamic-barrier clip) */
     double ratio_raw;        /* <m,a>/(<m,m>+eps) before any clip */
     double dot_ema_aux;      /* <m,a> */
@@ -370,6 +383,8 @@ typedef struct bloopcl_diagnostics {
     double grad_norm_sq;     /* <g,g>, the squared global norm of the main gradient */
     unsigned kernels;        /* kernels the last step enqueued (CLBlastSdot counts 2) */
 } bloopcl_diagnostics;
+
+#define BLOOPCL_DIAGNOSTICS_INIT { .struct_size = sizeof(bloopcl_diagnostics) }
 
 /**
  * The step's results on the device, for the trainer's own kernels: a buffer of
@@ -471,6 +486,13 @@ BLOOPCL_API bloopcl_status bloopcl_write_state(bloopcl_combiner *combiner, bloop
  * BLOOPCL_ERR_STATE_INVALID). */
 BLOOPCL_API bloopcl_status bloopcl_reset_state(bloopcl_combiner *combiner);
 
+#ifdef BLOOPCL_EXPERIMENTAL
+/* =============================================================================================
+ * Experimental API: defined only when BLOOPCL_EXPERIMENTAL is defined before this header is
+ * included. It may change in any release, minor ones included (it is outside the ABI promise
+ * above); a program that uses it should link the exact version it was built with.
+ * ============================================================================================= */
+
 /* ---------------------------------------------------------------------------------------------
  * CPU reference: plain loops, double accumulation — the oracle for tests and bloopcl-compare.
  * ------------------------------------------------------------------------------------------- */
@@ -494,6 +516,7 @@ BLOOPCL_API bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
 
 /** The N(0,1) stream used by BLOOPCL_INIT_RANDOM: element i of stream `seed`. */
 BLOOPCL_API void bloopcl_reference_normal(uint64_t seed, size_t first, size_t count, float *out);
+#endif /* BLOOPCL_EXPERIMENTAL */
 
 #ifdef __cplusplus
 }

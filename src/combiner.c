@@ -132,18 +132,18 @@ static bloopcl_status fill_chunk(bloopcl_context *ctx, cl_mem buffer, size_t fir
     return BLOOPCL_OK;
 }
 
-/* The buffer a state change is written to: the spare half when double-buffered (the caller
- * flips `current` on success), else the state itself. */
-static int write_target(const bloopcl_combiner *comb)
+/* Which of the double buffers a reader (spare = false) or a writer staging a change
+ * (spare = true) uses: on the CLBlast backend the spare is the other half, and the writer's
+ * caller commits on success; in place (fused), both are the state itself. */
+int bloopcl__state_half(const bloopcl_combiner *comb, bool spare)
 {
-    return comb->double_buffered ? 1 - comb->current : comb->current;
+    return spare && comb->double_buffered ? 1 - comb->current : comb->current;
 }
 
 /* Makes a staged change visible: one flip when double-buffered; in place it already is. */
-static void commit_staged(bloopcl_combiner *comb)
+void bloopcl__commit_state(bloopcl_combiner *comb)
 {
-    if (comb->double_buffered)
-        comb->current = 1 - comb->current;
+    comb->current = bloopcl__state_half(comb, true);
 }
 
 /* A failed write in place leaves that kind partly written. */
@@ -160,7 +160,7 @@ static bloopcl_status stage_state(bloopcl_combiner *comb, bloopcl_state_kind kin
 {
     uint64_t seed = kind == BLOOPCL_STATE_EMA ? comb->config.seed
                                               : comb->config.seed ^ AUX_STREAM_XOR;
-    int target = write_target(comb);
+    int target = bloopcl__state_half(comb, true);
     for (size_t c = 0; c < comb->num_chunks; ++c) {
         bloopcl_state_chunk *chunk = &comb->chunks[c];
         cl_mem buffer = kind == BLOOPCL_STATE_EMA ? chunk->ema[target] : chunk->aux_ema[target];
@@ -180,8 +180,8 @@ static bloopcl_status copy_current_to_spare(bloopcl_combiner *comb, bloopcl_stat
     for (size_t c = 0; c < comb->num_chunks; ++c) {
         bloopcl_state_chunk *chunk = &comb->chunks[c];
         cl_mem *pair = kind == BLOOPCL_STATE_EMA ? chunk->ema : chunk->aux_ema;
-        cl_int err = clEnqueueCopyBuffer(comb->ctx->queue, pair[comb->current],
-                                         pair[1 - comb->current], 0, 0,
+        cl_int err = clEnqueueCopyBuffer(comb->ctx->queue, pair[bloopcl__state_half(comb, false)],
+                                         pair[bloopcl__state_half(comb, true)], 0, 0,
                                          chunk->count * sizeof(float), 0, NULL, NULL);
         if (err != CL_SUCCESS)
             return bloopcl__fail_cl(comb->ctx, err, "clEnqueueCopyBuffer", "staging the state");
@@ -225,7 +225,7 @@ static bloopcl_status initialise_state(bloopcl_combiner *comb, const float *ema,
         status = write_flags(comb, flags);
     if (status != BLOOPCL_OK)
         return fail_in_place(comb, bloopcl__state_kinds(comb), status);
-    commit_staged(comb);
+    bloopcl__commit_state(comb);
     comb->invalid_kinds = 0;
     return BLOOPCL_OK;
 }
@@ -278,9 +278,13 @@ bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx, const bloopcl_confi
         return BLOOPCL_ERR_STATE;  /* keep the creation error message */
     bloopcl__clear_error(ctx);
     char message[512];
-    bloopcl_status status = bloopcl_config_validate(config, message, sizeof message);
+    bloopcl_config given;
+    bloopcl_status status = bloopcl__read_config(config, &given, message, sizeof message);
+    if (status == BLOOPCL_OK)
+        status = bloopcl_config_validate(&given, message, sizeof message);
     if (status != BLOOPCL_OK)
         return bloopcl__fail(ctx, status, "bloopcl_combiner_create: %s", message);
+    config = &given;
     if (n == 0)
         return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH,
                              "bloopcl_combiner_create: n = 0 (a combiner needs n >= 1)");
@@ -352,7 +356,10 @@ bloopcl_status bloopcl_combiner_config(const bloopcl_combiner *comb, bloopcl_con
 {
     if (comb == NULL || config == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
-    *config = comb->config;
+    char why[256];
+    bloopcl_status status = bloopcl__write_config(config, &comb->config, why, sizeof why);
+    if (status != BLOOPCL_OK)
+        return bloopcl__fail(comb->ctx, status, "bloopcl_combiner_config: %s", why);
     return BLOOPCL_OK;
 }
 
@@ -446,7 +453,7 @@ bloopcl_status bloopcl_write_state(bloopcl_combiner *comb, bloopcl_state_kind ki
         status = write_flags(comb, flags);
     if (status != BLOOPCL_OK)
         return fail_in_place(comb, 1u << kind, status);
-    commit_staged(comb);
+    bloopcl__commit_state(comb);
     comb->invalid_kinds &= ~(1u << kind);
     return BLOOPCL_OK;
 }
@@ -479,6 +486,7 @@ bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnosti
         return status;
     const float *dot = scalars + BLOOPCL_SCALAR_DOTS;
     bloopcl_diagnostics diag = {
+        .struct_size = sizeof diag,
         .ratio = scalars[BLOOPCL_SCALAR_RATIO],
         .ratio_raw = scalars[BLOOPCL_SCALAR_RATIO_RAW],
         .dot_ema_aux = dot[BLOOPCL_DOT_EMA_AUX],
@@ -494,6 +502,9 @@ bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnosti
     };
     double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
     diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;
-    *diagnostics = diag;
+    char why[256];
+    status = bloopcl__write_diagnostics(diagnostics, &diag, why, sizeof why);
+    if (status != BLOOPCL_OK)
+        return bloopcl__fail(comb->ctx, status, "bloopcl_get_diagnostics: %s", why);
     return BLOOPCL_OK;
 }

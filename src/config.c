@@ -21,6 +21,7 @@ void bloopcl_config_default(bloopcl_config *config, bloopcl_method method)
     if (config == NULL)
         return;
     *config = (bloopcl_config){
+        .struct_size = sizeof *config,
         .method = method,
         .ema_weight = 0.1,
         .lambda = 0.1,
@@ -122,15 +123,19 @@ static bloopcl_status validate_combination(const bloopcl_config *config, char *m
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl_config_validate(const bloopcl_config *config, char *message,
+bloopcl_status bloopcl_config_validate(const bloopcl_config *given, char *message,
                                        size_t message_size)
 {
     bloopcl__format(message, message_size, "%s", "");
-    if (config == NULL) {
+    if (given == NULL) {
         bloopcl__format(message, message_size, "config is NULL");
         return BLOOPCL_ERR_NULL_ARGUMENT;
     }
-    bloopcl_status status = validate_enums(config, message, message_size);
+    bloopcl_config local;
+    const bloopcl_config *config = &local;
+    bloopcl_status status = bloopcl__read_config(given, &local, message, message_size);
+    if (status == BLOOPCL_OK)
+        status = validate_enums(config, message, message_size);
     if (status == BLOOPCL_OK)
         status = bloopcl__validate_hyperparameters(config->ema_weight, config->lambda,
                                                    config->eps, message, message_size);

@@ -12,7 +12,7 @@
 void bloopcl_context_params_default(bloopcl_context_params *params)
 {
     if (params != NULL)
-        *params = (bloopcl_context_params){0};
+        *params = (bloopcl_context_params){.struct_size = sizeof *params};
 }
 
 static bloopcl_context *allocate_context(const bloopcl_context_params *params)
@@ -39,6 +39,23 @@ static bloopcl_status fail_creation(bloopcl_context *ctx, bloopcl_status status,
     ctx->is_error_only = true;
     *out = ctx;
     return status;
+}
+
+/* Every creation starts here: the caller's params (of any struct version, or NULL) are read
+ * into `local`, and a context is allocated to carry the outcome. A bad struct_size leaves an
+ * error-only context, as every creation failure does. */
+static bloopcl_status begin_creation(const bloopcl_context_params *params,
+                                     bloopcl_context_params *local, bloopcl_context **ctx,
+                                     bloopcl_context **out)
+{
+    char why[256];
+    bloopcl_status status = bloopcl__read_context_params(params, local, why, sizeof why);
+    *ctx = allocate_context(status == BLOOPCL_OK ? local : NULL);
+    if (*ctx == NULL)
+        return BLOOPCL_ERR_OUT_OF_MEMORY;
+    if (status != BLOOPCL_OK)
+        return fail_creation(*ctx, bloopcl__fail(*ctx, status, "%s", why), out);
+    return BLOOPCL_OK;
 }
 
 static const char *build_options_from(const bloopcl_context_params *params)
@@ -240,12 +257,15 @@ bloopcl_status bloopcl_context_create(const bloopcl_context_params *params, bloo
     if (out == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     *out = NULL;
-    bloopcl_context *ctx = allocate_context(params);
-    if (ctx == NULL)
-        return BLOOPCL_ERR_OUT_OF_MEMORY;
-    const char *spec = params != NULL ? params->device_spec : NULL;
+    bloopcl_context_params local;
+    bloopcl_context *ctx = NULL;
+    bloopcl_status status = begin_creation(params, &local, &ctx, out);
+    if (ctx == NULL || status != BLOOPCL_OK)
+        return status;
+    params = &local;
+    const char *spec = params->device_spec;
     char skipped[2048];
-    bloopcl_status status = bloopcl__select_device_noting(spec, &ctx->info, ctx->last_error,
+    status = bloopcl__select_device_noting(spec, &ctx->info, ctx->last_error,
                                                           sizeof ctx->last_error, skipped,
                                                           sizeof skipped);
     if (skipped[0] != '\0')
@@ -281,7 +301,7 @@ static bloopcl_status describe_caller_device(bloopcl_context *ctx)
     bloopcl_device_info list[64];
     size_t count = 0;
     ctx->info.flat_index = (unsigned)-1;
-    if (bloopcl_list_devices(list, 64, &count) == BLOOPCL_OK)
+    if (bloopcl__list_devices_noting(list, 64, &count, NULL, 0) == BLOOPCL_OK)
         for (size_t i = 0; i < count && i < 64; ++i)
             if (list[i].device == ctx->device)
                 ctx->info = list[i];
@@ -321,16 +341,19 @@ bloopcl_status bloopcl_context_create_from_cl(cl_context cl_ctx, cl_device_id de
     if (out == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     *out = NULL;
-    bloopcl_context *ctx = allocate_context(params);
-    if (ctx == NULL)
-        return BLOOPCL_ERR_OUT_OF_MEMORY;
+    bloopcl_context_params local;
+    bloopcl_context *ctx = NULL;
+    bloopcl_status status = begin_creation(params, &local, &ctx, out);
+    if (ctx == NULL || status != BLOOPCL_OK)
+        return status;
+    params = &local;
     if (cl_ctx == NULL || device == NULL)
         return fail_creation(ctx, bloopcl__fail(ctx, BLOOPCL_ERR_NULL_ARGUMENT,
                                                 "cl_context and cl_device_id are required"), out);
     clRetainContext(cl_ctx);
     ctx->cl_ctx = cl_ctx;
     ctx->device = device;
-    bloopcl_status status = describe_caller_device(ctx);
+    status = describe_caller_device(ctx);
     if (status == BLOOPCL_OK && queue != NULL) {
         status = check_caller_queue(ctx, queue);
         if (status == BLOOPCL_OK) {
@@ -382,10 +405,12 @@ bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer, const bloopcl_cont
         /* Queried here so that a failure carries its call and code, like every creation
          * failure, in an error-only context. */
         *out = NULL;
-        bloopcl_context *ctx = allocate_context(params);
-        if (ctx == NULL)
-            return BLOOPCL_ERR_OUT_OF_MEMORY;
-        bloopcl_status status = context_of_buffer(ctx, buffer, &cl_ctx, &device);
+        bloopcl_context_params local;
+        bloopcl_context *ctx = NULL;
+        bloopcl_status status = begin_creation(params, &local, &ctx, out);
+        if (ctx == NULL || status != BLOOPCL_OK)
+            return status;
+        status = context_of_buffer(ctx, buffer, &cl_ctx, &device);
         if (status != BLOOPCL_OK)
             return fail_creation(ctx, status, out);
         free(ctx);
@@ -419,13 +444,17 @@ const char *bloopcl_context_last_error(const bloopcl_context *ctx)
     return ctx != NULL ? ctx->last_error : "no context (NULL)";
 }
 
-bloopcl_status bloopcl_context_device_info(const bloopcl_context *ctx, bloopcl_device_info *info)
+bloopcl_status bloopcl_context_device_info(bloopcl_context *ctx, bloopcl_device_info *info)
 {
     if (ctx == NULL || info == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (ctx->is_error_only)
         return BLOOPCL_ERR_STATE;
-    *info = ctx->info;
+    char why[256];
+    bloopcl_status status = bloopcl__write_device_info(info, &ctx->info, why, sizeof why);
+    if (status != BLOOPCL_OK)
+        return bloopcl__fail(ctx, status, "bloopcl_context_device_info: %s",
+                             why);
     return BLOOPCL_OK;
 }
 

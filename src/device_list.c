@@ -385,7 +385,26 @@ bloopcl_status bloopcl__list_devices_noting(bloopcl_device_info *devices, size_t
     return status;
 }
 
+/* The caller's entries may be of another struct version: list into ours, then copy out. */
 bloopcl_status bloopcl_list_devices(bloopcl_device_info *devices, size_t capacity, size_t *count)
 {
-    return bloopcl__list_devices_noting(devices, capacity, count, NULL, 0);
+    if (count != NULL)
+        *count = 0;
+    if (count == NULL || (devices == NULL && capacity > 0))
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    size_t total = 0;
+    bloopcl_status status = bloopcl__list_devices_noting(NULL, 0, &total, NULL, 0);
+    size_t wanted = total < capacity ? total : capacity;
+    bloopcl_device_info *ours = NULL;
+    if (status == BLOOPCL_OK && wanted > 0) {
+        ours = calloc(wanted, sizeof *ours);
+        status = ours != NULL ? bloopcl__list_devices_noting(ours, wanted, &total, NULL, 0)
+                              : BLOOPCL_ERR_OUT_OF_MEMORY;
+    }
+    if (status == BLOOPCL_OK)
+        status = bloopcl__write_device_infos(devices, capacity, ours, wanted, NULL, 0);
+    free(ours);
+    if (status == BLOOPCL_OK)
+        *count = total;
+    return status;
 }

@@ -489,5 +489,14 @@ bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_in
 bloopcl_status bloopcl_select_device(const char *spec, bloopcl_device_info *selected,
                                      char *message, size_t message_size)
 {
-    return bloopcl__select_device_noting(spec, selected, message, message_size, NULL, 0);
+    if (selected == NULL) {
+        bloopcl__format(message, message_size, "selected is NULL");
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    }
+    bloopcl_device_info ours;
+    bloopcl_status status = bloopcl__select_device_noting(spec, &ours, message, message_size,
+                                                          NULL, 0);
+    if (status == BLOOPCL_OK)  /* the caller's struct may be of another version */
+        status = bloopcl__write_device_info(selected, &ours, message, message_size);
+    return status;
 }

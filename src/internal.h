@@ -2,6 +2,9 @@
 #ifndef BLOOPCL_INTERNAL_H
 #define BLOOPCL_INTERNAL_H
 
+#ifndef BLOOPCL_EXPERIMENTAL
+#define BLOOPCL_EXPERIMENTAL 1  /* the library implements the experimental surface too */
+#endif
 #include "bloopcl.h"
 #include "layout.h"
 
@@ -195,6 +198,26 @@ bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_in
                                              char *message, size_t message_size,
                                              char *skipped, size_t skipped_size);
 
+/* --- public structs across versions (abi.c) ------------------------------------------------ */
+/* Inputs: the caller's struct (any version) read over the defaults; params may be NULL. */
+bloopcl_status bloopcl__read_config(const bloopcl_config *given, bloopcl_config *config,
+                                    char *message, size_t message_size);
+bloopcl_status bloopcl__read_context_params(const bloopcl_context_params *given,
+                                            bloopcl_context_params *params, char *message,
+                                            size_t message_size);
+/* Outputs: the prefix of the library's struct that the caller's struct_size holds. */
+bloopcl_status bloopcl__write_config(bloopcl_config *out, const bloopcl_config *config,
+                                     char *message, size_t message_size);
+bloopcl_status bloopcl__write_device_info(bloopcl_device_info *out,
+                                          const bloopcl_device_info *info, char *message,
+                                          size_t message_size);
+bloopcl_status bloopcl__write_device_infos(bloopcl_device_info *out, size_t capacity,
+                                           const bloopcl_device_info *infos, size_t count,
+                                           char *message, size_t message_size);
+bloopcl_status bloopcl__write_diagnostics(bloopcl_diagnostics *out,
+                                          const bloopcl_diagnostics *diagnostics, char *message,
+                                          size_t message_size);
+
 /* --- context policy (context.c): pure rules, unit-tested ------------------------------------ */
 /* The backend of BLOOPCL_DOTS_AUTO combiners on a device of `type`, with `forced` the value of
  * BLOOPCL_DOTS (NULL/""/"auto": the library's rule, FUSED on every type). */
@@ -281,6 +304,10 @@ bloopcl_status bloopcl__enqueue_launch(bloopcl_context *ctx, cl_kernel kernel, c
                                        cl_event *event);
 /* A state buffer of a launch's chunk, or a stand-in the kernels never read (methods without
  * that state): `spare` selects the buffer a double-buffered step writes. */
+/* The double buffer's halves (combiner.c): the one read (spare = false) or written before a
+ * commit (spare = true); commit makes the written one the state (a flip, or nothing in place). */
+int bloopcl__state_half(const bloopcl_combiner *comb, bool spare);
+void bloopcl__commit_state(bloopcl_combiner *comb);
 cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl_state_kind kind,
                              bool spare);
 /* Ranges per multi-range launch for a device: 8 on Apple (Metal's 31 buffer arguments), else

@@ -57,9 +57,13 @@ bloopcl_status bloopcl_reference_init(const bloopcl_config *config, size_t n,
     if (config == NULL || state == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     memset(state, 0, sizeof *state);
-    bloopcl_status status = bloopcl_config_validate(config, NULL, 0);
+    bloopcl_config given;
+    bloopcl_status status = bloopcl__read_config(config, &given, NULL, 0);
+    if (status == BLOOPCL_OK)
+        status = bloopcl_config_validate(&given, NULL, 0);
     if (status != BLOOPCL_OK)
         return status;
+    config = &given;
     if (n == 0)
         return BLOOPCL_ERR_SIZE_MISMATCH;
     state->n = n;
@@ -118,9 +122,16 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
 {
     if (config == NULL || state == NULL || g == NULL || a == NULL || d == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
-    bloopcl_status status = bloopcl_config_validate(config, NULL, 0);
+    bloopcl_config given;
+    bloopcl_diagnostics diag = {.struct_size = sizeof diag};
+    bloopcl_status status = bloopcl__read_config(config, &given, NULL, 0);
+    if (status == BLOOPCL_OK)
+        status = bloopcl_config_validate(&given, NULL, 0);
+    if (status == BLOOPCL_OK && diagnostics != NULL)  /* checks its struct_size, clears it */
+        status = bloopcl__write_diagnostics(diagnostics, &diag, NULL, 0);
     if (status != BLOOPCL_OK)
         return status;
+    config = &given;
     const size_t n = state->n;
     const bool has_ema = bloopcl__method_has_ema(config->method);
     const bool has_aux_ema = bloopcl__method_has_aux_ema(config->method);
@@ -133,7 +144,6 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
     const double eps = (float)config->eps;
     const double s = config->rescale ? (double)(1.0f / (1.0f + (float)lambda)) : 1.0;
 
-    bloopcl_diagnostics diag = {0};
     if (config->nonfinite == BLOOPCL_NONFINITE_SKIP && !(all_finite(g, n) && all_finite(a, n))) {
         skip_step(n, d, diagnostics);
         return BLOOPCL_ERR_NONFINITE_INPUT;
@@ -173,6 +183,6 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
         d[i] = direction(config, s, lambda, diag.ratio, diag.aux_ratio, g[i], a[i],
                          has_ema ? state->ema[i] : 0.0f, has_aux_ema ? state->aux_ema[i] : 0.0f);
     if (diagnostics != NULL)
-        *diagnostics = diag;
+        bloopcl__write_diagnostics(diagnostics, &diag, NULL, 0);  /* size checked above */
     return BLOOPCL_OK;
 }

@@ -118,7 +118,7 @@ cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl
     if (comb->num_chunks == 0 ||
         (kind == BLOOPCL_STATE_AUX_EMA && !bloopcl__method_has_aux_ema(comb->config.method)))
         return comb->partials;  /* never read: the kernels are told the state is absent */
-    int which = (spare && comb->double_buffered) ? 1 - comb->current : comb->current;
+    int which = bloopcl__state_half(comb, spare);
     const bloopcl_state_chunk *c = &comb->chunks[chunk];
     return kind == BLOOPCL_STATE_EMA ? c->ema[which] : c->aux_ema[which];
 }
@@ -388,8 +388,7 @@ bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
             clReleaseEvent(event);
         return fail_flush(comb, err);
     }
-    if (comb->double_buffered)
-        comb->current = 1 - comb->current;
+    bloopcl__commit_state(comb);
     comb->steps++;
     comb->kernels_last_step = progress.kernels;
     if (done != NULL)

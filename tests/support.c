@@ -76,7 +76,7 @@ void support_check_step(bloopcl_combiner *comb, const bloopcl_config *config,
                         bloopcl_reference_state *ref, const float *g, const float *a,
                         const float *d_device, float *d_reference, int step)
 {
-    bloopcl_diagnostics device, reference;
+    bloopcl_diagnostics device = BLOOPCL_DIAGNOSTICS_INIT, reference = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(comb, &device), BLOOPCL_OK);
     cr_assert_eq(bloopcl_reference_step(config, ref, g, a, d_reference, &reference), BLOOPCL_OK);
     support_expect_step_matches(config, ref->n, g, a, d_device, d_reference, &device, &reference,
@@ -89,7 +89,7 @@ bloopcl_combiner *support_combiner(bloopcl_context *ctx, const bloopcl_config *c
     bloopcl_status status = bloopcl_combiner_create(ctx, config, n, &comb);
     cr_assert_eq(status, BLOOPCL_OK, "combiner_create(n = %zu): %s", n,
                  bloopcl_context_last_error(ctx));
-    bloopcl_config in_force;
+    bloopcl_config in_force = {.struct_size = sizeof(bloopcl_config)};
     cr_assert_eq(bloopcl_combiner_config(comb, &in_force), BLOOPCL_OK);
     if (config->dots != BLOOPCL_DOTS_AUTO)
         cr_assert_eq(in_force.dots, config->dots, "the backend asked for is the one in force");

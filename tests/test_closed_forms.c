@@ -191,7 +191,7 @@ BACKEND_TEST(parallel_power_of_two_gives_exact_g)
                                                         lambdas[li], 0.0);
                     config.rescale = rescale;
                     bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-                    bloopcl_diagnostics diag;
+                    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                     step(ctx, comb, g, a, d, &diag);
                     float lf = (float)lambdas[li];
                     float s = rescale ? 1.0f / (1.0f + lf) : 1.0f;
@@ -241,7 +241,7 @@ BACKEND_TEST(parallel_general_removes_component_along_m)
                 bloopcl_config config = make_config(BLOOPCL_METHOD_BLOOP, *dots, 1.0, lambda,
                                                     epss[ei]);
                 bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-                bloopcl_diagnostics diag;
+                bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                 step(ctx, comb, g, a, d, &diag);
                 double r_cf = c * S / (S + eps);
                 cr_expect(fabs(diag.ratio - r_cf) <= 3 * SUPPORT_DOT_RTOL * fabs(r_cf),
@@ -318,7 +318,7 @@ BACKEND_TEST(orthogonal_gives_g_plus_lambda_a_exactly)
                                                     1e-7);
                 config.ratio_only = variants[vi].ratio_only;
                 bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-                bloopcl_diagnostics diag;
+                bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                 step(ctx, comb, g, a, d, &diag);
                 const char *name = bloopcl_method_name(variants[vi].method);
                 cr_expect_eq(diag.dot_ema_aux, 0.0, "%s %s n=%zu w=%g: <m,a> = %.9g",
@@ -377,7 +377,7 @@ BACKEND_TEST(zero_aux_gives_scaled_g)
                 float s = rescale ? 1.0f / (1.0f + lf) : 1.0f;
                 for (int t = 0; t < 3; ++t) {
                     support_fill_normal(g, n, 300 + 10 * n + (size_t)t, 1.0f);
-                    bloopcl_diagnostics diag;
+                    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                     step(ctx, comb, g, a, d, &diag);
                     const char *name = bloopcl_method_name(variants[vi].method);
                     cr_expect_eq(diag.ratio, 0.0, "%s %s n=%zu step %d: r = %.9g",
@@ -427,7 +427,7 @@ BACKEND_TEST(zero_main_with_eps_gives_lambda_a)
                                                         lambdas[li], epss[ei]);
                     config.ratio_only = variants[vi].ratio_only;
                     bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-                    bloopcl_diagnostics diag;
+                    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                     step(ctx, comb, g, a, d, &diag);
                     const char *name = bloopcl_method_name(variants[vi].method);
                     cr_expect_eq(diag.ratio, 0.0, "%s %s n=%zu: r = %.9g", backend_name(*dots),
@@ -475,7 +475,7 @@ BACKEND_TEST(zero_main_without_eps_is_nan_everywhere)
             bloopcl_config config = make_config(methods[mi], *dots, 1.0, 0.5, 0.0);
             config.nonfinite = BLOOPCL_NONFINITE_PROPAGATE;
             bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-            bloopcl_diagnostics diag;
+            bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
             step(ctx, comb, g, a, d, &diag);
             const char *name = bloopcl_method_name(methods[mi]);
             cr_expect(isnan(diag.ratio), "%s %s n=%zu: r = %.9g, want NaN (0/0)",
@@ -488,7 +488,7 @@ BACKEND_TEST(zero_main_without_eps_is_nan_everywhere)
 
             bloopcl_reference_state ref;
             cr_assert_eq(bloopcl_reference_init(&config, n, &ref), BLOOPCL_OK);
-            bloopcl_diagnostics ref_diag;
+            bloopcl_diagnostics ref_diag = BLOOPCL_DIAGNOSTICS_INIT;
             cr_assert_eq(bloopcl_reference_step(&config, &ref, g, a, d_ref, &ref_diag),
                          BLOOPCL_OK);
             cr_expect(isnan(ref_diag.ratio), "reference r = %.9g", ref_diag.ratio);
@@ -535,7 +535,7 @@ BACKEND_TEST(w_one_projects_on_current_gradient)
         for (int t = 0; t < 5; ++t) {
             support_fill_normal(g, n, 600 + 10 * n + (size_t)t, 0.5f + (float)t);
             aligned_aux(a, g, n, 700 + 10 * n + (size_t)t, (t % 2) ? -0.6f : 0.9f);
-            bloopcl_diagnostics diag;
+            bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
             step(ctx, comb, g, a, d, &diag);
             double r = dot_d(g, a, n) / (dot_d(g, g, n) + eps);
             double dr = ratio_tol(g, a, n, eps, r);
@@ -648,7 +648,7 @@ BACKEND_TEST(barrier_clips_at_inverse_lambda)
                                                     lambdas[li], 0.0);
                 config.ratio_only = ratio_only;
                 bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-                bloopcl_diagnostics diag;
+                bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                 step(ctx, comb, g, a, d, &diag);
                 cr_expect_eq(diag.ratio, cap, "%s n=%zu lambda=%g: r = %.9g, want 1/lambda = "
                              "%.9g", backend_name(*dots), n, lambdas[li], diag.ratio, cap);
@@ -696,7 +696,7 @@ BACKEND_TEST(barrier_clips_at_inverse_lambda)
             bloopcl_config config = make_config(BLOOPCL_METHOD_DYNAMIC_BARRIER, *dots, 1.0,
                                                 lambdas[li], 1e-7);
             bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-            bloopcl_diagnostics diag;
+            bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
             step(ctx, comb, g, a, d, &diag);
             double eps = (float)1e-7;
             double r_raw = dot_d(g, a, n) / (dot_d(g, g, n) + eps);
@@ -738,7 +738,7 @@ BACKEND_TEST(barrier_below_cap_does_not_clip)
         bloopcl_config config = make_config(BLOOPCL_METHOD_DYNAMIC_BARRIER, *dots, 1.0, lambda,
                                             0.0);
         bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-        bloopcl_diagnostics diag, diag_bloop;
+        bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT, diag_bloop = BLOOPCL_DIAGNOSTICS_INIT;
         step(ctx, comb, g, a, d, &diag);
         cr_expect_eq(diag.ratio, 2.0, "%s n=%zu: r = %.9g", backend_name(*dots), n, diag.ratio);
         cr_expect_eq(diag.ratio_raw, diag.ratio);
@@ -792,7 +792,7 @@ BACKEND_TEST(barrier_lambda_zero_does_not_clip)
                                                 1e-7);
             config.rescale = rescale;
             bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-            bloopcl_diagnostics diag;
+            bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
             step(ctx, comb, g, a, d, &diag);
             cr_expect(diag.ratio > 15.0, "%s n=%zu: r = %.9g (not clipped)",
                       backend_name(*dots), n, diag.ratio);
@@ -831,7 +831,7 @@ BACKEND_TEST(pcgrad_without_conflict_adds)
             bloopcl_config config = make_config(BLOOPCL_METHOD_PCGRAD, *dots, 1.0, lambdas[li],
                                                 1e-7);
             bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-            bloopcl_diagnostics diag;
+            bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
             step(ctx, comb, g, a, d, &diag);
             cr_expect(diag.ratio > 0.0 && diag.aux_ratio > 0.0, "%s n=%zu: r %.9g r_q %.9g",
                       backend_name(*dots), n, diag.ratio, diag.aux_ratio);
@@ -874,7 +874,7 @@ BACKEND_TEST(pcgrad_with_conflict_projects_both)
             bloopcl_config config = make_config(BLOOPCL_METHOD_PCGRAD, *dots, 1.0, lambdas[li],
                                                 1e-7);
             bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-            bloopcl_diagnostics diag;
+            bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
             step(ctx, comb, g, a, d, &diag);
             cr_expect(fabs(diag.ratio - r) <= dr, "%s n=%zu: r %.9g closed form %.9g",
                       backend_name(*dots), n, diag.ratio, r);
@@ -937,7 +937,7 @@ BACKEND_TEST(rescale_divides_by_one_plus_lambda)
                 for (int t = 0; t < 3; ++t) {
                     support_fill_normal(g, n, 2100 + 10 * n + (size_t)t, 1.0f);
                     aligned_aux(a, g, n, 2200 + 10 * n + (size_t)t, t == 1 ? -0.5f : 0.7f);
-                    bloopcl_diagnostics diag_on, diag_off;
+                    bloopcl_diagnostics diag_on = BLOOPCL_DIAGNOSTICS_INIT, diag_off = BLOOPCL_DIAGNOSTICS_INIT;
                     step(ctx, off, g, a, d_off, &diag_off);
                     step(ctx, on, g, a, d_on, &diag_on);
                     cr_expect_eq(diag_on.ratio, diag_off.ratio, "r does not depend on s");
@@ -999,7 +999,7 @@ BACKEND_TEST(projection_uses_updated_ema)
                 for (size_t i = 0; i < n; ++i)
                     g[i] += base[i];
                 aligned_aux(a, g, n, 3900 + 10 * n + (size_t)t, (t % 2) ? -0.9f : 0.6f);
-                bloopcl_diagnostics diag;
+                bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                 step(ctx, comb, g, a, d, &diag);
                 float *m = read_state(comb, BLOOPCL_STATE_EMA, n);
                 float *q = pcgrad ? read_state(comb, BLOOPCL_STATE_AUX_EMA, n) : NULL;
@@ -1072,7 +1072,7 @@ BACKEND_TEST(ratio_only_scales_g)
                 for (int t = 0; t < 3; ++t) {
                     support_fill_normal(g, n, 2300 + 10 * n + (size_t)t, 1.0f);
                     aligned_aux(a, g, n, 2400 + 10 * n + (size_t)t, t == 2 ? -0.4f : 0.6f);
-                    bloopcl_diagnostics diag;
+                    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                     step(ctx, comb, g, a, d, &diag);
                     float *m = read_state(comb, BLOOPCL_STATE_EMA, n);
                     double r = dot_d(m, a, n) / (dot_d(m, m, n) + eps);
@@ -1212,7 +1212,7 @@ BACKEND_TEST(init_first_gradient)
             if (pcgrad)
                 cr_expect_eq(bloopcl_read_state(comb, BLOOPCL_STATE_AUX_EMA, expected, n),
                              BLOOPCL_ERR_STATE, "no auxiliary EMA before the first gradient");
-            bloopcl_diagnostics diag;
+            bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
             step(ctx, comb, g, a, d, &diag);
             support_expect_state(comb, BLOOPCL_STATE_EMA, g, n);
             if (pcgrad)

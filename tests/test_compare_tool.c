@@ -261,6 +261,7 @@ Test(compare_tool, list_numbers_devices_as_bloopcl_device_does, .timeout = 120)
     cr_assert_eq(bloopcl_list_devices(NULL, 0, &count), BLOOPCL_OK);
     bloopcl_device_info *devices = calloc(count, sizeof *devices);
     cr_assert_not_null(devices);
+    devices[0].struct_size = sizeof *devices;
     cr_assert_eq(bloopcl_list_devices(devices, count, &count), BLOOPCL_OK);
     tool_run run = run_tool("--list", NULL);
     cr_assert_eq(run.status, 0);
@@ -284,7 +285,7 @@ Test(compare_tool, list_numbers_devices_as_bloopcl_device_does, .timeout = 120)
 Test(compare_tool, unknown_device_lists_devices, .timeout = 120)
 {
     require_device();
-    bloopcl_device_info first;
+    bloopcl_device_info first = BLOOPCL_DEVICE_INFO_INIT;
     char message[256];
     cr_assert_eq(bloopcl_select_device("0", &first, message, sizeof message), BLOOPCL_OK);
     tool_run run = run_tool("--device nonexistent:", NULL);

@@ -20,7 +20,7 @@ static bloopcl_device_info make_device(unsigned flat, unsigned platform_index,
                                        const char *vendor, const char *device,
                                        cl_device_type type)
 {
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     memset(&info, 0, sizeof info);
     info.flat_index = flat;
     info.platform_index = platform_index;
@@ -60,7 +60,7 @@ static void mixed_list(bloopcl_device_info *list)
 /* Matches `spec` against the mixed list; returns the index, or NO_MATCH with the status kept. */
 static size_t match_mixed(const char *spec, bloopcl_status *status, char *message)
 {
-    bloopcl_device_info list[MIXED_COUNT];
+    bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
     mixed_list(list);
     size_t selected = NO_MATCH;
     *status = bloopcl__match_device_spec(list, MIXED_COUNT, spec, &selected, message,
@@ -389,7 +389,7 @@ Test(device_select, bare_word_is_malformed_with_hint)
  * ------------------------------------------------------------------------------------------- */
 Test(device_select, message_optional_and_truncated)
 {
-    bloopcl_device_info list[MIXED_COUNT];
+    bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
     mixed_list(list);
     size_t selected = NO_MATCH;
     cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", &selected, NULL, 0),
@@ -408,7 +408,7 @@ Test(device_select, message_optional_and_truncated)
 
 Test(device_select, success_clears_message)
 {
-    bloopcl_device_info list[MIXED_COUNT];
+    bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
     mixed_list(list);
     char message[64] = "stale text";
     size_t selected = NO_MATCH;
@@ -421,7 +421,7 @@ Test(device_select, success_clears_message)
 
 Test(device_select, null_arguments)
 {
-    bloopcl_device_info list[MIXED_COUNT];
+    bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
     mixed_list(list);
     size_t selected = 0;
     cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "gpu", NULL, NULL, 0),
@@ -438,7 +438,7 @@ Test(device_select, null_arguments)
 
 Test(device_select, append_device_list_format)
 {
-    bloopcl_device_info list[MIXED_COUNT];
+    bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
     mixed_list(list);
     char buffer[1024] = "head:";
     bloopcl__append_device_list(buffer, sizeof buffer, list, MIXED_COUNT);
@@ -484,6 +484,7 @@ static real_devices list_real_devices(void)
         cr_skip_test("no OpenCL device");
     real.list = calloc(real.count, sizeof *real.list);
     cr_assert_not_null(real.list);
+    real.list[0].struct_size = sizeof *real.list;
     size_t again = 0;
     cr_assert_eq(bloopcl_list_devices(real.list, real.count, &again), BLOOPCL_OK);
     cr_assert_eq(again, real.count);
@@ -551,8 +552,9 @@ Test(device_select, real_count_query_and_small_capacity)
     size_t count = 12345;
     cr_assert_eq(bloopcl_list_devices(NULL, 0, &count), BLOOPCL_OK);
     cr_assert_eq(count, real.count);
-    bloopcl_device_info one[2];
+    bloopcl_device_info one[2] = {BLOOPCL_DEVICE_INFO_INIT};
     memset(one, 0xAB, sizeof one);
+    one[0].struct_size = sizeof one[0];
     count = 0;
     cr_assert_eq(bloopcl_list_devices(one, 1, &count), BLOOPCL_OK);
     cr_assert_eq(count, real.count, "count must be the total even when capacity is smaller");
@@ -566,7 +568,7 @@ Test(device_select, real_describe_fields)
     real_devices real = list_real_devices();
     for (size_t i = 0; i < real.count; i++) {
         const bloopcl_device_info *listed = &real.list[i];
-        bloopcl_device_info info;
+        bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
         cr_assert_eq(bloopcl__describe_device(listed->platform, listed->device, &info),
                      BLOOPCL_OK);
         cr_assert_str_eq(info.platform_name, listed->platform_name);
@@ -615,7 +617,7 @@ Test(device_select, real_default_follows_preference)
     if (expected == NO_MATCH)
         expected = 0;
     cr_assert_eq(unsetenv("BLOOPCL_DEVICE"), 0);
-    bloopcl_device_info selected;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
     char message[MESSAGE_SIZE] = "stale";
     cr_assert_eq(bloopcl_select_device(NULL, &selected, message, sizeof message), BLOOPCL_OK,
                  "%s", message);
@@ -631,7 +633,7 @@ Test(device_select, real_env_cpu)
     size_t cpu = first_of_type(&real, CL_DEVICE_TYPE_CPU);
     if (cpu == NO_MATCH)
         cr_skip_test("no OpenCL CPU device");
-    bloopcl_device_info selected;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
     char message[MESSAGE_SIZE];
     select_with_env("cpu", &selected, message, BLOOPCL_OK);
     cr_assert_eq(selected.device, real.list[cpu].device);
@@ -649,7 +651,7 @@ Test(device_select, real_env_portable_platform)
             expected = i;
     if (expected == NO_MATCH)
         cr_skip_test("no PoCL platform");
-    bloopcl_device_info selected;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
     char message[MESSAGE_SIZE];
     select_with_env("portable:", &selected, message, BLOOPCL_OK);
     cr_assert_eq(selected.device, real.list[expected].device);
@@ -661,7 +663,7 @@ Test(device_select, real_env_portable_platform)
 Test(device_select, real_env_flat_and_pair_indices)
 {
     real_devices real = list_real_devices();
-    bloopcl_device_info selected;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
     char message[MESSAGE_SIZE];
     select_with_env("0", &selected, message, BLOOPCL_OK);
     cr_assert_eq(selected.device, real.list[0].device);
@@ -679,7 +681,7 @@ Test(device_select, real_env_flat_and_pair_indices)
 Test(device_select, real_env_no_match_lists_devices)
 {
     real_devices real = list_real_devices();
-    bloopcl_device_info selected;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
     char message[MESSAGE_SIZE];
     bool has_nvidia = false;
     for (size_t i = 0; i < real.count; i++)
@@ -713,7 +715,7 @@ Test(device_select, real_explicit_spec_overrides_env)
     if (cpu == NO_MATCH)
         cr_skip_test("no OpenCL CPU device");
     cr_assert_eq(setenv("BLOOPCL_DEVICE", "zzz:", 1), 0);
-    bloopcl_device_info selected;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
     char message[MESSAGE_SIZE] = "stale";
     cr_assert_eq(bloopcl_select_device("cpu", &selected, message, sizeof message), BLOOPCL_OK,
                  "%s", message);

@@ -200,7 +200,7 @@ Test(driver, create_from_mem_uses_the_first_of_two_devices)
     bloopcl_status status = bloopcl_context_create_from_mem(buffer, NULL, &ctx);
     cr_assert_eq(status, BLOOPCL_OK, "%s", bloopcl_context_last_error(ctx));
     cr_expect_eq(bloopcl_context_cl_context(ctx), cl_ctx);
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
     cr_expect_eq(info.device, devices[0], "CL_CONTEXT_DEVICES[0] is the device");
     cl_device_id queue_device = NULL;
@@ -225,7 +225,7 @@ Test(driver, broken_platform_is_skipped_and_reported)
 
     fake_platform_first = 1;
     size_t count = 0;
-    bloopcl_device_info list[16];
+    bloopcl_device_info list[16] = {BLOOPCL_DEVICE_INFO_INIT};
     cr_assert_eq(bloopcl_list_devices(list, 16, &count), BLOOPCL_OK,
                  "a broken platform does not fail the listing");
     cr_expect_eq(count, healthy, "every device of the working platforms is still listed");
@@ -249,7 +249,7 @@ Test(driver, broken_platform_is_skipped_and_reported)
     bloopcl_context_destroy(ctx);
 
     char message[4096];
-    bloopcl_device_info selected;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
     cr_expect_eq(bloopcl_select_device("0:", &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     expect_message_has(message, "devices found:\n  0: ", "the working devices are listed");
@@ -267,7 +267,7 @@ Test(driver, broken_device_is_skipped_and_reported)
 
     broken_device = devices[1];
     size_t count = 0;
-    bloopcl_device_info list[16];
+    bloopcl_device_info list[16] = {BLOOPCL_DEVICE_INFO_INIT};
     cr_assert_eq(bloopcl_list_devices(list, 16, &count), BLOOPCL_OK,
                  "a broken device does not fail the listing");
     cr_expect_eq(count, before - 1, "only the broken device is left out");
@@ -278,7 +278,7 @@ Test(driver, broken_device_is_skipped_and_reported)
     cr_expect_eq(counted, count, "counting and filling agree on the usable devices");
 
     char message[4096];
-    bloopcl_device_info selected;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
     cr_expect_eq(bloopcl_select_device("cpu:1", &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND, "%s", message);
     expect_message_has(message, "device 1 skipped: clGetDeviceInfo(CL_DEVICE_NAME) failed "
@@ -324,7 +324,7 @@ static float caller_sdot(cl_command_queue queue, cl_mem x, cl_mem y, cl_mem resu
 Test(driver, caller_clblast_cache_survives_destroy)
 {
     support_context_skip_without_device();
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     char message[4096];
     cr_assert_eq(bloopcl_select_device(NULL, &info, message, sizeof message), BLOOPCL_OK, "%s",
                  message);
@@ -590,7 +590,7 @@ Test(driver, cpu_shape_uses_the_device_width)
     bloopcl_context *ctx = NULL;
     cr_assert_eq(bloopcl_context_create(&params, &ctx), BLOOPCL_OK, "%s",
                  bloopcl_context_last_error(ctx));
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
     unsigned width =
         bloopcl__vector_width(device_uint(info.device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT),

@@ -157,7 +157,7 @@ static void world_open_config(world *w, const bloopcl_config *config, size_t n)
 
 static void world_open(world *w, bloopcl_method method)
 {
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, method);
     world_open_config(w, &config, N);
 }
@@ -176,7 +176,7 @@ static void world_good_step(world *w, const char *what)
                         what);
     cr_assert_eq(bloopcl_step_host(w->twin, g, a, d_twin), BLOOPCL_OK, "%s (twin): %s", what,
                  bloopcl_context_last_error(w->ctx));
-    bloopcl_diagnostics diag, diag_twin, diag_ref;
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT, diag_twin = BLOOPCL_DIAGNOSTICS_INIT, diag_ref = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(w->comb, &diag), BLOOPCL_OK);
     cr_assert_eq(bloopcl_get_diagnostics(w->twin, &diag_twin), BLOOPCL_OK);
     cr_assert_eq(bloopcl_reference_step(&w->config, &w->ref, g, a, d_ref, &diag_ref), BLOOPCL_OK);
@@ -276,7 +276,7 @@ Test(errors, null_out_at_context_creation)
 Test(errors, null_arguments_at_combiner_creation)
 {
     bloopcl_context *ctx = support_context();
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     bloopcl_combiner *comb = (bloopcl_combiner *)&config;  /* a sentinel that must be cleared */
     cr_expect_eq(bloopcl_combiner_create(NULL, &config, N, &comb), BLOOPCL_ERR_NULL_ARGUMENT);
@@ -333,7 +333,7 @@ Test(errors, null_arguments_to_steps)
                    "host d NULL", "g, a and d", NULL);
     world_expect_untouched(&w, "after NULL host arrays");
 
-    bloopcl_diagnostics diag;
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(w.comb, &diag), BLOOPCL_OK);
     cr_expect_eq(diag.steps, 4, "rejected steps are not counted (4 good steps so far), got %llu",
                  (unsigned long long)diag.steps);
@@ -374,8 +374,8 @@ Test(errors, null_arguments_to_state_and_diagnostics)
     world w;
     world_open(&w, BLOOPCL_METHOD_PCGRAD);
     float host[N];
-    bloopcl_diagnostics diag;
-    bloopcl_config config;
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
 
     cr_expect_eq(bloopcl_read_state(NULL, BLOOPCL_STATE_EMA, host, N), BLOOPCL_ERR_NULL_ARGUMENT);
     cr_expect_eq(bloopcl_write_state(NULL, BLOOPCL_STATE_EMA, host, N),
@@ -397,7 +397,7 @@ Test(errors, null_arguments_to_state_and_diagnostics)
     world_expect_untouched(&w, "after NULL state and diagnostics arguments");
 
     /* Context accessors. */
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_expect_eq(bloopcl_context_device_info(NULL, &info), BLOOPCL_ERR_NULL_ARGUMENT);
     cr_expect_eq(bloopcl_context_device_info(w.ctx, NULL), BLOOPCL_ERR_NULL_ARGUMENT);
     cr_expect_eq(bloopcl_context_finish(NULL), BLOOPCL_ERR_NULL_ARGUMENT);
@@ -432,7 +432,7 @@ Test(errors, n_zero_at_creation)
 {
     bloopcl_context *ctx = support_context();
     for (int m = BLOOPCL_METHOD_BLOOP; m <= BLOOPCL_METHOD_MIXED; ++m) {
-        bloopcl_config config;
+        bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
         bloopcl_config_default(&config, (bloopcl_method)m);
         bloopcl_combiner *comb = (bloopcl_combiner *)&config;
         expect_failure(ctx, bloopcl_combiner_create(ctx, &config, 0, &comb),
@@ -620,7 +620,7 @@ Test(errors, buffer_of_another_context)
 {
     world w;
     world_open(&w, BLOOPCL_METHOD_BLOOP);
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(w.ctx, &info), BLOOPCL_OK);
     cl_int err;
     cl_context other = clCreateContext(NULL, 1, &info.device, NULL, NULL, &err);
@@ -704,7 +704,7 @@ Test(errors, bad_hyperparameters_at_creation)
         char what[128];
         snprintf(what, sizeof what, "create (w %g, lambda %g, eps %g)", h->ema_weight, h->lambda,
                  h->eps);
-        bloopcl_config config;
+        bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
         bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
         config.ema_weight = h->ema_weight;
         config.lambda = h->lambda;
@@ -725,7 +725,7 @@ Test(errors, bad_hyperparameters_at_creation)
     const double good[][3] = {{1.0, 0.1, 1e-7}, {1e-30, 0.1, 1e-7}, {0.1, 0.0, 0.0},
                               {0.1, FLT_MAX, 1e-7}};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; ++i) {
-        bloopcl_config config;
+        bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
         bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
         config.ema_weight = good[i][0];
         config.lambda = good[i][1];
@@ -741,7 +741,7 @@ Test(errors, bad_hyperparameters_through_set)
 {
     world w;
     world_open(&w, BLOOPCL_METHOD_DYNAMIC_BARRIER);
-    bloopcl_config before;
+    bloopcl_config before = {.struct_size = sizeof(bloopcl_config)};
     cr_assert_eq(bloopcl_combiner_config(w.comb, &before), BLOOPCL_OK);
     for (size_t i = 0; i < NUM_BAD_HYPERS; ++i) {
         const bad_hyper *h = &bad_hypers[i];
@@ -754,7 +754,7 @@ Test(errors, bad_hyperparameters_through_set)
                        BLOOPCL_ERR_INVALID_ARGUMENT, what, "set_hyperparameters", h->needle,
                        NULL);
         /* The old values stay in force, in the reported configuration ... */
-        bloopcl_config now;
+        bloopcl_config now = {.struct_size = sizeof(bloopcl_config)};
         cr_assert_eq(bloopcl_combiner_config(w.comb, &now), BLOOPCL_OK);
         cr_expect(memcmp(&now.ema_weight, &before.ema_weight, sizeof(double)) == 0 &&
                   memcmp(&now.lambda, &before.lambda, sizeof(double)) == 0 &&
@@ -772,7 +772,7 @@ Test(errors, bad_hyperparameters_through_set)
     w.config.ema_weight = 0.5;
     w.config.lambda = 2.0;
     w.config.eps = 1e-6;
-    bloopcl_config now;
+    bloopcl_config now = {.struct_size = sizeof(bloopcl_config)};
     cr_assert_eq(bloopcl_combiner_config(w.comb, &now), BLOOPCL_OK);
     cr_expect(now.ema_weight == 0.5 && now.lambda == 2.0 && now.eps == 1e-6);
     world_good_step(&w, "after a valid set_hyperparameters");
@@ -789,7 +789,7 @@ Test(errors, bad_enum_values)
                  {"nonfinite", "nonfinite = 99"}, {"dots", "dots = 99"},
                  {"method", "method = -1"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
-        bloopcl_config config;
+        bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
         bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
         int value = strstr(cases[i].needle, "-1") ? -1 : 99;
         if (strcmp(cases[i].field, "method") == 0)
@@ -827,7 +827,7 @@ Test(errors, ratio_only_with_pcgrad_or_mixed)
     bloopcl_context *ctx = support_context();
     const bloopcl_method methods[] = {BLOOPCL_METHOD_PCGRAD, BLOOPCL_METHOD_MIXED};
     for (size_t i = 0; i < 2; ++i) {
-        bloopcl_config config;
+        bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
         bloopcl_config_default(&config, methods[i]);
         config.ratio_only = 1;
         bloopcl_combiner *comb = NULL;
@@ -843,7 +843,7 @@ Test(errors, init_buffer_without_initial_ema)
 {
     bloopcl_context *ctx = support_context();
     float initial[N] = {0};
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     config.init = BLOOPCL_INIT_BUFFER;
     bloopcl_combiner *comb = NULL;
@@ -894,7 +894,7 @@ ParameterizedTestParameters(errors, nonfinite_skip)
  * the diagnostics. After each, the next finite step equals the twin's, which never saw them. */
 ParameterizedTest(skip_case *c, errors, nonfinite_skip, .timeout = 60)
 {
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, c->method);
     config.dots = c->dots;
     config.nonfinite = BLOOPCL_NONFINITE_SKIP;
@@ -924,7 +924,7 @@ ParameterizedTest(skip_case *c, errors, nonfinite_skip, .timeout = 60)
             nonzero += !(d[i] == 0.0f && !signbit(d[i]));
         cr_expect_eq(nonzero, 0, "%s: d must be all +0 after a skipped host step (%zu are not)",
                      what, nonzero);
-        bloopcl_diagnostics diag;
+        bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
         cr_assert_eq(bloopcl_get_diagnostics(w.comb, &diag), BLOOPCL_OK);
         cr_expect_eq(diag.accepted, 0, "%s: host step accepted", what);
         world_expect_untouched(&w, what);
@@ -973,7 +973,7 @@ ParameterizedTestParameters(errors, skipped_first_gradient_leaves_ema_uninitiali
 ParameterizedTest(skip_case *c, errors, skipped_first_gradient_leaves_ema_uninitialised)
 {
     bloopcl_context *ctx = support_context();
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, c->method);
     config.dots = c->dots;
     config.init = BLOOPCL_INIT_FIRST_GRADIENT;
@@ -992,7 +992,7 @@ ParameterizedTest(skip_case *c, errors, skipped_first_gradient_leaves_ema_uninit
     cl_mem gb = support_buffer(ctx, g, N), ab = support_buffer(ctx, a, N);
     cl_mem db = support_buffer(ctx, NULL, N);
     cr_expect_eq(bloopcl_step_buffers(comb, gb, ab, db), BLOOPCL_OK);
-    bloopcl_diagnostics diag;
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
     cr_expect_eq(diag.accepted, 0);
     expect_failure(ctx, bloopcl_read_state(comb, BLOOPCL_STATE_EMA, m, N), BLOOPCL_ERR_STATE,
@@ -1067,7 +1067,7 @@ static void expect_same_classes(const float *device, const float *reference, siz
 ParameterizedTest(propagate_case *c, errors, nonfinite_propagate, .timeout = 60)
 {
     bloopcl_context *ctx = support_context();
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     config.dots = c->dots;
     config.nonfinite = BLOOPCL_NONFINITE_PROPAGATE;
@@ -1091,7 +1091,7 @@ ParameterizedTest(propagate_case *c, errors, nonfinite_propagate, .timeout = 60)
         }
         bloopcl_status status = bloopcl_step_host(comb, g, a, d);
         cr_expect_eq(status, BLOOPCL_OK, "%s: %s", what, bloopcl_context_last_error(ctx));
-        bloopcl_diagnostics dev, rd;
+        bloopcl_diagnostics dev = BLOOPCL_DIAGNOSTICS_INIT, rd = BLOOPCL_DIAGNOSTICS_INIT;
         cr_assert_eq(bloopcl_get_diagnostics(comb, &dev), BLOOPCL_OK);
         cr_assert_eq(bloopcl_reference_step(&config, &ref, g, a, d_ref, &rd), BLOOPCL_OK);
         cr_expect_eq(dev.accepted, 1, "%s: propagate never skips", what);
@@ -1120,7 +1120,7 @@ ParameterizedTest(propagate_case *c, errors, nonfinite_propagate, .timeout = 60)
 Test(errors, nonfinite_propagate_many_segments)
 {
     bloopcl_context *ctx = support_context();
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     config.dots = BLOOPCL_DOTS_CLBLAST;
     config.nonfinite = BLOOPCL_NONFINITE_PROPAGATE;
@@ -1147,7 +1147,7 @@ Test(errors, nonfinite_propagate_many_segments)
     cr_assert_eq(bloopcl_step(comb, &tg, &ta, &td, 0, NULL, NULL), BLOOPCL_OK, "%s",
                  bloopcl_context_last_error(ctx));
     support_read(ctx, db, d, TOTAL);
-    bloopcl_diagnostics dev, rd;
+    bloopcl_diagnostics dev = BLOOPCL_DIAGNOSTICS_INIT, rd = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(comb, &dev), BLOOPCL_OK);
     cr_assert_eq(bloopcl_reference_step(&config, &ref, g, a, d_ref, &rd), BLOOPCL_OK);
     const char *what = "Inf in a, clblast, 130 segments";
@@ -1202,7 +1202,7 @@ Test(errors, inconsistent_wait_list)
 /* The name of the first device (the one the messages must list). */
 static void first_device_name(char *name, size_t size)
 {
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     size_t count = 0;
     cr_assert_eq(bloopcl_list_devices(&info, 1, &count), BLOOPCL_OK);
     if (count == 0)
@@ -1216,10 +1216,10 @@ static void expect_error_only_context(bloopcl_context *ctx, const char *message_
     cr_assert_not_null(ctx, "creation failures still hand out an error-only context");
     cr_expect_null(bloopcl_context_cl_context(ctx));
     cr_expect_null(bloopcl_context_queue(ctx));
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_expect_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_ERR_STATE);
     cr_expect_eq(bloopcl_context_finish(ctx), BLOOPCL_ERR_STATE);
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     bloopcl_combiner *comb = (bloopcl_combiner *)&config;
     cr_expect_eq(bloopcl_combiner_create(ctx, &config, N, &comb), BLOOPCL_ERR_STATE);
@@ -1270,7 +1270,7 @@ Test(errors, bloopcl_dots_env_bogus)
     /* A valid value is taken, and a combiner reports the resolved backend (never AUTO). */
     cr_assert_eq(setenv("BLOOPCL_DOTS", "fused", 1), 0);
     ctx = support_context();
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     bloopcl_combiner *comb = NULL;
     cr_assert_eq(bloopcl_combiner_create(ctx, &config, N, &comb), BLOOPCL_OK);
@@ -1461,7 +1461,7 @@ static void limit_address_space(unsigned long long headroom)
 
 static void expect_combiner_refused(bloopcl_context *ctx, size_t n, bloopcl_method method)
 {
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, method);
     bloopcl_combiner *comb = NULL;
     bloopcl_status status = bloopcl_combiner_create(ctx, &config, n, &comb);
@@ -1487,7 +1487,7 @@ Test(errors, huge_n_host_allocation)
 {
     bloopcl_context *ctx = support_context();
     limit_address_space(2ull << 30);
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     bloopcl_combiner *comb = NULL;
     expect_failure(ctx, bloopcl_combiner_create(ctx, &config, SIZE_MAX / 8, &comb),
@@ -1611,7 +1611,7 @@ Test(errors, state_on_mixed)
 /* reset_state cannot restore an INIT_BUFFER state (no copy is kept): STATE, nothing changed. */
 Test(errors, reset_of_buffer_init)
 {
-    bloopcl_config config;
+    bloopcl_config config = {.struct_size = sizeof(bloopcl_config)};
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     float *initial = support_alloc(N);
     support_fill_normal(initial, N, 9, 1.0f);

@@ -46,7 +46,7 @@ static float *read_kind(bloopcl_combiner *comb, bloopcl_state_kind kind, size_t 
 
 static uint64_t steps_counted(bloopcl_combiner *comb)
 {
-    bloopcl_diagnostics diag;
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
     return diag.steps;
 }

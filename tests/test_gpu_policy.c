@@ -23,7 +23,7 @@ static bloopcl_context *gpu_context(const char *dots_env)
     else
         cr_assert_eq(setenv("BLOOPCL_DOTS", dots_env, 1), 0);
     bloopcl_context *ctx = support_context();
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
     cr_assert((info.type & CL_DEVICE_TYPE_GPU) && !(info.type & CL_DEVICE_TYPE_CPU),
               "this test needs a device of type GPU and not CPU (meson runs it on Oclgrind "
@@ -38,7 +38,7 @@ static bloopcl_dot_backend resolved_backend(bloopcl_context *ctx, bloopcl_method
     bloopcl_config_default(&config, method);
     cr_assert_eq(config.dots, BLOOPCL_DOTS_AUTO, "the default configuration asks for AUTO");
     bloopcl_combiner *comb = support_combiner(ctx, &config, N);
-    bloopcl_config in_force;
+    bloopcl_config in_force = {.struct_size = sizeof(bloopcl_config)};
     cr_assert_eq(bloopcl_combiner_config(comb, &in_force), BLOOPCL_OK);
     bloopcl_combiner_destroy(comb);
     return in_force.dots;

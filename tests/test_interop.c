@@ -30,7 +30,7 @@ static bloopcl_device_info default_device(void)
     cr_assert_eq(bloopcl_list_devices(NULL, 0, &count), BLOOPCL_OK);
     if (count == 0)
         cr_skip_test("no OpenCL device on this machine");
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     char message[4096];
     bloopcl_status status = bloopcl_select_device(NULL, &info, message, sizeof message);
     cr_assert_eq(status, BLOOPCL_OK, "%s", message);
@@ -206,7 +206,7 @@ ParameterizedTest(bloopcl_dot_backend *dots, interop, create_from_cl_with_caller
     cr_expect_eq(bloopcl_context_queue(ctx), queue, "the caller's queue is used");
     cr_expect_gt(context_refs(cl_ctx), ctx_refs_before, "the context is retained");
     cr_expect_gt(queue_refs(queue), queue_refs_before, "the queue is retained");
-    bloopcl_device_info got;
+    bloopcl_device_info got = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(ctx, &got), BLOOPCL_OK);
     cr_expect_eq(got.device, info.device);
     cr_expect_eq(got.flat_index, info.flat_index, "the flat index comes from the full list");
@@ -345,7 +345,7 @@ Test(interop, create_from_mem_steps_in_place)
     cr_assert_eq(status, BLOOPCL_OK, "%s", bloopcl_context_last_error(ctx));
     cr_expect_eq(bloopcl_context_cl_context(ctx), cl_ctx, "the buffer's cl_context is used");
     cr_expect_neq(bloopcl_context_queue(ctx), queue, "a new queue of the library's own");
-    bloopcl_device_info got;
+    bloopcl_device_info got = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(ctx, &got), BLOOPCL_OK);
     cr_expect_eq(got.device, info.device, "the first (only) device of the buffer's context");
 
@@ -414,7 +414,7 @@ ParameterizedTest(bloopcl_dot_backend *dots, interop, step_waits_for_user_event,
     bloopcl_context *ctx = support_context();
     cl_context cl_ctx = bloopcl_context_cl_context(ctx);
     cl_command_queue queue = bloopcl_context_queue(ctx);
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
     cl_int err;
     cl_command_queue side = clCreateCommandQueue(cl_ctx, info.device, 0, &err);
@@ -529,7 +529,7 @@ Test(interop, done_event_completes)
 
 static bool machine_has_cpu_device(void)
 {
-    bloopcl_device_info list[64];
+    bloopcl_device_info list[64] = {BLOOPCL_DEVICE_INFO_INIT};
     size_t count = 0;
     cr_assert_eq(bloopcl_list_devices(list, 64, &count), BLOOPCL_OK);
     for (size_t i = 0; i < count && i < 64; ++i)
@@ -551,7 +551,7 @@ Test(interop, explicit_spec_overrides_environment)
     bloopcl_context *ctx = NULL;
     bloopcl_status status = bloopcl_context_create(&params, &ctx);
     cr_assert_eq(status, BLOOPCL_OK, "%s", bloopcl_context_last_error(ctx));
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
     cr_expect(info.type & CL_DEVICE_TYPE_CPU, "\"cpu\" selected a non-CPU device");
     bloopcl_context_destroy(ctx);
@@ -589,11 +589,12 @@ Test(interop, device_info_is_the_selected_device)
     cr_expect_geq(count, 1);
     bloopcl_device_info *list = calloc(count, sizeof *list);
     cr_assert_not_null(list);
+    list[0].struct_size = sizeof *list;
     size_t again = 0;
     cr_assert_eq(bloopcl_list_devices(list, count, &again), BLOOPCL_OK);
     cr_expect_eq(again, count);
     /* A short array still gets the total. */
-    bloopcl_device_info one;
+    bloopcl_device_info one = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_list_devices(&one, 1, &again), BLOOPCL_OK);
     cr_expect_eq(again, count);
     cr_expect_eq(one.device, list[0].device);
@@ -607,7 +608,7 @@ Test(interop, device_info_is_the_selected_device)
         bloopcl_context *ctx = NULL;
         bloopcl_status status = bloopcl_context_create(&params, &ctx);
         cr_assert_eq(status, BLOOPCL_OK, "spec %s: %s", spec, bloopcl_context_last_error(ctx));
-        bloopcl_device_info info;
+        bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
         cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
         cr_expect_eq(info.device, list[i].device, "spec %s", spec);
         cr_expect_eq(info.platform, list[i].platform, "spec %s", spec);
@@ -629,7 +630,7 @@ Test(interop, device_info_is_the_selected_device)
         params.device_spec = "cpu";
         bloopcl_context *ctx = NULL;
         cr_assert_eq(bloopcl_context_create(&params, &ctx), BLOOPCL_OK);
-        bloopcl_device_info info;
+        bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
         cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
         cr_expect_eq(info.device, list[i].device, "\"cpu\" is the first CPU device");
         bloopcl_context_destroy(ctx);
@@ -763,9 +764,9 @@ static bloopcl_dot_backend resolved_backend(void)
     bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
     bloopcl_combiner *comb = NULL;
     cr_assert_eq(bloopcl_combiner_create(ctx, &config, 16, &comb), BLOOPCL_OK);
-    bloopcl_config resolved;
+    bloopcl_config resolved = {.struct_size = sizeof(bloopcl_config)};
     cr_assert_eq(bloopcl_combiner_config(comb, &resolved), BLOOPCL_OK);
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
     bloopcl_combiner_destroy(comb);
     bloopcl_context_destroy(ctx);

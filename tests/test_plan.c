@@ -294,7 +294,7 @@ Test(plan, eight_slots_match_reference)
         for (size_t s = 0; s < P; ++s)
             support_read(ctx, lists[2][s].buffer, d + s * EACH, EACH);
         support_check_step(comb, &config, &ref, g, a, d, d_ref, step);
-        bloopcl_diagnostics diag;
+        bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
         cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
         cr_expect_eq(diag.kernels, 2 * 5 + 1);
         for (int k = 0; k < 3; ++k)

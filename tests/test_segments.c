@@ -478,7 +478,7 @@ static void expect_matches_reference(fixture *f, bloopcl_combiner *comb, const f
                                      int t)
 {
     support_set_label(label);
-    bloopcl_diagnostics device;
+    bloopcl_diagnostics device = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(comb, &device), BLOOPCL_OK);
     if (reference->accepted) {
         support_expect_step_matches(&f->config, f->n, f->g, f->a, d_device, f->d_ref, &device,
@@ -503,7 +503,7 @@ static void fixture_step(fixture *f, segmented *sg, int t, bool with_single, siz
     step_multi(f, sg, t);
     if (with_single)
         step_single(f, t);
-    bloopcl_diagnostics reference;
+    bloopcl_diagnostics reference = BLOOPCL_DIAGNOSTICS_INIT;
     bloopcl_status expected = poison == NO_BUFFER ? BLOOPCL_OK : BLOOPCL_ERR_NONFINITE_INPUT;
     cr_assert_eq(bloopcl_reference_step(&f->config, &f->ref, f->g, f->a, f->d_ref, &reference),
                  expected);
@@ -668,7 +668,7 @@ ParameterizedTest(invalid_case *c, segments, invalid_list_after_cached_list, .ti
                  bloopcl_status_string(status), message);
     cr_expect(strstr(message, "segment 10") != NULL, "%s: the message names the segment: %s",
               f.label, message);
-    bloopcl_diagnostics diag;
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(f.multi, &diag), BLOOPCL_OK);
     cr_expect_eq(diag.steps, 2, "%s: the refused step was counted", f.label);
     expect_state_is_reference(&f, f.multi);
@@ -705,7 +705,7 @@ static void expect_output(const float *out, bloopcl_output index, double reporte
 
 static void expect_outputs(fixture *f, int t, bool accepted, float w_used)
 {
-    bloopcl_diagnostics diag;
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(f->multi, &diag), BLOOPCL_OK);
     cl_mem outputs = NULL;
     cr_assert_eq(bloopcl_combiner_outputs(f->multi, &outputs), BLOOPCL_OK);
@@ -792,7 +792,7 @@ ParameterizedTest(method_case *c, segments, new_core_end_to_end_is_one_buffer, .
         fixture_step(&f, &sg, t, true, NO_BUFFER);
         cr_expect(memcmp(f.d_multi, f.d_single, f.n * sizeof(float)) == 0,
                   "%s step %d: d differs from the one-buffer step", f.label, t);
-        bloopcl_diagnostics dm, ds;
+        bloopcl_diagnostics dm = BLOOPCL_DIAGNOSTICS_INIT, ds = BLOOPCL_DIAGNOSTICS_INIT;
         cr_assert_eq(bloopcl_get_diagnostics(f.multi, &dm), BLOOPCL_OK);
         cr_assert_eq(bloopcl_get_diagnostics(f.single, &ds), BLOOPCL_OK);
         expect_same_bits(dm.ratio, ds.ratio, "r", f.label, t);
@@ -828,7 +828,7 @@ ParameterizedTest(method_case *c, segments, new_core_fused_launches_per_step, .t
     segmented sg;
     segmented_create(&sg, f.ctx, 300, OWN_BUFFERS);
     fixture_step(&f, &sg, 0, false, NO_BUFFER);
-    bloopcl_diagnostics diag;
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(f.multi, &diag), BLOOPCL_OK);
     unsigned bound = 2 * ((300 + 15) / 16) + 1;
     cr_expect(diag.kernels >= 3 && diag.kernels <= bound, "%s: %u kernels for 300 segments, "

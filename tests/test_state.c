@@ -194,7 +194,7 @@ CASE_TEST(checkpoint_cases, checkpoint_resume_is_bit_exact)
 
     for (int t = 20; t < 30; ++t) {
         make_inputs(g, a, n, 17, t, alternating_alpha(t));
-        bloopcl_diagnostics diag_a, diag_b;
+        bloopcl_diagnostics diag_a = BLOOPCL_DIAGNOSTICS_INIT, diag_b = BLOOPCL_DIAGNOSTICS_INIT;
         host_step(ctx, comb_a, g, a, d_a, &diag_a);
         host_step(ctx, comb_b, g, a, d_b, &diag_b);
         cr_expect_eq(diag_a.ratio, diag_b.ratio, "%s %s step %d: r %.9g vs %.9g",
@@ -418,13 +418,13 @@ CASE_TEST(projecting_methods, set_hyperparameters_follows_schedule)
             config.ema_weight = p->w;
             config.lambda = p->lambda;
             config.eps = p->eps;
-            bloopcl_config in_force;
+            bloopcl_config in_force = {.struct_size = sizeof(bloopcl_config)};
             cr_assert_eq(bloopcl_combiner_config(comb, &in_force), BLOOPCL_OK);
             cr_expect(in_force.ema_weight == p->w && in_force.lambda == p->lambda &&
                       in_force.eps == p->eps, "combiner_config reports the new values");
         }
         make_inputs(g, a, n, 41, t, 0.8f);
-        bloopcl_diagnostics dev_diag, ref_diag;
+        bloopcl_diagnostics dev_diag = BLOOPCL_DIAGNOSTICS_INIT, ref_diag = BLOOPCL_DIAGNOSTICS_INIT;
         host_step(ctx, comb, g, a, d_dev, &dev_diag);
         cr_assert_eq(bloopcl_reference_step(&config, &ref, g, a, d_ref, &ref_diag), BLOOPCL_OK);
         support_expect_step_matches(&config, n, g, a, d_dev, d_ref, &dev_diag, &ref_diag,
@@ -465,7 +465,7 @@ CASE_TEST(projecting_methods, diagnostics_match_reference)
     cr_assert_eq(bloopcl_reference_init(&config, n, &ref), BLOOPCL_OK);
     float *g = support_alloc(n), *a = support_alloc(n);
     float *d_dev = support_alloc(n), *d_ref = support_alloc(n);
-    bloopcl_diagnostics dev, want;
+    bloopcl_diagnostics dev = BLOOPCL_DIAGNOSTICS_INIT, want = BLOOPCL_DIAGNOSTICS_INIT;
     cr_assert_eq(bloopcl_get_diagnostics(comb, &dev), BLOOPCL_OK);
     cr_expect_eq(dev.steps, 0, "no step yet");
     bool clipped = false;
@@ -540,7 +540,7 @@ CASE_TEST(ema_methods, repeatable_bit_for_bit)
     float *dx = support_alloc(n), *dy = support_alloc(n), *dz = support_alloc(n);
     for (int t = 0; t < steps; ++t) {
         make_inputs(g, a, n, 47, t, alternating_alpha(t));
-        bloopcl_diagnostics diag_x, diag_y, diag_z;
+        bloopcl_diagnostics diag_x = BLOOPCL_DIAGNOSTICS_INIT, diag_y = BLOOPCL_DIAGNOSTICS_INIT, diag_z = BLOOPCL_DIAGNOSTICS_INIT;
         host_step(ctx, x, g, a, dx, &diag_x);
         host_step(ctx, y, g, a, dy, &diag_y);
         host_step(ctx2, z, g, a, dz, &diag_z);

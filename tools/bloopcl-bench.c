@@ -98,7 +98,7 @@ static int build_triad(bloopcl_context *ctx, triad *t)
 {
     cl_int err;
     cl_device_id device;
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     bloopcl_context_device_info(ctx, &info);
     device = info.device;
     t->cpu = (info.type & CL_DEVICE_TYPE_CPU) != 0;
@@ -347,7 +347,7 @@ static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method metho
         }
     }
     for (size_t k = 0; k < num_workloads && status == 0; ++k) {
-        bloopcl_diagnostics diag;
+        bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
         status = bloopcl_get_diagnostics(tm.combiners[k], &diag) == BLOOPCL_OK ? 0 : -1;
         kernels[k] = status == 0 ? diag.kernels : 0;
         step_seconds[k] = tool_median(tm.samples + k * (size_t)samples, (size_t)samples);
@@ -672,7 +672,7 @@ static void print_table(const measurement *all, size_t count, const options *opt
 /* Every measurement on the context's device; returns the exit status. */
 static int bench(bloopcl_context *ctx, const triad *t, const options *opt)
 {
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     bloopcl_context_device_info(ctx, &info);
     if (!opt->common.json)
         printf("device %u: %s / %s (%s), %d reps, median per step incl. clFinish\n",

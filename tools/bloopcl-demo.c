@@ -153,7 +153,7 @@ static int train(bloopcl_context *ctx, const problem *pb, const bloopcl_config *
         for (size_t j = 0; j < p && status == BLOOPCL_OK; ++j)
             theta[j] -= opt->lr * d[j];
     }
-    bloopcl_diagnostics diag = {0};
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
     if (status == BLOOPCL_OK)
         status = bloopcl_get_diagnostics(comb, &diag);
     if (status != BLOOPCL_OK)
@@ -311,7 +311,7 @@ static int run_all(bloopcl_context *ctx, const problem *pb, const options *opt)
         outcomes[k].ok = train(ctx, pb, &config, opt, &outcomes[k].result) == 0;
         failures += !outcomes[k].ok;
     }
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     bloopcl_context_device_info(ctx, &info);
     if (opt->common.json)
         print_json(opt, &info, outcomes);

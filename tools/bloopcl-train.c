@@ -693,7 +693,7 @@ static void trainer_destroy(trainer *tr)
 static int trainer_init(trainer *tr, bloopcl_context *ctx, const options *opt,
                         const dataset *train, const dataset *test)
 {
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     memset(tr, 0, sizeof *tr);
     tr->ctx = ctx;
     tr->cl = bloopcl_context_cl_context(ctx);
@@ -1444,7 +1444,7 @@ static int report(bloopcl_context *ctx, const options *opt, const run_result *re
                   double seconds)
 {
     int rc = check_results(res, n, opt);
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     if (!opt->common.json)
         print_report_table(opt, res, n, seconds);
     else if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
@@ -1499,7 +1499,7 @@ int main(int argc, char **argv)
     int rc = tool_setup(&TRAIN_TOOL, argc, argv, &opt.common, &opt, &ctx);
     if (rc != TOOL_CONTINUE)
         return rc;
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
         fprintf(stderr, "%s: bloopcl %s on %s / %s\n", PROGRAM, bloopcl_version_string(),
                 info.platform_name, info.device_name);

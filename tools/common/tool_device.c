@@ -27,6 +27,7 @@ bloopcl_device_info *tool_devices(size_t *count, bloopcl_status *status)
         *status = BLOOPCL_ERR_OUT_OF_MEMORY;
         return NULL;
     }
+    devices[0].struct_size = sizeof *devices;  /* the size of every entry (bloopcl.h, ABI) */
     *status = bloopcl_list_devices(devices, *count, count);
     if (*status != BLOOPCL_OK) {
         free(devices);

@@ -91,7 +91,7 @@ static int run_device(const options *opt, const char *spec, report *rp)
         report_device_error(rp, spec, status);
         return code;
     }
-    bloopcl_device_info info;
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     device_facts facts;
     bloopcl_context_device_info(ctx, &info);
     describe_facts(&info, &facts);

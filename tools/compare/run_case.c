@@ -128,7 +128,7 @@ static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *
                      bloopcl_combiner *comb, bloopcl_reference_state *ref, const input_set *in,
                      workspace *ws, int t, case_result *res)
 {
-    bloopcl_diagnostics dev = {0}, rdiag = {0};
+    bloopcl_diagnostics dev = BLOOPCL_DIAGNOSTICS_INIT, rdiag = BLOOPCL_DIAGNOSTICS_INIT;
     save_reference_state(ref, ws);
     step_view sv = {.config = config, .fp = &rn->facts->fp, .n = c->n, .step = t, .g = in->g[t],
                     .a = in->a[t], .d_dev = ws->d_dev, .d_ref = ws->d_ref, .m_dev = ws->m_dev,
