@@ -93,8 +93,10 @@ typedef enum bloopcl_status {
     BLOOPCL_ERR_STATE = -12,            /* the call does not fit the combiner's state */
     BLOOPCL_ERR_UNSUPPORTED = -13,      /* valid request this build or device cannot serve */
     BLOOPCL_ERR_WRONG_CONTEXT = -14,    /* a cl_mem belongs to another cl_context */
-    BLOOPCL_ERR_STATE_INVALID = -15     /* the driver failed mid-step after the state began to
+    BLOOPCL_ERR_STATE_INVALID = -15,    /* the driver failed mid-step after the state began to
                                            change; write or reset the state to go on */
+    BLOOPCL_ERR_BUSY = -16              /* another thread is inside a call on this context (or
+                                           one of its combiners); nothing was done */
 } bloopcl_status;
 
 /** Static, never NULL text for a status code (also for unknown codes). */

@@ -6,9 +6,27 @@
 
 #include <clblast_c.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* CLBlast (1.5.3 to 1.7.0) keeps process-wide caches (compiled programs, its parameter
+ * database) and fills them at a routine's first call without a lock: first calls in two
+ * threads crashed or failed in it (8 threads: 36 runs in 249 before this lock). Every CLBlast
+ * call of the library holds this lock; uncontended it costs a few tens of nanoseconds. A
+ * pthread mutex, not C11's threads.h, which Apple's C library lacks. */
+static pthread_mutex_t clblast_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+void bloopcl__clblast_lock(void)
+{
+    pthread_mutex_lock(&clblast_mutex);
+}
+
+void bloopcl__clblast_unlock(void)
+{
+    pthread_mutex_unlock(&clblast_mutex);
+}
 
 /* BLOOPCL_CLBLAST_XDOT="WGS1,WGS2" hands Xdot parameters to CLBlast (CLBlastOverrideParameters)
  * for this device. CLBlast's tuner (clblast_tuner_xdot, PoCL 3.1, 2-core EPYC, n = 16M) finds
@@ -38,8 +56,10 @@ static bloopcl_status apply_xdot_parameters(bloopcl_context *ctx)
     if (ctx->used_clblast || ctx->xdot_wgs[0] == 0)
         return BLOOPCL_OK;
     const char *names[2] = {"WGS1", "WGS2"};
+    bloopcl__clblast_lock();
     CLBlastStatusCode code = CLBlastOverrideParameters(ctx->device, "Xdot", CLBlastPrecisionSingle,
                                                        2, names, ctx->xdot_wgs);
+    bloopcl__clblast_unlock();
     if (code != CLBlastSuccess)
         return bloopcl__fail(ctx, BLOOPCL_ERR_CLBLAST, "CLBlastOverrideParameters(Xdot, WGS1 = "
                              "%zu, WGS2 = %zu) failed with status %d", ctx->xdot_wgs[0],
@@ -146,8 +166,10 @@ static bloopcl_status sdot(bloopcl_combiner *comb, int dot, size_t slots, size_t
     CLBlastStatusCode code = CLBlastSuccess;
     if (status == BLOOPCL_OK) {
         ctx->used_clblast = true;
+        bloopcl__clblast_lock();
         code = CLBlastSdot(count, comb->partials, (size_t)dot * slots + slot, x.buffer, x.offset,
                            1, y.buffer, y.offset, 1, &queue, NULL);
+        bloopcl__clblast_unlock();
     }
     if (x.owned)
         clReleaseMemObject(x.buffer);  /* the driver keeps it while the kernel needs it */

@@ -157,14 +157,14 @@ static bloopcl_status step_and_download(bloopcl_combiner *comb, float *d,
     bloopcl_tensor tensors[3];
     for (int k = 0; k < 3; ++k)
         tensors[k] = (bloopcl_tensor){lists[k], comb->staging_segments};
-    bloopcl_status status = bloopcl_step(comb, &tensors[0], &tensors[1], &tensors[2], 0, NULL,
-                                         NULL);
+    bloopcl_status status = bloopcl__step(comb, &tensors[0], &tensors[1], &tensors[2], 0, NULL,
+                                          NULL);
     if (status != BLOOPCL_OK)
         return status;  /* not applied, or BLOOPCL_ERR_STATE_INVALID: bloopcl_step's contract */
     bloopcl_diagnostics diag;
     status = download(comb, d);
     if (status == BLOOPCL_OK)
-        status = bloopcl_get_diagnostics(comb, &diag);
+        status = bloopcl__get_diagnostics(comb, &diag);
     if (status != BLOOPCL_OK)
         return fail_after_step(comb->ctx, status);
     if (!diag.accepted)
@@ -185,10 +185,8 @@ static bloopcl_status step_staged(bloopcl_combiner *comb, const float *g, const 
     return status;
 }
 
-bloopcl_status bloopcl_step_host(bloopcl_combiner *comb, const float *g, const float *a, float *d)
+static bloopcl_status step_host(bloopcl_combiner *comb, const float *g, const float *a, float *d)
 {
-    if (comb == NULL)
-        return BLOOPCL_ERR_NULL_ARGUMENT;
     bloopcl__clear_error(comb->ctx);
     if (g == NULL || a == NULL || d == NULL)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_NULL_ARGUMENT,
@@ -205,5 +203,16 @@ bloopcl_status bloopcl_step_host(bloopcl_combiner *comb, const float *g, const f
         status = step_staged(comb, g, a, d, lists);
     for (int k = 0; k < 3; ++k)
         free(lists[k]);
+    return status;
+}
+
+bloopcl_status bloopcl_step_host(bloopcl_combiner *comb, const float *g, const float *a, float *d)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = step_host(comb, g, a, d);
+    bloopcl__leave(comb->ctx);
     return status;
 }
