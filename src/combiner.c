@@ -288,7 +288,6 @@ static bloopcl_status create_entered(bloopcl_context *ctx, const bloopcl_config 
         return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "allocating the combiner");
     comb->ctx = ctx;
     bloopcl__context_retain(ctx);  /* released by bloopcl_combiner_destroy */
-    atomic_fetch_add(&ctx->combiners, 1u);
     comb->config = *config;
     comb->config.dots = resolve_backend(ctx, config->dots);
     comb->double_buffered = comb->config.dots == BLOOPCL_DOTS_CLBLAST;
@@ -301,6 +300,8 @@ static bloopcl_status create_entered(bloopcl_context *ctx, const bloopcl_config 
         bloopcl_combiner_destroy(comb);
         return status;
     }
+    comb->live = true;
+    atomic_fetch_add(&ctx->combiners, 1u);
     *out = comb;
     return BLOOPCL_OK;
 }
@@ -340,7 +341,8 @@ void bloopcl_combiner_destroy(bloopcl_combiner *comb)
         free(comb->staging[k]);
     }
     bloopcl__unreserve_bytes(comb, comb->reserved_bytes);
-    atomic_fetch_sub(&ctx->combiners, 1u);
+    if (comb->live)
+        atomic_fetch_sub(&ctx->combiners, 1u);
     free(comb);
     bloopcl__context_release(ctx);  /* frees the context if it was destroyed already */
 }

@@ -213,6 +213,34 @@ static bloopcl_status piece_grad_norm(bloopcl_combiner *comb, const bloopcl_piec
                 p->g_offset);
 }
 
+/* Each CLBlastSdot allocates a temporary buffer of 2 WGS2 floats, and when that allocation
+ * fails CLBlast (1.5.3 to 1.7.0) ends the process: the Buffer constructor throws, and the
+ * deleter of its half-built handle, run during the unwinding, throws again from
+ * CheckError(clReleaseMemObject(NULL)) inside a destructor, which is std::terminate. CLBlast's
+ * C API takes no scratch buffer for Xdot, so the step first makes one such allocation itself,
+ * of the largest size WGS2 can take (the device's work-group limit), and refuses the step
+ * before anything is enqueued when the device cannot give it. (A failure of CLBlast's own
+ * allocation right after this one succeeded, say another allocator taking the last memory in
+ * between, still ends the process; bloopcl.h says so.) */
+static bloopcl_status check_clblast_temporary(bloopcl_context *ctx)
+{
+    size_t wgs2 = ctx->xdot_wgs[1];
+    if (wgs2 == 0 && clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wgs2,
+                                     &wgs2, NULL) != CL_SUCCESS)
+        wgs2 = 1024;
+    size_t bytes = 2 * wgs2 * sizeof(float);
+    cl_int err;
+    cl_mem probe = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (err != CL_SUCCESS) {
+        char what[200];
+        bloopcl__format(what, sizeof what, "making room for CLBlastSdot's temporary buffer "
+                        "(%zu bytes; nothing was enqueued)", bytes);
+        return bloopcl__fail_cl(ctx, err, "clCreateBuffer", what);
+    }
+    clReleaseMemObject(probe);
+    return BLOOPCL_OK;
+}
+
 /* EMA launches, then CLBlastSdot per piece and dot (two kernels each: Xdot's two stages). */
 bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, unsigned *kernels)
 {
@@ -221,7 +249,7 @@ bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, unsigned *k
     bool check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
     unsigned dots = 1 + (has_ema ? 3 : 0) + (bloopcl__method_has_aux_ema(comb->config.method) ? 2 : 0);
     size_t slots = bloopcl__partial_slots(comb);
-    bloopcl_status status = BLOOPCL_OK;
+    bloopcl_status status = check_clblast_temporary(comb->ctx);
     for (size_t l = 0; l < plan->num_launches && status == BLOOPCL_OK && (has_ema || check); ++l) {
         status = enqueue_ema_launch(comb, (cl_uint)l);
         *kernels += status == BLOOPCL_OK;

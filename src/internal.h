@@ -155,6 +155,7 @@ struct bloopcl_combiner {
     uint64_t steps;
     unsigned kernels_last_step;  /* kernels the last step enqueued (diagnostics) */
     cl_ulong reserved_bytes;     /* of ctx->held_bytes, this combiner's share */
+    bool live;                   /* created: counted in ctx->combiners */
 };
 
 /* --- threads and lifetime (context.c) ------------------------------------------------------ */

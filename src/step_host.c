@@ -78,9 +78,21 @@ static bloopcl_status ensure_staging(bloopcl_combiner *comb, size_t segments)
     if (comb->staging_segments == segments)
         return BLOOPCL_OK;
     cl_mem *set[3] = {NULL, NULL, NULL};
-    bloopcl_status status = create_staging_set(comb, segments, set);
+    if ((cl_ulong)comb->n > CL_ULONG_MAX / (3 * sizeof(float)))
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "bloopcl_step_host: n = %zu: "
+                             "the staging buffers' size overflows", comb->n);
+    cl_ulong bytes = 3 * (cl_ulong)comb->n * sizeof(float);  /* counted with the context's */
+    bloopcl_status status = bloopcl__reserve_bytes(comb, bytes, "bloopcl_step_host: the staging "
+                                                   "buffers of g, a and d");
     if (status != BLOOPCL_OK)
         return status;
+    status = create_staging_set(comb, segments, set);
+    if (status != BLOOPCL_OK) {
+        bloopcl__unreserve_bytes(comb, bytes);
+        return status;
+    }
+    if (comb->staging_segments > 0)
+        bloopcl__unreserve_bytes(comb, bytes);  /* the set replaced held as much */
     release_staging_set(comb->staging, comb->staging_segments);
     for (int k = 0; k < 3; ++k)
         comb->staging[k] = set[k];
