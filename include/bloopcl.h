@@ -16,9 +16,33 @@
  *
  * Objects
  *   bloopcl_context   one OpenCL device, one in-order command queue, the compiled kernels and
- *                     the last error message. Not thread-safe: use one context per thread.
+ *                     the last error message. One call at a time (see Threads).
  *   bloopcl_combiner  one method, its hyperparameters and its persistent state (the EMA) for
- *                     a parameter vector of n elements; created from a context.
+ *                     a parameter vector of n elements; created from a context, which it keeps
+ *                     alive (the two may be destroyed in either order).
+ *
+ * Threads
+ *   - Different contexts are independent: each may be used by its own thread at the same time,
+ *     on either dot backend (the library serialises its CLBlast calls with a process-wide lock:
+ *     CLBlast's first call fills process-wide caches without a lock of its own).
+ *   - A context and its combiners take one call at a time. They may move between threads (a
+ *     call that returns hands the context's memory on to the thread making the next call), but
+ *     a call made while another thread is inside a call on the same context (on it or any of
+ *     its combiners) returns BLOOPCL_ERR_BUSY at once and does nothing: no state change, no
+ *     command enqueued, and bloopcl_context_last_error() keeps the message of the call in
+ *     progress. Calls that do so: bloopcl_combiner_create, bloopcl_combiner_config,
+ *     bloopcl_combiner_set_hyperparameters, bloopcl_step, bloopcl_step_buffers,
+ *     bloopcl_step_host, bloopcl_get_diagnostics, bloopcl_read_state, bloopcl_write_state,
+ *     bloopcl_reset_state, bloopcl_context_finish. BUSY is not a queue: retry, or better, give
+ *     each thread its own context.
+ *   - The destroy functions cannot report BUSY: a combiner must not be destroyed while a call
+ *     on it runs, nor a context handle used after bloopcl_context_destroy. Destroying one
+ *     combiner while another thread uses another combiner of the same context is fine.
+ *   - The last-error message belongs to the context: it describes the last failed call on it,
+ *     by whichever thread; read it before the next call on that context.
+ *   - The caller's OpenCL objects (its queue when given to bloopcl_context_create_from_cl) may be
+ *     used by the caller's other threads as OpenCL allows; bloopcl's calls on that queue are
+ *     then interleaved with theirs in submission order.
  *
  * Conventions
  *   - Every call returns a bloopcl_status: 0 on success, a negative code on failure.
@@ -29,6 +53,15 @@
  *     had already begun to update the state in place; the combiner then refuses steps until
  *     bloopcl_write_state or bloopcl_reset_state gives it a state again.
  *   - The library never prints and never exits. An optional log callback receives notes.
+ *     CLBlast, which the CLBLAST backend calls, does print: CLBlast 1.5.3 to 1.7.0 write one
+ *     line "CLBlast: <OpenCL call and error>" to stderr for each OpenCL call that fails inside
+ *     one of its routines (its DispatchException; no setting turns it off). The step still
+ *     returns the error (BLOOPCL_ERR_CLBLAST or _OUT_OF_MEMORY). With FUSED nothing is printed.
+ *     CLBlast also ends the process (std::terminate) when the allocation of the temporary
+ *     buffer it makes in every dot product fails; a CLBLAST step therefore first checks that
+ *     the device can give that much and returns BLOOPCL_ERR_OUT_OF_MEMORY before enqueueing
+ *     anything if not; only memory taken by someone else between that check and CLBlast's own
+ *     allocation can still end the process.
  *   - Destroy functions accept NULL.
  *   - ABI: within the soname libbloopcl.so.1 this API only grows. The structs passed in and out
  *     begin with `struct_size`, set by their *_default() function or BLOOPCL_*_INIT macro;
@@ -97,8 +130,10 @@ typedef enum bloopcl_status {
     BLOOPCL_ERR_STATE = -12,            /* the call does not fit the combiner's state */
     BLOOPCL_ERR_UNSUPPORTED = -13,      /* valid request this build or device cannot serve */
     BLOOPCL_ERR_WRONG_CONTEXT = -14,    /* a cl_mem belongs to another cl_context */
-    BLOOPCL_ERR_STATE_INVALID = -15     /* the driver failed mid-step after the state began to
+    BLOOPCL_ERR_STATE_INVALID = -15,    /* the driver failed mid-step after the state began to
                                            change; write or reset the state to go on */
+    BLOOPCL_ERR_BUSY = -16              /* another thread is inside a call on this context (or
+                                           one of its combiners); nothing was done */
 } bloopcl_status;
 
 /** Static, never NULL text for a status code (also for unknown codes). */
@@ -216,9 +251,10 @@ BLOOPCL_API bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer,
                                                            bloopcl_context **out);
 
 /**
- * Waits for the queue, then releases everything the context holds. Destroy every combiner of
- * a context before the context itself (a combiner uses its context's queue and kernels).
- * CLBlast caches its compiled programs process-wide, each holding a reference to its
+ * Releases the caller's reference to the context. Each combiner holds a reference of its own,
+ * so a context destroyed before its combiners lives on, usable by them alone, until the last
+ * of them is destroyed; the handle itself must not be used again. When the last reference
+ * goes, this waits for the queue, then releases everything the context holds. CLBlast caches its compiled programs process-wide, each holding a reference to its
  * cl_context. For a cl_context that bloopcl created and whose combiners used the CLBlast
  * backend, that cache is cleared here (CLBlastClearCache), so the cl_context is freed. For a
  * caller's cl_context (bloopcl_context_create_from_cl, _from_mem) it is left alone: clearing
@@ -413,6 +449,14 @@ typedef enum bloopcl_output {
 /**
  * Creates a combiner for vectors of n elements (n >= 1). The configuration is validated and
  * copied; the state is allocated on the device and initialised as config->init says.
+ * Device memory: what the new combiner's state needs (4 or 8 bytes per element on FUSED, 8 or
+ * 16 on CLBLAST) plus what the context's live combiners already hold (their states, and the
+ * staging buffers of bloopcl_step_host, 12 bytes per element, counted at its first call) must
+ * fit in CL_DEVICE_GLOBAL_MEM_SIZE, or the call returns BLOOPCL_ERR_OUT_OF_MEMORY with the
+ * figures in the message, before anything is allocated (some drivers, PoCL among them, back
+ * buffers lazily and abort when they cannot). No buffer exceeds CL_DEVICE_MAX_MEM_ALLOC_SIZE:
+ * the state is cut into chunks. Memory held by other contexts, other processes, the caller's
+ * own buffers and the small per-step buffers is not counted.
  */
 BLOOPCL_API bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx,
                                                    const bloopcl_config *config, size_t n,
@@ -459,6 +503,8 @@ BLOOPCL_API bloopcl_status bloopcl_step_buffers(bloopcl_combiner *combiner, cl_m
 /**
  * Blocking convenience for host arrays of n floats: copies in, steps, copies d out.
  * Returns BLOOPCL_ERR_NONFINITE_INPUT if the step was skipped (d is then all zeros).
+ * The first call allocates staging buffers for g, a and d (12 bytes per element), counted
+ * against the device's memory as bloopcl_combiner_create says (BLOOPCL_ERR_OUT_OF_MEMORY).
  */
 BLOOPCL_API bloopcl_status bloopcl_step_host(bloopcl_combiner *combiner, const float *g,
                                              const float *a, float *d);

@@ -41,27 +41,33 @@ static void release_state(bloopcl_combiner *comb)
     comb->chunks = NULL;
 }
 
-/* Some drivers (PoCL) reserve buffers lazily and abort when they cannot back them, so a state
- * larger than the device's memory is refused here, before any allocation. */
-static bloopcl_status check_state_fits(bloopcl_combiner *comb)
+/* Some drivers (PoCL) reserve buffers lazily and abort when they cannot back them, so what a
+ * combiner needs is counted, with what the context's other combiners already hold, against
+ * the device's memory before anything is allocated (a single buffer never passes the largest
+ * allocation: the state is cut into chunks of at most CL_DEVICE_MAX_MEM_ALLOC_SIZE). */
+static bloopcl_status reserve_state(bloopcl_combiner *comb)
 {
     size_t kinds = (size_t)bloopcl__method_has_ema(comb->config.method) +
                    (size_t)bloopcl__method_has_aux_ema(comb->config.method);
-    cl_ulong device = comb->ctx->info.global_mem_bytes;
     size_t buffers = kinds * (comb->double_buffered ? 2 : 1);  /* of n floats each */
-    if (kinds > 0 && comb->n > (size_t)(device / (buffers * sizeof(float))))
-        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY,
-                             "bloopcl_combiner_create: n = %zu needs %zu state buffers of %zu "
-                             "floats but device \"%s\" has %llu bytes of global memory",
-                             comb->n, buffers, comb->n, comb->ctx->info.device_name,
-                             (unsigned long long)device);
-    return BLOOPCL_OK;
+    cl_ulong small = BLOOPCL_NUM_SCALARS * sizeof(float) + BLOOPCL_NUM_FLAGS * sizeof(cl_int);
+    cl_ulong per_buffer = (cl_ulong)comb->n * sizeof(float);
+    char what[256];
+    bloopcl__format(what, sizeof what, "bloopcl_combiner_create: n = %zu (%zu state buffers of "
+                    "%zu floats)", comb->n, buffers, comb->n);
+    if (buffers > 0 && per_buffer / sizeof(float) != comb->n)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "%s: the size overflows",
+                             what);
+    if (buffers > 0 && per_buffer > (CL_ULONG_MAX - small) / buffers)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "%s: the size overflows",
+                             what);
+    return bloopcl__reserve_bytes(comb, buffers * per_buffer + small, what);
 }
 
 static bloopcl_status allocate_state(bloopcl_combiner *comb)
 {
     bloopcl_context *ctx = comb->ctx;
-    bloopcl_status fits = check_state_fits(comb);
+    bloopcl_status fits = reserve_state(comb);
     if (fits != BLOOPCL_OK)
         return fits;
     bool has_aux = bloopcl__method_has_aux_ema(comb->config.method);
@@ -266,16 +272,9 @@ static void set_kernel_hyperparameters(bloopcl_combiner *comb)
     comb->eps = (float)comb->config.eps;
 }
 
-bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx, const bloopcl_config *config,
-                                       size_t n, bloopcl_combiner **out)
+static bloopcl_status create_entered(bloopcl_context *ctx, const bloopcl_config *config,
+                                     size_t n, bloopcl_combiner **out)
 {
-    if (out != NULL)
-        *out = NULL;
-    if (ctx == NULL || config == NULL || out == NULL)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_NULL_ARGUMENT,
-                             "bloopcl_combiner_create: ctx, config and out are required");
-    if (ctx->is_error_only)
-        return BLOOPCL_ERR_STATE;  /* keep the creation error message */
     bloopcl__clear_error(ctx);
     char message[512];
     bloopcl_config given;
@@ -292,6 +291,7 @@ bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx, const bloopcl_confi
     if (comb == NULL)
         return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "allocating the combiner");
     comb->ctx = ctx;
+    bloopcl__context_retain(ctx);  /* released by bloopcl_combiner_destroy */
     comb->config = *config;
     comb->config.dots = resolve_backend(ctx, config->dots);
     comb->double_buffered = comb->config.dots == BLOOPCL_DOTS_CLBLAST;
@@ -304,16 +304,36 @@ bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx, const bloopcl_confi
         bloopcl_combiner_destroy(comb);
         return status;
     }
+    comb->live = true;
+    atomic_fetch_add(&ctx->combiners, 1u);
     *out = comb;
     return BLOOPCL_OK;
+}
+
+bloopcl_status bloopcl_combiner_create(bloopcl_context *ctx, const bloopcl_config *config,
+                                       size_t n, bloopcl_combiner **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (ctx == NULL || config == NULL || out == NULL)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_NULL_ARGUMENT,
+                             "bloopcl_combiner_create: ctx, config and out are required");
+    if (ctx->is_error_only)
+        return BLOOPCL_ERR_STATE;  /* keep the creation error message */
+    if (!bloopcl__enter(ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = create_entered(ctx, config, n, out);
+    bloopcl__leave(ctx);
+    return status;
 }
 
 void bloopcl_combiner_destroy(bloopcl_combiner *comb)
 {
     if (comb == NULL)
         return;
-    if (comb->ctx->queue != NULL)
-        clFinish(comb->ctx->queue);
+    bloopcl_context *ctx = comb->ctx;
+    if (ctx->queue != NULL)
+        clFinish(ctx->queue);
     release_state(comb);
     release(&comb->scalars);
     release(&comb->flags);
@@ -324,7 +344,11 @@ void bloopcl_combiner_destroy(bloopcl_combiner *comb)
             release(&comb->staging[k][s]);
         free(comb->staging[k]);
     }
+    bloopcl__unreserve_bytes(comb, comb->reserved_bytes);
+    if (comb->live)
+        atomic_fetch_sub(&ctx->combiners, 1u);
     free(comb);
+    bloopcl__context_release(ctx);  /* frees the context if it was destroyed already */
 }
 
 /* The public output indices are the kernels' scalar indices. */
@@ -356,15 +380,18 @@ bloopcl_status bloopcl_combiner_config(const bloopcl_combiner *comb, bloopcl_con
 {
     if (comb == NULL || config == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;  /* a schedule change may be half-written */
     char why[256];
     bloopcl_status status = bloopcl__write_config(config, &comb->config, why, sizeof why);
     if (status != BLOOPCL_OK)
-        return bloopcl__fail(comb->ctx, status, "bloopcl_combiner_config: %s", why);
-    return BLOOPCL_OK;
+        bloopcl__fail(comb->ctx, status, "bloopcl_combiner_config: %s", why);
+    bloopcl__leave(comb->ctx);
+    return status;
 }
 
-bloopcl_status bloopcl_combiner_set_hyperparameters(bloopcl_combiner *comb, double ema_weight,
-                                                    double lambda, double eps)
+static bloopcl_status set_hyperparameters(bloopcl_combiner *comb, double ema_weight,
+                                          double lambda, double eps)
 {
     if (comb == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
@@ -404,8 +431,8 @@ static bloopcl_status check_state_request(bloopcl_combiner *comb, bloopcl_state_
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl_read_state(bloopcl_combiner *comb, bloopcl_state_kind kind, float *host,
-                                  size_t n)
+static bloopcl_status read_state(bloopcl_combiner *comb, bloopcl_state_kind kind, float *host,
+                                 size_t n)
 {
     bloopcl_status status = check_state_request(comb, kind, host, n, "bloopcl_read_state");
     if (status != BLOOPCL_OK)
@@ -434,8 +461,8 @@ bloopcl_status bloopcl_read_state(bloopcl_combiner *comb, bloopcl_state_kind kin
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl_write_state(bloopcl_combiner *comb, bloopcl_state_kind kind,
-                                   const float *host, size_t n)
+static bloopcl_status write_state(bloopcl_combiner *comb, bloopcl_state_kind kind,
+                                  const float *host, size_t n)
 {
     bloopcl_status status = check_state_request(comb, kind, host, n, "bloopcl_write_state");
     if (status != BLOOPCL_OK)
@@ -458,7 +485,7 @@ bloopcl_status bloopcl_write_state(bloopcl_combiner *comb, bloopcl_state_kind ki
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl_reset_state(bloopcl_combiner *comb)
+static bloopcl_status reset_state(bloopcl_combiner *comb)
 {
     if (comb == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
@@ -470,7 +497,7 @@ bloopcl_status bloopcl_reset_state(bloopcl_combiner *comb)
     return initialise_state(comb, NULL, NULL);
 }
 
-bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnostics *diagnostics)
+bloopcl_status bloopcl__get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnostics *diagnostics)
 {
     if (comb == NULL || diagnostics == NULL)
         return bloopcl__fail(comb ? comb->ctx : NULL, BLOOPCL_ERR_NULL_ARGUMENT,
@@ -507,4 +534,64 @@ bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnosti
     if (status != BLOOPCL_OK)
         return bloopcl__fail(comb->ctx, status, "bloopcl_get_diagnostics: %s", why);
     return BLOOPCL_OK;
+}
+
+/* --- the public calls that change or read a combiner: one at a time per context ----------- */
+
+bloopcl_status bloopcl_combiner_set_hyperparameters(bloopcl_combiner *comb, double ema_weight,
+                                                    double lambda, double eps)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = set_hyperparameters(comb, ema_weight, lambda, eps);
+    bloopcl__leave(comb->ctx);
+    return status;
+}
+
+bloopcl_status bloopcl_read_state(bloopcl_combiner *comb, bloopcl_state_kind kind, float *host,
+                                  size_t n)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = read_state(comb, kind, host, n);
+    bloopcl__leave(comb->ctx);
+    return status;
+}
+
+bloopcl_status bloopcl_write_state(bloopcl_combiner *comb, bloopcl_state_kind kind,
+                                   const float *host, size_t n)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = write_state(comb, kind, host, n);
+    bloopcl__leave(comb->ctx);
+    return status;
+}
+
+bloopcl_status bloopcl_reset_state(bloopcl_combiner *comb)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = reset_state(comb);
+    bloopcl__leave(comb->ctx);
+    return status;
+}
+
+bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnostics *diagnostics)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = bloopcl__get_diagnostics(comb, diagnostics);
+    bloopcl__leave(comb->ctx);
+    return status;
 }

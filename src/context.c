@@ -18,11 +18,97 @@ void bloopcl_context_params_default(bloopcl_context_params *params)
 static bloopcl_context *allocate_context(const bloopcl_context_params *params)
 {
     bloopcl_context *ctx = calloc(1, sizeof *ctx);
-    if (ctx != NULL && params != NULL) {
+    if (ctx == NULL)
+        return NULL;
+    atomic_init(&ctx->busy, 0);
+    atomic_init(&ctx->references, 1u);  /* the caller's */
+    atomic_init(&ctx->combiners, 0u);
+    atomic_init(&ctx->held_bytes, 0ull);
+    if (params != NULL) {
         ctx->log_fn = params->log_fn;
         ctx->log_user = params->log_user;
     }
     return ctx;
+}
+
+/* --- threads: one call at a time per context ----------------------------------------------- */
+
+bool bloopcl__enter(bloopcl_context *ctx)
+{
+    int idle = 0;
+    return atomic_compare_exchange_strong_explicit(&ctx->busy, &idle, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
+void bloopcl__leave(bloopcl_context *ctx)
+{
+    atomic_store_explicit(&ctx->busy, 0, memory_order_release);
+}
+
+/* --- lifetime: the caller's reference and one per combiner --------------------------------- */
+
+void bloopcl__context_retain(bloopcl_context *ctx)
+{
+    atomic_fetch_add_explicit(&ctx->references, 1u, memory_order_relaxed);
+}
+
+/* Waits for the queue, then releases everything the context holds. */
+static void free_context(bloopcl_context *ctx)
+{
+    if (ctx->queue != NULL)
+        clFinish(ctx->queue);
+    /* CLBlast caches its compiled programs process-wide and each holds a reference to its
+     * cl_context: a cl_context bloopcl created would never be freed without clearing. A
+     * caller's cl_context is left alone: clearing would evict the caller's own CLBlast
+     * programs (its GEMMs) too, and the caller decides when that context goes (bloopcl.h). */
+    if (ctx->used_clblast && ctx->owns_cl_ctx) {
+        bloopcl__clblast_lock();
+        CLBlastClearCache();
+        bloopcl__clblast_unlock();
+    }
+    bloopcl__release_kernels(&ctx->kernels);
+    if (ctx->queue != NULL)
+        clReleaseCommandQueue(ctx->queue);
+    if (ctx->cl_ctx != NULL)
+        clReleaseContext(ctx->cl_ctx);
+    free(ctx);
+}
+
+void bloopcl__context_release(bloopcl_context *ctx)
+{
+    /* acq_rel: the thread that frees sees every write of the threads that released before */
+    if (atomic_fetch_sub_explicit(&ctx->references, 1u, memory_order_acq_rel) == 1u)
+        free_context(ctx);
+}
+
+/* --- device memory held by the context's combiners ------------------------------------------ */
+
+bloopcl_status bloopcl__reserve_bytes(bloopcl_combiner *comb, cl_ulong bytes, const char *what)
+{
+    bloopcl_context *ctx = comb->ctx;
+    cl_ulong device = ctx->info.global_mem_bytes;
+    cl_ulong held = atomic_load(&ctx->held_bytes);
+    unsigned others = atomic_load(&ctx->combiners);
+    if (bytes > device || held > device - bytes)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY,
+                             "%s: needs %llu bytes of device memory, but device \"%s\" has "
+                             "%llu bytes of global memory and this context's %u live "
+                             "combiner(s) already hold %llu of them (%llu free for bloopcl); "
+                             "destroy a combiner or use a smaller n", what,
+                             (unsigned long long)bytes, ctx->info.device_name,
+                             (unsigned long long)device, others, (unsigned long long)held,
+                             (unsigned long long)(held < device ? device - held : 0));
+    atomic_fetch_add(&ctx->held_bytes, bytes);
+    comb->reserved_bytes += bytes;
+    return BLOOPCL_OK;
+}
+
+void bloopcl__unreserve_bytes(bloopcl_combiner *comb, cl_ulong bytes)
+{
+    if (bytes > comb->reserved_bytes)
+        bytes = comb->reserved_bytes;
+    atomic_fetch_sub(&comb->ctx->held_bytes, bytes);
+    comb->reserved_bytes -= bytes;
 }
 
 /* Keeps a context that only carries the error (sqlite3_open's convention). */
@@ -421,22 +507,8 @@ bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer, const bloopcl_cont
 
 void bloopcl_context_destroy(bloopcl_context *ctx)
 {
-    if (ctx == NULL)
-        return;
-    if (ctx->queue != NULL)
-        clFinish(ctx->queue);
-    /* CLBlast caches its compiled programs process-wide and each holds a reference to its
-     * cl_context: a cl_context bloopcl created would never be freed without clearing. A
-     * caller's cl_context is left alone: clearing would evict the caller's own CLBlast
-     * programs (its GEMMs) too, and the caller decides when that context goes (bloopcl.h). */
-    if (ctx->used_clblast && ctx->owns_cl_ctx)
-        CLBlastClearCache();
-    bloopcl__release_kernels(&ctx->kernels);
-    if (ctx->queue != NULL)
-        clReleaseCommandQueue(ctx->queue);
-    if (ctx->cl_ctx != NULL)
-        clReleaseContext(ctx->cl_ctx);
-    free(ctx);
+    if (ctx != NULL)
+        bloopcl__context_release(ctx);  /* freed now, or by its last combiner's destroy */
 }
 
 const char *bloopcl_context_last_error(const bloopcl_context *ctx)
@@ -474,8 +546,12 @@ bloopcl_status bloopcl_context_finish(bloopcl_context *ctx)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (ctx->is_error_only)
         return BLOOPCL_ERR_STATE;
+    if (!bloopcl__enter(ctx))
+        return BLOOPCL_ERR_BUSY;
     cl_int err = clFinish(ctx->queue);
+    bloopcl_status status = BLOOPCL_OK;
     if (err != CL_SUCCESS)
-        return bloopcl__fail_cl(ctx, err, "clFinish", "waiting for the queue");
-    return BLOOPCL_OK;
+        status = bloopcl__fail_cl(ctx, err, "clFinish", "waiting for the queue");
+    bloopcl__leave(ctx);
+    return status;
 }

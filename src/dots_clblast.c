@@ -6,9 +6,27 @@
 
 #include <clblast_c.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* CLBlast (1.5.3 to 1.7.0) keeps process-wide caches (compiled programs, its parameter
+ * database) and fills them at a routine's first call without a lock: first calls in two
+ * threads crashed or failed in it (8 threads: 36 runs in 249 before this lock). Every CLBlast
+ * call of the library holds this lock; uncontended it costs a few tens of nanoseconds. A
+ * pthread mutex, not C11's threads.h, which Apple's C library lacks. */
+static pthread_mutex_t clblast_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+void bloopcl__clblast_lock(void)
+{
+    pthread_mutex_lock(&clblast_mutex);
+}
+
+void bloopcl__clblast_unlock(void)
+{
+    pthread_mutex_unlock(&clblast_mutex);
+}
 
 /* BLOOPCL_CLBLAST_XDOT="WGS1,WGS2" hands Xdot parameters to CLBlast (CLBlastOverrideParameters)
  * for this device. CLBlast's tuner (clblast_tuner_xdot, PoCL 3.1, 2-core EPYC, n = 16M) finds
@@ -38,8 +56,10 @@ static bloopcl_status apply_xdot_parameters(bloopcl_context *ctx)
     if (ctx->used_clblast || ctx->xdot_wgs[0] == 0)
         return BLOOPCL_OK;
     const char *names[2] = {"WGS1", "WGS2"};
+    bloopcl__clblast_lock();
     CLBlastStatusCode code = CLBlastOverrideParameters(ctx->device, "Xdot", CLBlastPrecisionSingle,
                                                        2, names, ctx->xdot_wgs);
+    bloopcl__clblast_unlock();
     if (code != CLBlastSuccess)
         return bloopcl__fail(ctx, BLOOPCL_ERR_CLBLAST, "CLBlastOverrideParameters(Xdot, WGS1 = "
                              "%zu, WGS2 = %zu) failed with status %d", ctx->xdot_wgs[0],
@@ -146,8 +166,10 @@ static bloopcl_status sdot(bloopcl_combiner *comb, int dot, size_t slots, size_t
     CLBlastStatusCode code = CLBlastSuccess;
     if (status == BLOOPCL_OK) {
         ctx->used_clblast = true;
+        bloopcl__clblast_lock();
         code = CLBlastSdot(count, comb->partials, (size_t)dot * slots + slot, x.buffer, x.offset,
                            1, y.buffer, y.offset, 1, &queue, NULL);
+        bloopcl__clblast_unlock();
     }
     if (x.owned)
         clReleaseMemObject(x.buffer);  /* the driver keeps it while the kernel needs it */
@@ -191,6 +213,34 @@ static bloopcl_status piece_grad_norm(bloopcl_combiner *comb, const bloopcl_piec
                 p->g_offset);
 }
 
+/* Each CLBlastSdot allocates a temporary buffer of 2 WGS2 floats, and when that allocation
+ * fails CLBlast (1.5.3 to 1.7.0) ends the process: the Buffer constructor throws, and the
+ * deleter of its half-built handle, run during the unwinding, throws again from
+ * CheckError(clReleaseMemObject(NULL)) inside a destructor, which is std::terminate. CLBlast's
+ * C API takes no scratch buffer for Xdot, so the step first makes one such allocation itself,
+ * of the largest size WGS2 can take (the device's work-group limit), and refuses the step
+ * before anything is enqueued when the device cannot give it. (A failure of CLBlast's own
+ * allocation right after this one succeeded, say another allocator taking the last memory in
+ * between, still ends the process; bloopcl.h says so.) */
+static bloopcl_status check_clblast_temporary(bloopcl_context *ctx)
+{
+    size_t wgs2 = ctx->xdot_wgs[1];
+    if (wgs2 == 0 && clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wgs2,
+                                     &wgs2, NULL) != CL_SUCCESS)
+        wgs2 = 1024;
+    size_t bytes = 2 * wgs2 * sizeof(float);
+    cl_int err;
+    cl_mem probe = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (err != CL_SUCCESS) {
+        char what[200];
+        bloopcl__format(what, sizeof what, "making room for CLBlastSdot's temporary buffer "
+                        "(%zu bytes; nothing was enqueued)", bytes);
+        return bloopcl__fail_cl(ctx, err, "clCreateBuffer", what);
+    }
+    clReleaseMemObject(probe);
+    return BLOOPCL_OK;
+}
+
 /* EMA launches, then CLBlastSdot per piece and dot (two kernels each: Xdot's two stages). */
 bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, unsigned *kernels)
 {
@@ -199,7 +249,7 @@ bloopcl_status bloopcl__enqueue_clblast_pass(bloopcl_combiner *comb, unsigned *k
     bool check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
     unsigned dots = 1 + (has_ema ? 3 : 0) + (bloopcl__method_has_aux_ema(comb->config.method) ? 2 : 0);
     size_t slots = bloopcl__partial_slots(comb);
-    bloopcl_status status = BLOOPCL_OK;
+    bloopcl_status status = check_clblast_temporary(comb->ctx);
     for (size_t l = 0; l < plan->num_launches && status == BLOOPCL_OK && (has_ema || check); ++l) {
         status = enqueue_ema_launch(comb, (cl_uint)l);
         *kernels += status == BLOOPCL_OK;

@@ -9,6 +9,7 @@
 #include "layout.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #define BLOOPCL_ERROR_CAPACITY 8192
@@ -51,6 +52,10 @@ struct bloopcl_context {
                                    lower it to run the sub-buffer path on small buffers) */
     unsigned vector_width;    /* floats per vector in the CPU shape: 1, 2, 4, 8 or 16 */
     bool owns_cl_ctx;         /* bloopcl created cl_ctx (not the caller's): see destroy */
+    atomic_int busy;          /* 1 while a public call is inside (bloopcl__enter) */
+    atomic_uint references;   /* the caller's (until bloopcl_context_destroy) + one per combiner */
+    atomic_uint combiners;    /* live combiners */
+    atomic_ullong held_bytes; /* device memory the live combiners hold (bloopcl__reserve_bytes) */
     char last_error[BLOOPCL_ERROR_CAPACITY];
 };
 
@@ -152,7 +157,29 @@ struct bloopcl_combiner {
     size_t staging_segments;
     uint64_t steps;
     unsigned kernels_last_step;  /* kernels the last step enqueued (diagnostics) */
+    cl_ulong reserved_bytes;     /* of ctx->held_bytes, this combiner's share */
+    bool live;                   /* created: counted in ctx->combiners */
 };
+
+/* --- threads and lifetime (context.c) ------------------------------------------------------ */
+/* A public call that uses the context's queue, kernels or a combiner's state enters first:
+ * false (the caller returns BLOOPCL_ERR_BUSY, touching nothing, not even last_error) while
+ * another thread is inside. Enter and leave order the context's memory between the threads
+ * that take turns (acquire, release). Internal calls never enter twice. */
+bool bloopcl__enter(bloopcl_context *ctx);
+void bloopcl__leave(bloopcl_context *ctx);
+/* A combiner holds a reference on its context; the last release frees it. */
+void bloopcl__context_retain(bloopcl_context *ctx);
+void bloopcl__context_release(bloopcl_context *ctx);
+/* Device memory accounting of a context: BLOOPCL_ERR_OUT_OF_MEMORY (figures in the message,
+ * nothing recorded) when what the context's combiners already hold plus `bytes` passes the
+ * device's global memory; else adds `bytes` to the combiner's share. `what` names the use. */
+bloopcl_status bloopcl__reserve_bytes(bloopcl_combiner *comb, cl_ulong bytes, const char *what);
+void bloopcl__unreserve_bytes(bloopcl_combiner *comb, cl_ulong bytes);
+/* The process-wide lock around every CLBlast call (dots_clblast.c): CLBlast's first call
+ * initialises process-wide caches without a lock of its own. */
+void bloopcl__clblast_lock(void);
+void bloopcl__clblast_unlock(void);
 
 /* --- errors (error.c) ---------------------------------------------------------------------- */
 bloopcl_status bloopcl__fail(bloopcl_context *ctx, bloopcl_status status, const char *format, ...)
@@ -267,6 +294,11 @@ typedef struct bloopcl_arg {
 } bloopcl_arg;
 
 /* --- steps (tensor_plan.c, step.c, dots_*.c) ----------------------------------------------- */
+/* bloopcl_step and bloopcl_get_diagnostics inside a call that has already entered. */
+bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                             const bloopcl_tensor *a, const bloopcl_tensor *d,
+                             cl_uint num_wait_events, const cl_event *wait_list, cl_event *done);
+bloopcl_status bloopcl__get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnostics *diagnostics);
 /* Checks the lists (or finds them unchanged since the last step) and leaves their plan in
  * comb->plan. On failure the previous plan is kept and nothing was enqueued. */
 bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *g,

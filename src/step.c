@@ -360,9 +360,9 @@ static bloopcl_status prepare_step(bloopcl_combiner *comb, const bloopcl_tensor 
     return status;
 }
 
-bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
-                            const bloopcl_tensor *a, const bloopcl_tensor *d,
-                            cl_uint num_wait_events, const cl_event *wait_list, cl_event *done)
+bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                             const bloopcl_tensor *a, const bloopcl_tensor *d,
+                             cl_uint num_wait_events, const cl_event *wait_list, cl_event *done)
 {
     if (done != NULL)
         *done = NULL;
@@ -394,6 +394,21 @@ bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
     if (done != NULL)
         *done = event;
     return BLOOPCL_OK;
+}
+
+bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                            const bloopcl_tensor *a, const bloopcl_tensor *d,
+                            cl_uint num_wait_events, const cl_event *wait_list, cl_event *done)
+{
+    if (done != NULL)
+        *done = NULL;
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = bloopcl__step(comb, g, a, d, num_wait_events, wait_list, done);
+    bloopcl__leave(comb->ctx);
+    return status;
 }
 
 bloopcl_status bloopcl_step_buffers(bloopcl_combiner *comb, cl_mem g, cl_mem a, cl_mem d)

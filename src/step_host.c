@@ -78,9 +78,21 @@ static bloopcl_status ensure_staging(bloopcl_combiner *comb, size_t segments)
     if (comb->staging_segments == segments)
         return BLOOPCL_OK;
     cl_mem *set[3] = {NULL, NULL, NULL};
-    bloopcl_status status = create_staging_set(comb, segments, set);
+    if ((cl_ulong)comb->n > CL_ULONG_MAX / (3 * sizeof(float)))
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "bloopcl_step_host: n = %zu: "
+                             "the staging buffers' size overflows", comb->n);
+    cl_ulong bytes = 3 * (cl_ulong)comb->n * sizeof(float);  /* counted with the context's */
+    bloopcl_status status = bloopcl__reserve_bytes(comb, bytes, "bloopcl_step_host: the staging "
+                                                   "buffers of g, a and d");
     if (status != BLOOPCL_OK)
         return status;
+    status = create_staging_set(comb, segments, set);
+    if (status != BLOOPCL_OK) {
+        bloopcl__unreserve_bytes(comb, bytes);
+        return status;
+    }
+    if (comb->staging_segments > 0)
+        bloopcl__unreserve_bytes(comb, bytes);  /* the set replaced held as much */
     release_staging_set(comb->staging, comb->staging_segments);
     for (int k = 0; k < 3; ++k)
         comb->staging[k] = set[k];
@@ -157,14 +169,14 @@ static bloopcl_status step_and_download(bloopcl_combiner *comb, float *d,
     bloopcl_tensor tensors[3];
     for (int k = 0; k < 3; ++k)
         tensors[k] = (bloopcl_tensor){lists[k], comb->staging_segments};
-    bloopcl_status status = bloopcl_step(comb, &tensors[0], &tensors[1], &tensors[2], 0, NULL,
-                                         NULL);
+    bloopcl_status status = bloopcl__step(comb, &tensors[0], &tensors[1], &tensors[2], 0, NULL,
+                                          NULL);
     if (status != BLOOPCL_OK)
         return status;  /* not applied, or BLOOPCL_ERR_STATE_INVALID: bloopcl_step's contract */
     bloopcl_diagnostics diag;
     status = download(comb, d);
     if (status == BLOOPCL_OK)
-        status = bloopcl_get_diagnostics(comb, &diag);
+        status = bloopcl__get_diagnostics(comb, &diag);
     if (status != BLOOPCL_OK)
         return fail_after_step(comb->ctx, status);
     if (!diag.accepted)
@@ -185,10 +197,8 @@ static bloopcl_status step_staged(bloopcl_combiner *comb, const float *g, const 
     return status;
 }
 
-bloopcl_status bloopcl_step_host(bloopcl_combiner *comb, const float *g, const float *a, float *d)
+static bloopcl_status step_host(bloopcl_combiner *comb, const float *g, const float *a, float *d)
 {
-    if (comb == NULL)
-        return BLOOPCL_ERR_NULL_ARGUMENT;
     bloopcl__clear_error(comb->ctx);
     if (g == NULL || a == NULL || d == NULL)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_NULL_ARGUMENT,
@@ -205,5 +215,16 @@ bloopcl_status bloopcl_step_host(bloopcl_combiner *comb, const float *g, const f
         status = step_staged(comb, g, a, d, lists);
     for (int k = 0; k < 3; ++k)
         free(lists[k]);
+    return status;
+}
+
+bloopcl_status bloopcl_step_host(bloopcl_combiner *comb, const float *g, const float *a, float *d)
+{
+    if (comb == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;
+    bloopcl_status status = step_host(comb, g, a, d);
+    bloopcl__leave(comb->ctx);
     return status;
 }

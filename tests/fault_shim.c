@@ -16,7 +16,7 @@
 
 enum {
     CREATE_BUFFER, CREATE_SUB_BUFFER, SET_KERNEL_ARG, NDRANGE, WRITE, READ, COPY, FILL, MARKER,
-    BARRIER, FLUSH, FINISH, WAIT, NUM_INTERCEPTED
+    BARRIER, FLUSH, FINISH, WAIT, GET_DEVICE_INFO, NUM_INTERCEPTED
 };
 
 typedef struct intercepted {
@@ -29,10 +29,23 @@ typedef struct intercepted {
 } intercepted;
 
 static size_t bytes_created;  /* by clCreateBuffer since fault_reset */
+static size_t largest_created;
+static cl_ulong fake_global_bytes, fake_max_alloc_bytes;  /* 0: the device's own */
 
 size_t fault_bytes_created(void)
 {
     return bytes_created;
+}
+
+size_t fault_largest_buffer(void)
+{
+    return largest_created;
+}
+
+void fault_fake_device_memory(cl_ulong global_bytes, cl_ulong max_alloc_bytes)
+{
+    fake_global_bytes = global_bytes;
+    fake_max_alloc_bytes = max_alloc_bytes;
 }
 
 static intercepted table[NUM_INTERCEPTED] = {
@@ -49,6 +62,7 @@ static intercepted table[NUM_INTERCEPTED] = {
     [FLUSH] = {.name = "clFlush"},
     [FINISH] = {.name = "clFinish"},
     [WAIT] = {.name = "clWaitForEvents"},
+    [GET_DEVICE_INFO] = {.name = "clGetDeviceInfo"},
 };
 
 /* --- arming and counting ------------------------------------------------------------------ */
@@ -65,6 +79,7 @@ static intercepted *find(const char *name)
 void fault_reset(void)
 {
     bytes_created = 0;
+    largest_created = 0;
     for (int i = 0; i < NUM_INTERCEPTED; ++i) {
         table[i].calls = 0;
         table[i].fail_at = 0;
@@ -206,6 +221,8 @@ CL_API_ENTRY cl_mem CL_API_CALL clCreateBuffer(cl_context context, cl_mem_flags 
         *errcode_ret = status;
     if (status == CL_SUCCESS)
         bytes_created += size;
+    if (status == CL_SUCCESS && size > largest_created)
+        largest_created = size;
     return buffer;
 }
 
@@ -392,5 +409,23 @@ CL_API_ENTRY cl_int CL_API_CALL clWaitForEvents(cl_uint num_events, const cl_eve
                 newest = event_sequence(list[i]);
         completed_up_to(newest);
     }
+    return error;
+}
+
+/* A faked memory size replaces the device's answer (the size query is answered as usual). */
+CL_API_ENTRY cl_int CL_API_CALL clGetDeviceInfo(cl_device_id device, cl_device_info name,
+                                                size_t size, void *value, size_t *size_ret)
+{
+    cl_int (*real)(cl_device_id, cl_device_info, size_t, void *, size_t *);
+    real_function(GET_DEVICE_INFO, &real, sizeof real);
+    cl_int error;
+    if (injected(GET_DEVICE_INFO, &error))
+        return error;
+    error = real(device, name, size, value, size_ret);
+    cl_ulong fake = name == CL_DEVICE_GLOBAL_MEM_SIZE      ? fake_global_bytes
+                    : name == CL_DEVICE_MAX_MEM_ALLOC_SIZE ? fake_max_alloc_bytes
+                                                           : 0;
+    if (error == CL_SUCCESS && fake != 0 && value != NULL && size >= sizeof fake)
+        memcpy(value, &fake, sizeof fake);
     return error;
 }

@@ -9,7 +9,7 @@
  * Intercepted: clCreateBuffer, clCreateSubBuffer, clSetKernelArg, clEnqueueNDRangeKernel,
  * clEnqueueWriteBuffer, clEnqueueReadBuffer, clEnqueueCopyBuffer, clEnqueueFillBuffer,
  * clEnqueueMarkerWithWaitList, clEnqueueBarrierWithWaitList, clFlush, clFinish,
- * clWaitForEvents.
+ * clWaitForEvents, clGetDeviceInfo (which can report fake memory sizes, see below).
  *
  * Not thread-safe: a test drives one context from one thread (the library's own rule).
  */
@@ -44,5 +44,14 @@ bool fault_fired(const char *name);
  * clWaitForEvents, or a blocking read or write). With the library's in-order queues, a write
  * counted here may still be reading that memory. */
 size_t fault_unwaited_reads(const void *host, size_t bytes);
+
+/* Makes clGetDeviceInfo report `global_bytes` as CL_DEVICE_GLOBAL_MEM_SIZE and
+ * `max_alloc_bytes` as CL_DEVICE_MAX_MEM_ALLOC_SIZE (0: the device's own answer), until called
+ * again; fault_reset leaves it. Contexts read them at creation: memory limits can be tested
+ * without allocating gigabytes. */
+void fault_fake_device_memory(cl_ulong global_bytes, cl_ulong max_alloc_bytes);
+
+/* The largest buffer clCreateBuffer created (successfully) since the last fault_reset. */
+size_t fault_largest_buffer(void);
 
 #endif

@@ -10,8 +10,10 @@
 #include "support.h"
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* 20 separate buffers per tensor (nothing to merge), sizes from a bias to a small matrix. */
 #define SEGMENTS 20
@@ -648,4 +650,225 @@ Test(memory, clblast_state_is_double_buffered)
                        0.01);
     cr_expect_float_eq(state_bytes_per_parameter(BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_CLBLAST),
                        16.0, 0.01);
+}
+
+/* --- device memory exhaustion (faked device sizes: nothing near them is allocated) ------- */
+
+#define MIB ((cl_ulong)1 << 20)
+
+static bloopcl_context *context_with_memory(cl_ulong global_bytes, cl_ulong max_alloc_bytes)
+{
+    fault_fake_device_memory(global_bytes, max_alloc_bytes);
+    bloopcl_context *ctx = support_context();
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
+    cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
+    if (global_bytes != 0)
+        cr_assert_eq(info.global_mem_bytes, global_bytes, "the shim's size is the one seen");
+    return ctx;
+}
+
+static bloopcl_config fused_bloop(void)
+{
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
+    config.dots = BLOOPCL_DOTS_FUSED;
+    return config;
+}
+
+/* 40 MiB of device memory, combiners of 16 MiB of state each: each alone fits, the third
+ * does not fit beside the first two (PoCL aborted at such a point before: it backs buffers
+ * lazily). It is refused with figures, allocates nothing, and fits again once one is gone. */
+Test(memory, combiners_are_counted_together)
+{
+    bloopcl_context *ctx = context_with_memory(40 * MIB, 0);
+    bloopcl_config config = fused_bloop();
+    const size_t n = (size_t)(16 * MIB / sizeof(float));
+    bloopcl_combiner *first = support_combiner(ctx, &config, n);
+    bloopcl_combiner *second = support_combiner(ctx, &config, n);
+    bloopcl_combiner *third = NULL;
+    fault_reset();
+    bloopcl_status status = bloopcl_combiner_create(ctx, &config, n, &third);
+    cr_expect_eq(status, BLOOPCL_ERR_OUT_OF_MEMORY, "third combiner: %s (%s)",
+                 bloopcl_status_string(status), bloopcl_context_last_error(ctx));
+    cr_expect_null(third);
+    cr_expect_eq(fault_bytes_created(), 0, "nothing was allocated for the refused combiner");
+    const char *message = bloopcl_context_last_error(ctx);
+    cr_expect(strstr(message, "41943040 bytes of global memory") != NULL, "%s", message);
+    cr_expect(strstr(message, "2 live combiner(s) already hold 33554") != NULL, "%s", message);
+    cr_expect(strstr(message, "needs 16777") != NULL, "%s", message);
+    bloopcl_combiner_destroy(third);
+    bloopcl_combiner_destroy(second);
+    third = support_combiner(ctx, &config, n);  /* the room of the destroyed one is back */
+    bloopcl_combiner_destroy(third);
+    bloopcl_combiner_destroy(first);
+    bloopcl_context_destroy(ctx);
+}
+
+/* bloopcl_step_host's staging buffers (g, a, d: 3 n floats) are counted as well: with 48 MiB
+ * of device memory a combiner of 16 MiB of state has no room for 48 MiB of staging; the call
+ * is refused before anything is allocated or enqueued, and the state is unchanged. */
+Test(memory, step_host_staging_is_counted)
+{
+    bloopcl_context *ctx = context_with_memory(48 * MIB, 0);
+    bloopcl_config config = fused_bloop();
+    const size_t n = (size_t)(16 * MIB / sizeof(float));
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
+    float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
+    support_fill_normal(g, n, 1, 1.0f);
+    support_fill_normal(a, n, 2, 1.0f);
+    fault_reset();
+    bloopcl_status status = bloopcl_step_host(comb, g, a, d);
+    cr_expect_eq(status, BLOOPCL_ERR_OUT_OF_MEMORY, "step_host: %s (%s)",
+                 bloopcl_status_string(status), bloopcl_context_last_error(ctx));
+    cr_expect_eq(fault_bytes_created(), 0, "no staging buffer was made");
+    cr_expect(strstr(bloopcl_context_last_error(ctx), "staging") != NULL, "%s",
+              bloopcl_context_last_error(ctx));
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
+    cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
+    cr_expect_eq(diag.steps, 0);
+    float *zeros = support_alloc(n);
+    support_expect_state(comb, BLOOPCL_STATE_EMA, zeros, n);
+    free(zeros), free(g), free(a), free(d);
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+}
+
+/* CL_DEVICE_MAX_MEM_ALLOC_SIZE of 1 MiB: no buffer of a 2.4 MB combiner (state, staging)
+ * passes it, and its steps still match the reference. */
+Test(memory, no_buffer_passes_the_largest_allocation)
+{
+    bloopcl_context *ctx = context_with_memory(0, MIB);
+    bloopcl_config config = fused_bloop();
+    const size_t n = 600000;
+    fault_reset();
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
+    float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
+    float *d_reference = support_alloc(n);
+    bloopcl_reference_state ref;
+    cr_assert_eq(bloopcl_reference_init(&config, n, &ref), BLOOPCL_OK);
+    for (int step = 0; step < 2; ++step) {
+        support_fill_normal(g, n, 10u + (uint64_t)step, 1.0f);
+        support_fill_normal(a, n, 20u + (uint64_t)step, 1.0f);
+        cr_assert_eq(bloopcl_step_host(comb, g, a, d), BLOOPCL_OK, "%s",
+                     bloopcl_context_last_error(ctx));
+        support_check_step(comb, &config, &ref, g, a, d, d_reference, step);
+    }
+    cr_expect_leq(fault_largest_buffer(), MIB, "largest buffer %zu bytes",
+                  fault_largest_buffer());
+    cr_expect_geq(fault_bytes_created(), 4 * n * sizeof(float), "state and staging were made");
+    bloopcl_reference_free(&ref);
+    free(g), free(a), free(d), free(d_reference);
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+}
+
+/* --- CLBlast's temporary buffer, and what CLBlast prints --------------------------------- */
+
+/* Everything written to stderr (fd 2) between begin and end. */
+typedef struct captured_stderr {
+    int saved;
+    FILE *file;
+} captured_stderr;
+
+static void capture_begin(captured_stderr *c)
+{
+    fflush(stderr);
+    c->file = tmpfile();
+    cr_assert_not_null(c->file);
+    c->saved = dup(2);
+    cr_assert_geq(c->saved, 0);
+    cr_assert_geq(dup2(fileno(c->file), 2), 0);
+}
+
+static char *capture_end(captured_stderr *c)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    long size = ftell(c->file);
+    cr_assert_geq(size, 0);
+    char *text = calloc((size_t)size + 1, 1);
+    cr_assert_not_null(text);
+    rewind(c->file);
+    cr_assert_eq(fread(text, 1, (size_t)size, c->file), (size_t)size);
+    fclose(c->file);
+    return text;
+}
+
+/* CLBlastSdot allocates a temporary buffer per call, and when that fails CLBlast ends the
+ * process (std::terminate: its buffer's deleter throws during the unwinding). The first
+ * allocation of a CLBlast step now is bloopcl's own check of that room: failing it refuses
+ * the step (OUT_OF_MEMORY, nothing enqueued, the state as it was, the next step correct) and
+ * prints nothing. */
+Test(clblast_memory, temporary_buffer_failure_is_an_error)
+{
+    rig r;
+    rig_open(&r, BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_CLBLAST);
+    rig_inputs(&r, 1);
+    rig_step_ok(&r);
+    rig_inputs(&r, 2);
+    snapshot before = take_snapshot(r.comb, &r.config, r.n);
+    captured_stderr capture;
+    capture_begin(&capture);
+    fault_reset();
+    fault_arm("clCreateBuffer", 1, CL_MEM_OBJECT_ALLOCATION_FAILURE);
+    bloopcl_status status = rig_step(&r, NULL);
+    bool fired = fault_fired("clCreateBuffer");
+    fault_reset();
+    char *printed = capture_end(&capture);
+    cr_assert(fired, "a CLBlast step allocates");
+    cr_expect_eq(status, BLOOPCL_ERR_OUT_OF_MEMORY, "%s: %s", bloopcl_status_string(status),
+                 bloopcl_context_last_error(r.ctx));
+    cr_expect_str_eq(printed, "", "nothing is printed");
+    expect_not_applied(&r, &before, 1);
+    free(printed);
+    free_snapshot(&before);
+    rig_close(&r);
+}
+
+/* bloopcl never prints. CLBlast (1.5.3 to 1.7.0) writes one "CLBlast: ..." line to stderr for
+ * every OpenCL call that fails inside one of its routines (DispatchException), with no
+ * setting to stop it; bloopcl.h documents it. Here a kernel argument CLBlast sets fails: the
+ * step is refused, and every line on stderr is CLBlast's. */
+Test(clblast_memory, only_clblast_prints)
+{
+    rig r;
+    rig_open(&r, BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_CLBLAST);
+    rig_inputs(&r, 1);
+    rig_step_ok(&r);
+    unsigned long calls = calls_per_step(&r, "clSetKernelArg");
+    captured_stderr capture;
+    capture_begin(&capture);
+    fault_reset();
+    fault_arm("clSetKernelArg", calls / 2, CL_OUT_OF_RESOURCES);  /* amid the Sdot calls */
+    bloopcl_status status = rig_step(&r, NULL);
+    fault_reset();
+    char *printed = capture_end(&capture);
+    cr_expect_neq(status, BLOOPCL_OK);
+    int lines = 0;
+    for (char *line = strtok(printed, "\n"); line != NULL; line = strtok(NULL, "\n"), ++lines)
+        cr_expect(strncmp(line, "CLBlast", 7) == 0, "a line not from CLBlast: \"%s\"", line);
+    cr_log_info("CLBlast printed %d line(s) for one failed call", lines);
+    free(printed);
+    rig_close(&r);
+}
+
+/* The fused backend calls no CLBlast: a failed step prints nothing at all. */
+Test(clblast_memory, fused_failure_prints_nothing)
+{
+    rig r;
+    rig_open(&r, BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED);
+    rig_inputs(&r, 1);
+    rig_step_ok(&r);
+    captured_stderr capture;
+    capture_begin(&capture);
+    fault_reset();
+    fault_arm("clEnqueueNDRangeKernel", 1, CL_OUT_OF_RESOURCES);
+    bloopcl_status status = rig_step(&r, NULL);
+    fault_reset();
+    char *printed = capture_end(&capture);
+    cr_expect_neq(status, BLOOPCL_OK);
+    cr_expect_str_eq(printed, "", "nothing is printed");
+    free(printed);
+    rig_close(&r);
 }
