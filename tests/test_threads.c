@@ -223,7 +223,7 @@ Test(one_context, calls_during_a_step_are_refused, .timeout = 120)
     blocked_step b = {comb, g, a, d, BLOOPCL_ERR_OPENCL};
     pthread_t id;
     cr_assert_eq(pthread_create(&id, NULL, step_behind_the_gate, &b), 0);
-    bloopcl_config seen;
+    bloopcl_config seen = {.struct_size = sizeof(bloopcl_config)};
     struct timespec pause = {0, 1000000};
     int tries = 0;
     while (bloopcl_combiner_config(other, &seen) == BLOOPCL_OK && ++tries < 10000)
