@@ -1878,6 +1878,33 @@ Test(errors, huge_n_for_every_method, .timeout = 60)
     bloopcl_context_destroy(ctx);
 }
 
+/* bloopcl_step_host stages g, a and d on the device: 3 n floats, which must fit the device's
+ * global memory, or the call is refused before it allocates or reads anything (PoCL aborts the
+ * process when it cannot back a buffer). The host arrays here are shorter than n: the call
+ * must refuse before it reads them. */
+Test(errors, step_host_staging_must_fit_the_device, .timeout = 60)
+{
+    bloopcl_context *ctx = support_context();
+    limit_address_space(2ull << 30);
+    bloopcl_device_info info;
+    cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
+    size_t n = (size_t)(info.global_mem_bytes / (3 * sizeof(float))) + 1;
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_MIXED);
+    bloopcl_combiner *comb = NULL;
+    cr_assert_eq(bloopcl_combiner_create(ctx, &config, n, &comb), BLOOPCL_OK, "%s",
+                 bloopcl_context_last_error(ctx));
+    float x[4] = {0};
+    expect_failure(ctx, bloopcl_step_host(comb, x, x, x), BLOOPCL_ERR_OUT_OF_MEMORY,
+                   "step_host staging 3 n floats", "bloopcl_step_host", "staging",
+                   "global memory", NULL);
+    bloopcl_diagnostics diag;
+    cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
+    cr_expect_eq(diag.steps, 0, "a refused step is not counted");
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+}
+
 /* A segment whose end (offset + count * 4 bytes) passes SIZE_MAX must be refused as too large
  * for its buffer with a message that says so, not one with the wrapped byte count, for every
  * method; nothing changes. */
