@@ -9,7 +9,7 @@
  * Intercepted: clCreateBuffer, clCreateSubBuffer, clSetKernelArg, clEnqueueNDRangeKernel,
  * clEnqueueWriteBuffer, clEnqueueReadBuffer, clEnqueueCopyBuffer, clEnqueueFillBuffer,
  * clEnqueueMarkerWithWaitList, clEnqueueBarrierWithWaitList, clFlush, clFinish,
- * clWaitForEvents.
+ * clWaitForEvents, clGetMemObjectInfo, clRetainMemObject.
  *
  * Not thread-safe: a test drives one context from one thread (the library's own rule).
  */
