@@ -180,14 +180,19 @@ static int compare_handles(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-/* Copies the lists and retains each distinct buffer once. */
-static bool hold_lists(const bloopcl_tensor *const t[3], bloopcl_plan *plan)
+/* Copies the lists and retains each distinct buffer once. A retain that fails took no
+ * reference: only those that succeeded are counted in num_held (released with the plan). */
+static bloopcl_status hold_lists(bloopcl_context *ctx, const bloopcl_tensor *const t[3],
+                                 bloopcl_plan *plan)
 {
     size_t segments = t[0]->num_segments;
-    plan->lists = malloc(3 * segments * sizeof *plan->lists);
-    plan->held = malloc(3 * segments * sizeof *plan->held);
+    if (segments <= SIZE_MAX / (3 * sizeof(bloopcl_segment))) {
+        plan->lists = malloc(3 * segments * sizeof *plan->lists);
+        plan->held = malloc(3 * segments * sizeof *plan->held);
+    }
     if (plan->lists == NULL || plan->held == NULL)
-        return false;
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step over %zu "
+                             "segments", segments);
     plan->num_segments = segments;
     size_t candidates = 0;
     for (int k = 0; k < 3; ++k) {
@@ -197,12 +202,17 @@ static bool hold_lists(const bloopcl_tensor *const t[3], bloopcl_plan *plan)
                 plan->held[candidates++] = t[k]->segments[s].buffer;
     }
     qsort(plan->held, candidates, sizeof *plan->held, compare_handles);
+    size_t distinct = 0;
     for (size_t i = 0; i < candidates; ++i)
-        if (plan->num_held == 0 || plan->held[plan->num_held - 1] != plan->held[i])
-            plan->held[plan->num_held++] = plan->held[i];
-    for (size_t i = 0; i < plan->num_held; ++i)
-        clRetainMemObject(plan->held[i]);
-    return true;
+        if (distinct == 0 || plan->held[distinct - 1] != plan->held[i])
+            plan->held[distinct++] = plan->held[i];
+    for (size_t i = 0; i < distinct; ++i) {
+        cl_int err = clRetainMemObject(plan->held[i]);
+        if (err != CL_SUCCESS)
+            return bloopcl__fail_cl(ctx, err, "clRetainMemObject", "holding the step's buffers");
+        plan->num_held = i + 1;
+    }
+    return BLOOPCL_OK;
 }
 
 /* The launch table, BLOOPCL_SLOT_WORDS ulongs per slot (layout.h), copied to the device at
@@ -305,9 +315,11 @@ bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *
         return status;
     bloopcl_plan plan = {0};
     bloopcl_plan_limits limits = limits_of(comb);
-    if (!bloopcl__plan_layout(tensors, &limits, &plan) || !hold_lists(tensors, &plan))
+    if (!bloopcl__plan_layout(tensors, &limits, &plan))
         status = bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step over "
                                "%zu segments", g->num_segments);
+    if (status == BLOOPCL_OK)
+        status = hold_lists(comb->ctx, tensors, &plan);
     if (status == BLOOPCL_OK)
         status = upload_table(comb, &plan);
     if (status == BLOOPCL_OK)
