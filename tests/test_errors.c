@@ -1905,6 +1905,28 @@ Test(errors, step_host_staging_must_fit_the_device, .timeout = 60)
     bloopcl_context_destroy(ctx);
 }
 
+/* The CPU reference takes the same n as the combiner, for every method: n * 4 bytes that
+ * overflow size_t are SIZE_MISMATCH, not a wrapped allocation its loops then overrun. */
+Test(errors, reference_n_overflow_for_every_method)
+{
+    const bloopcl_method methods[] = {BLOOPCL_METHOD_BLOOP, BLOOPCL_METHOD_DYNAMIC_BARRIER,
+                                      BLOOPCL_METHOD_PCGRAD, BLOOPCL_METHOD_MIXED};
+    const size_t sizes[] = {SIZE_MAX, SIZE_MAX / 4 + 1, SIZE_MAX / 2 + 1};
+    for (size_t m = 0; m < 4; ++m)
+        for (size_t i = 0; i < 3; ++i) {
+            bloopcl_config config;
+            bloopcl_config_default(&config, methods[m]);
+            bloopcl_reference_state ref;
+            bloopcl_status status = bloopcl_reference_init(&config, sizes[i], &ref);
+            cr_expect_eq(status, BLOOPCL_ERR_SIZE_MISMATCH, "%s, n = %zu: status %d (%s)",
+                         bloopcl_method_name(methods[m]), sizes[i], (int)status,
+                         bloopcl_status_string(status));
+            cr_expect_null(ref.ema, "no state for a refused n");
+            if (status == BLOOPCL_OK)
+                bloopcl_reference_free(&ref);
+        }
+}
+
 /* A segment whose end (offset + count * 4 bytes) passes SIZE_MAX must be refused as too large
  * for its buffer with a message that says so, not one with the wrapped byte count, for every
  * method; nothing changes. */
