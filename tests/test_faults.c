@@ -677,6 +677,24 @@ static void run_plan_faults(bloopcl_method method, bloopcl_dot_backend dots, con
     rig_close(&r);
 }
 
+/* The list of the step before is neither checked nor held again (the plan cache): a step
+ * over it makes no clGetMemObjectInfo or clRetainMemObject call at all. */
+Test(plan_faults, unchanged_list_is_not_checked_again, .timeout = 120)
+{
+    rig r;
+    rig_open(&r, BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED);
+    rig_inputs(&r, 1);
+    fault_reset();
+    rig_step_ok(&r);
+    cr_expect_geq(fault_calls("clGetMemObjectInfo"), 3 * SEGMENTS, "a new list is checked");
+    cr_expect_eq(fault_calls("clRetainMemObject"), 3 * SEGMENTS, "its buffers are held once");
+    fault_reset();
+    rig_step_ok(&r);
+    cr_expect_eq(fault_calls("clGetMemObjectInfo"), 0, "the unchanged list was checked again");
+    cr_expect_eq(fault_calls("clRetainMemObject"), 0, "the unchanged list was held again");
+    rig_close(&r);
+}
+
 Test(plan_faults, bloop_fused_buffer_checks, .timeout = 600)
 {
     run_plan_faults(BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED, "clGetMemObjectInfo");
