@@ -69,7 +69,7 @@
  *     struct_size covers (a field it does not know, if non-zero, is BLOOPCL_ERR_UNSUPPORTED).
  *     The section under BLOOPCL_EXPERIMENTAL (the CPU reference) is outside this promise.
  *   - Gradients are never modified (unless the caller makes d alias g or a, which is allowed:
- *     each element is read before it is written).
+ *     each element is read before it is written; exactly only, see "Gradients" below).
  */
 #ifndef BLOOPCL_H
 #define BLOOPCL_H
@@ -117,7 +117,8 @@ BLOOPCL_API const char *bloopcl_version_string(void);
 typedef enum bloopcl_status {
     BLOOPCL_OK = 0,
     BLOOPCL_ERR_NULL_ARGUMENT = -1,     /* a required pointer or handle was NULL */
-    BLOOPCL_ERR_INVALID_ARGUMENT = -2,  /* hyperparameter out of range or NaN, bad enum value */
+    BLOOPCL_ERR_INVALID_ARGUMENT = -2,  /* hyperparameter out of range or NaN, bad enum value,
+                                           a memory object that is no buffer, d overlapping */
     BLOOPCL_ERR_SIZE_MISMATCH = -3,     /* n = 0, segment counts do not add up, bad alignment */
     BLOOPCL_ERR_BUFFER_TOO_SMALL = -4,  /* a cl_mem is smaller than offset + count elements */
     BLOOPCL_ERR_DEVICE_SPEC = -5,       /* malformed device specification */
@@ -363,6 +364,13 @@ BLOOPCL_API const char *bloopcl_method_name(bloopcl_method method);
  * buffers. g, a and d must have the same number of segments with the same counts. The dot
  * products are global across all segments. A single buffer is the one-segment case.
  *
+ * Memory: every segment's cl_mem is a buffer (or sub-buffer) of the context's cl_context; an
+ * image is refused (BLOOPCL_ERR_INVALID_ARGUMENT), as is the combiner's own output buffer. d may
+ * share memory with g or a only as exactly the same elements segment for segment (d's segment i
+ * is g's or a's segment i); any other overlap of d with g, a or another segment of d, judged on
+ * the bytes underneath (through sub-buffers and CL_MEM_USE_HOST_PTR host memory too), is
+ * refused with BLOOPCL_ERR_INVALID_ARGUMENT naming the two segments. g and a may overlap freely.
+ *
  * Cost: consecutive segments that lie end to end in their buffers (in g, a and d alike) are
  * merged into one range; the kernels take K ranges per launch, each with a number of
  * work-groups that follows its size (a fixed function of the layout: results are bitwise
@@ -449,6 +457,8 @@ typedef enum bloopcl_output {
 /**
  * Creates a combiner for vectors of n elements (n >= 1). The configuration is validated and
  * copied; the state is allocated on the device and initialised as config->init says.
+ * n: for every method, n * 4 bytes must not overflow size_t (BLOOPCL_ERR_SIZE_MISMATCH) and one
+ * vector of n floats must fit the device's global memory (BLOOPCL_ERR_OUT_OF_MEMORY).
  * Device memory: what the new combiner's state needs (4 or 8 bytes per element on FUSED, 8 or
  * 16 on CLBLAST) plus what the context's live combiners already hold (their states, and the
  * staging buffers of bloopcl_step_host, 12 bytes per element, counted at its first call) must
@@ -504,7 +514,8 @@ BLOOPCL_API bloopcl_status bloopcl_step_buffers(bloopcl_combiner *combiner, cl_m
  * Blocking convenience for host arrays of n floats: copies in, steps, copies d out.
  * Returns BLOOPCL_ERR_NONFINITE_INPUT if the step was skipped (d is then all zeros).
  * The first call allocates staging buffers for g, a and d (12 bytes per element), counted
- * against the device's memory as bloopcl_combiner_create says (BLOOPCL_ERR_OUT_OF_MEMORY).
+ * against the device's memory as bloopcl_combiner_create says (BLOOPCL_ERR_OUT_OF_MEMORY,
+ * before reading anything).
  */
 BLOOPCL_API bloopcl_status bloopcl_step_host(bloopcl_combiner *combiner, const float *g,
                                              const float *a, float *d);

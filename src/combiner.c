@@ -272,6 +272,23 @@ static void set_kernel_hyperparameters(bloopcl_combiner *comb)
     comb->eps = (float)comb->config.eps;
 }
 
+/* n as every method needs it, whether it keeps a state or not (MIXED keeps none): n * 4 bytes
+ * computable, so no size or index a step derives from n can wrap, and one vector of n floats
+ * within the device's global memory (g, a and d each are one, wherever their segments lie). */
+static bloopcl_status check_vector_length(bloopcl_context *ctx, size_t n)
+{
+    if (n > SIZE_MAX / sizeof(float))
+        return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "bloopcl_combiner_create: n = %zu "
+                             "floats: n * 4 bytes overflows size_t", n);
+    cl_ulong bytes = (cl_ulong)n * sizeof(float), device = ctx->info.global_mem_bytes;
+    if (bytes > device)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "bloopcl_combiner_create: a vector "
+                             "of n = %zu floats is %llu bytes but device \"%s\" has %llu bytes of "
+                             "global memory", n, (unsigned long long)bytes,
+                             ctx->info.device_name, (unsigned long long)device);
+    return BLOOPCL_OK;
+}
+
 static bloopcl_status create_entered(bloopcl_context *ctx, const bloopcl_config *config,
                                      size_t n, bloopcl_combiner **out)
 {
@@ -287,6 +304,9 @@ static bloopcl_status create_entered(bloopcl_context *ctx, const bloopcl_config 
     if (n == 0)
         return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH,
                              "bloopcl_combiner_create: n = 0 (a combiner needs n >= 1)");
+    status = check_vector_length(ctx, n);
+    if (status != BLOOPCL_OK)
+        return status;
     bloopcl_combiner *comb = calloc(1, sizeof *comb);
     if (comb == NULL)
         return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "allocating the combiner");

@@ -304,6 +304,9 @@ bloopcl_status bloopcl__get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnost
 bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
                                   const bloopcl_tensor *a, const bloopcl_tensor *d);
 void bloopcl__plan_release(bloopcl_plan *plan);
+/* Checks g, a and d (tensor_check.c): each segment, the counts against n, and the memory d
+ * shares with g, a or itself. Nothing is enqueued. */
+bloopcl_status bloopcl__check_tensors(bloopcl_combiner *comb, const bloopcl_tensor *const t[3]);
 /* Pure layout planning (no OpenCL calls): merges, cuts and packs already-checked lists. Fills
  * pieces, launches and total_groups of `plan`; false only when memory runs out. */
 bool bloopcl__plan_layout(const bloopcl_tensor *const t[3], const bloopcl_plan_limits *limits,

@@ -64,7 +64,7 @@ bloopcl_status bloopcl_reference_init(const bloopcl_config *config, size_t n,
     if (status != BLOOPCL_OK)
         return status;
     config = &given;
-    if (n == 0)
+    if (n == 0 || n > SIZE_MAX / sizeof(float))  /* n * 4 bytes must not wrap, any method */
         return BLOOPCL_ERR_SIZE_MISMATCH;
     state->n = n;
     state->initialized = config->init != BLOOPCL_INIT_FIRST_GRADIENT;

@@ -72,6 +72,20 @@ static bloopcl_status create_staging_set(bloopcl_combiner *comb, size_t segments
     return BLOOPCL_OK;
 }
 
+/* The staging buffers hold g, a and d on the device: 3 n floats must fit its global memory
+ * (a driver may abort rather than fail an allocation it cannot back: PoCL does). Checked
+ * before anything is allocated or read; n * 4 cannot wrap (bloopcl_combiner_create). */
+static bloopcl_status check_staging_fits(bloopcl_combiner *comb)
+{
+    cl_ulong device = comb->ctx->info.global_mem_bytes;
+    if (comb->n <= device / (3 * sizeof(float)))
+        return BLOOPCL_OK;
+    return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "bloopcl_step_host: staging g, a "
+                         "and d needs 3 x %zu floats but device \"%s\" has %llu bytes of global "
+                         "memory; step over device buffers with bloopcl_step instead", comb->n,
+                         comb->ctx->info.device_name, (unsigned long long)device);
+}
+
 /* Invariant: staging_segments > 0 exactly when every staging buffer exists. */
 static bloopcl_status ensure_staging(bloopcl_combiner *comb, size_t segments)
 {
@@ -204,7 +218,9 @@ static bloopcl_status step_host(bloopcl_combiner *comb, const float *g, const fl
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_NULL_ARGUMENT,
                              "bloopcl_step_host: g, a and d must not be NULL");
     size_t segments = staging_segment_count(comb);
-    bloopcl_status status = ensure_staging(comb, segments);
+    bloopcl_status status = check_staging_fits(comb);
+    if (status == BLOOPCL_OK)
+        status = ensure_staging(comb, segments);
     bloopcl_segment *lists[3] = {NULL, NULL, NULL};
     for (int k = 0; k < 3 && status == BLOOPCL_OK; ++k)
         if ((lists[k] = calloc(segments, sizeof(bloopcl_segment))) == NULL)

@@ -1,4 +1,5 @@
-/* tensor_plan.c — checks the caller's segment lists and plans their step:
+/* tensor_plan.c — plans the step of the caller's segment lists, once tensor_check.c has found
+ * them sound:
  *   pieces    runs of elements that lie in one segment of g, a and d (consecutive segments
  *             that lie end to end in all three are merged) and in one chunk of the state;
  *   groups    work-groups per piece: its share of its launch's elements times the budget, so
@@ -11,83 +12,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-static const char *const tensor_names[3] = {"g", "a", "d"};
-
-static bloopcl_status check_segment(bloopcl_combiner *comb, const bloopcl_segment *seg,
-                                    const char *name, size_t index, bool written)
-{
-    bloopcl_context *ctx = comb->ctx;
-    if (seg->dtype != BLOOPCL_DTYPE_F32 || seg->reserved != 0)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_UNSUPPORTED, "%s segment %zu: only dtype F32 with "
-                             "reserved = 0 is supported", name, index);
-    if (seg->count == 0)
-        return BLOOPCL_OK;
-    if (seg->buffer == NULL)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_NULL_ARGUMENT, "%s segment %zu: buffer is NULL "
-                             "(count %zu)", name, index, seg->count);
-    if (seg->offset_bytes % sizeof(float) != 0)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "%s segment %zu: offset %zu bytes "
-                             "is not a multiple of 4", name, index, seg->offset_bytes);
-    size_t size = 0;
-    cl_context owner = NULL;
-    cl_mem_flags flags = 0;
-    cl_int err = clGetMemObjectInfo(seg->buffer, CL_MEM_SIZE, sizeof size, &size, NULL);
-    if (err == CL_SUCCESS)
-        err = clGetMemObjectInfo(seg->buffer, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
-    if (err == CL_SUCCESS)
-        err = clGetMemObjectInfo(seg->buffer, CL_MEM_FLAGS, sizeof flags, &flags, NULL);
-    if (err != CL_SUCCESS)
-        return bloopcl__fail_cl(ctx, err, "clGetMemObjectInfo", "checking a gradient buffer");
-    if (owner != ctx->cl_ctx)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_WRONG_CONTEXT, "%s segment %zu: the buffer "
-                             "belongs to another cl_context", name, index);
-    if (seg->count > (SIZE_MAX - seg->offset_bytes) / sizeof(float) ||
-        seg->offset_bytes + seg->count * sizeof(float) > size)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_BUFFER_TOO_SMALL, "%s segment %zu: offset %zu + "
-                             "%zu floats needs %zu bytes but the buffer has %zu", name, index,
-                             seg->offset_bytes, seg->count,
-                             seg->offset_bytes + seg->count * sizeof(float), size);
-    if (written && (flags & CL_MEM_READ_ONLY))
-        return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s segment %zu: the buffer is "
-                             "CL_MEM_READ_ONLY but d is written", name, index);
-    return BLOOPCL_OK;
-}
-
-/* g, a and d: present, same segment counts, adding up to n, each segment usable. */
-static bloopcl_status check_tensors(bloopcl_combiner *comb, const bloopcl_tensor *const *t)
-{
-    bloopcl_context *ctx = comb->ctx;
-    for (int k = 0; k < 3; ++k) {
-        if (t[k] == NULL || (t[k]->segments == NULL && t[k]->num_segments > 0))
-            return bloopcl__fail(ctx, BLOOPCL_ERR_NULL_ARGUMENT, "%s: %s is NULL",
-                                 tensor_names[k], t[k] == NULL ? "the tensor" : "the segment list");
-        if (t[k]->num_segments == 0)
-            return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "%s: num_segments = 0",
-                                 tensor_names[k]);
-        if (t[k]->num_segments != t[0]->num_segments)
-            return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "%s has %zu segments but g has "
-                                 "%zu", tensor_names[k], t[k]->num_segments, t[0]->num_segments);
-    }
-    size_t total = 0;
-    for (size_t s = 0; s < t[0]->num_segments; ++s) {
-        for (int k = 0; k < 3; ++k) {
-            if (t[k]->segments[s].count != t[0]->segments[s].count)
-                return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "segment %zu: %s has %zu "
-                                     "elements but g has %zu", s, tensor_names[k],
-                                     t[k]->segments[s].count, t[0]->segments[s].count);
-            bloopcl_status status = check_segment(comb, &t[k]->segments[s], tensor_names[k], s,
-                                                  k == 2);
-            if (status != BLOOPCL_OK)
-                return status;
-        }
-        total += t[0]->segments[s].count;
-    }
-    if (total != comb->n)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "the segments hold %zu elements "
-                             "but the combiner was created for n = %zu", total, comb->n);
-    return BLOOPCL_OK;
-}
 
 /* --- layout planning (pure) ---------------------------------------------------------------- */
 
@@ -256,14 +180,19 @@ static int compare_handles(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-/* Copies the lists and retains each distinct buffer once. */
-static bool hold_lists(const bloopcl_tensor *const t[3], bloopcl_plan *plan)
+/* Copies the lists and retains each distinct buffer once. A retain that fails took no
+ * reference: only those that succeeded are counted in num_held (released with the plan). */
+static bloopcl_status hold_lists(bloopcl_context *ctx, const bloopcl_tensor *const t[3],
+                                 bloopcl_plan *plan)
 {
     size_t segments = t[0]->num_segments;
-    plan->lists = malloc(3 * segments * sizeof *plan->lists);
-    plan->held = malloc(3 * segments * sizeof *plan->held);
+    if (segments <= SIZE_MAX / (3 * sizeof(bloopcl_segment))) {
+        plan->lists = malloc(3 * segments * sizeof *plan->lists);
+        plan->held = malloc(3 * segments * sizeof *plan->held);
+    }
     if (plan->lists == NULL || plan->held == NULL)
-        return false;
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step over %zu "
+                             "segments", segments);
     plan->num_segments = segments;
     size_t candidates = 0;
     for (int k = 0; k < 3; ++k) {
@@ -273,12 +202,17 @@ static bool hold_lists(const bloopcl_tensor *const t[3], bloopcl_plan *plan)
                 plan->held[candidates++] = t[k]->segments[s].buffer;
     }
     qsort(plan->held, candidates, sizeof *plan->held, compare_handles);
+    size_t distinct = 0;
     for (size_t i = 0; i < candidates; ++i)
-        if (plan->num_held == 0 || plan->held[plan->num_held - 1] != plan->held[i])
-            plan->held[plan->num_held++] = plan->held[i];
-    for (size_t i = 0; i < plan->num_held; ++i)
-        clRetainMemObject(plan->held[i]);
-    return true;
+        if (distinct == 0 || plan->held[distinct - 1] != plan->held[i])
+            plan->held[distinct++] = plan->held[i];
+    for (size_t i = 0; i < distinct; ++i) {
+        cl_int err = clRetainMemObject(plan->held[i]);
+        if (err != CL_SUCCESS)
+            return bloopcl__fail_cl(ctx, err, "clRetainMemObject", "holding the step's buffers");
+        plan->num_held = i + 1;
+    }
+    return BLOOPCL_OK;
 }
 
 /* The launch table, BLOOPCL_SLOT_WORDS ulongs per slot (layout.h), copied to the device at
@@ -376,14 +310,16 @@ bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *
     const bloopcl_tensor *const tensors[3] = {g, a, d};
     if (same_lists(&comb->plan, tensors))
         return BLOOPCL_OK;
-    bloopcl_status status = check_tensors(comb, tensors);
+    bloopcl_status status = bloopcl__check_tensors(comb, tensors);
     if (status != BLOOPCL_OK)
         return status;
     bloopcl_plan plan = {0};
     bloopcl_plan_limits limits = limits_of(comb);
-    if (!bloopcl__plan_layout(tensors, &limits, &plan) || !hold_lists(tensors, &plan))
+    if (!bloopcl__plan_layout(tensors, &limits, &plan))
         status = bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step over "
                                "%zu segments", g->num_segments);
+    if (status == BLOOPCL_OK)
+        status = hold_lists(comb->ctx, tensors, &plan);
     if (status == BLOOPCL_OK)
         status = upload_table(comb, &plan);
     if (status == BLOOPCL_OK)

@@ -16,7 +16,7 @@
 
 enum {
     CREATE_BUFFER, CREATE_SUB_BUFFER, SET_KERNEL_ARG, NDRANGE, WRITE, READ, COPY, FILL, MARKER,
-    BARRIER, FLUSH, FINISH, WAIT, GET_DEVICE_INFO, NUM_INTERCEPTED
+    BARRIER, FLUSH, FINISH, WAIT, GET_DEVICE_INFO, GET_MEM_INFO, RETAIN_MEM, NUM_INTERCEPTED
 };
 
 typedef struct intercepted {
@@ -63,6 +63,8 @@ static intercepted table[NUM_INTERCEPTED] = {
     [FINISH] = {.name = "clFinish"},
     [WAIT] = {.name = "clWaitForEvents"},
     [GET_DEVICE_INFO] = {.name = "clGetDeviceInfo"},
+    [GET_MEM_INFO] = {.name = "clGetMemObjectInfo"},
+    [RETAIN_MEM] = {.name = "clRetainMemObject"},
 };
 
 /* --- arming and counting ------------------------------------------------------------------ */
@@ -428,4 +430,26 @@ CL_API_ENTRY cl_int CL_API_CALL clGetDeviceInfo(cl_device_id device, cl_device_i
     if (error == CL_SUCCESS && fake != 0 && value != NULL && size >= sizeof fake)
         memcpy(value, &fake, sizeof fake);
     return error;
+}
+
+CL_API_ENTRY cl_int CL_API_CALL clGetMemObjectInfo(cl_mem memobj, cl_mem_info name, size_t size,
+                                                   void *value, size_t *size_ret)
+{
+    cl_int (*real)(cl_mem, cl_mem_info, size_t, void *, size_t *);
+    real_function(GET_MEM_INFO, &real, sizeof real);
+    cl_int error;
+    if (injected(GET_MEM_INFO, &error))
+        return error;
+    return real(memobj, name, size, value, size_ret);
+}
+
+/* A failed retain takes no reference. */
+CL_API_ENTRY cl_int CL_API_CALL clRetainMemObject(cl_mem memobj)
+{
+    cl_int (*real)(cl_mem);
+    real_function(RETAIN_MEM, &real, sizeof real);
+    cl_int error;
+    if (injected(RETAIN_MEM, &error))
+        return error;
+    return real(memobj);
 }

@@ -9,7 +9,8 @@
  * Intercepted: clCreateBuffer, clCreateSubBuffer, clSetKernelArg, clEnqueueNDRangeKernel,
  * clEnqueueWriteBuffer, clEnqueueReadBuffer, clEnqueueCopyBuffer, clEnqueueFillBuffer,
  * clEnqueueMarkerWithWaitList, clEnqueueBarrierWithWaitList, clFlush, clFinish,
- * clWaitForEvents, clGetDeviceInfo (which can report fake memory sizes, see below).
+ * clWaitForEvents, clGetMemObjectInfo, clRetainMemObject, clGetDeviceInfo (which can report
+ * fake memory sizes, see below).
  *
  * Not thread-safe: a test drives one context from one thread (the library's own rule).
  */

@@ -675,6 +675,304 @@ Test(errors, read_only_d)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Memory shared between g, a and d (issue 15, item 4). The step reads g and a and writes d in
+ * the same pass, element by element: d may be the very elements of g or a segment for segment
+ * (each element is read before the work-item that reads it writes it), but d sharing any other
+ * memory with g, a or itself races with other work-items, so d comes out wrong and (fused
+ * backend, which recomputes the EMA from g in pass 2) so does the state. Overlap is judged by
+ * bytes of the underlying allocation: through sub-buffers and host memory too.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct overlap_case {
+    bloopcl_method method;
+    bloopcl_dot_backend dots;
+} overlap_case;
+
+ParameterizedTestParameters(errors, overlapping_d_is_refused)
+{
+    static overlap_case cases[] = {
+        {BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED},  {BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_CLBLAST},
+        {BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_FUSED}, {BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_CLBLAST},
+        {BLOOPCL_METHOD_MIXED, BLOOPCL_DOTS_FUSED},
+    };
+    return cr_make_param_array(overlap_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+/* The device's sub-buffer origin alignment, in bytes (CL_DEVICE_MEM_BASE_ADDR_ALIGN is bits). */
+static size_t sub_buffer_alignment(bloopcl_context *ctx)
+{
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
+    cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
+    cl_uint bits = 0;
+    cr_assert_eq(clGetDeviceInfo(info.device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof bits, &bits,
+                                 NULL), CL_SUCCESS);
+    return bits / 8 > sizeof(float) ? bits / 8 : sizeof(float);
+}
+
+static cl_mem sub_buffer(cl_mem parent, size_t origin, size_t size)
+{
+    cl_buffer_region region = {origin, size};
+    cl_int err;
+    cl_mem sub = clCreateSubBuffer(parent, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION,
+                                   &region, &err);
+    cr_assert_eq(err, CL_SUCCESS, "clCreateSubBuffer(origin %zu, size %zu): %d", origin, size,
+                 (int)err);
+    return sub;
+}
+
+/* The step over p-segment lists is refused as an overlap naming both segments, hands out no
+ * event, and leaves the state bit for bit as it was (then a good step is exactly the twin's). */
+static void expect_overlap_refused(world *w, const bloopcl_segment *g, const bloopcl_segment *a,
+                                   const bloopcl_segment *d, size_t p, const char *what,
+                                   const char *first, const char *second)
+{
+    bloopcl_tensor tg = {g, p}, ta = {a, p}, td = {d, p};
+    cl_event done = NULL;
+    bloopcl_status status = bloopcl_step(w->comb, &tg, &ta, &td, 0, NULL, &done);
+    expect_failure(w->ctx, status, BLOOPCL_ERR_INVALID_ARGUMENT, what, first, second, "overlap",
+                   NULL);
+    cr_expect_null(done, "%s: a refused step hands out no event", what);
+    if (done != NULL)
+        clReleaseEvent(done);
+    world_expect_untouched(w, what);
+}
+
+static void expect_overlap_refused_1(world *w, bloopcl_segment g, bloopcl_segment a,
+                                     bloopcl_segment d, const char *what, const char *first,
+                                     const char *second)
+{
+    expect_overlap_refused(w, &g, &a, &d, 1, what, first, second);
+}
+
+ParameterizedTest(overlap_case *c, errors, overlapping_d_is_refused, .timeout = 120)
+{
+    bloopcl_config config;
+    bloopcl_config_default(&config, c->method);
+    config.dots = c->dots;
+    world w;
+    world_open_config(&w, &config, N);
+    size_t align = sub_buffer_alignment(w.ctx);
+    size_t big_floats = align / sizeof(float) + 2 * N + 8;
+    float *noise = support_alloc(big_floats);
+    support_fill_normal(noise, big_floats, 77, 1.0f);
+    cl_mem big = support_buffer(w.ctx, noise, big_floats);
+
+    /* d one element further than g, or one element before a, in one buffer. */
+    expect_overlap_refused_1(&w, segment(big, 0, N), segment(w.ab, 0, N), segment(big, 4, N),
+                             "d = g shifted by one element", "d segment 0", "g segment 0");
+    expect_overlap_refused_1(&w, segment(w.gb, 0, N), segment(big, 4, N), segment(big, 0, N),
+                             "d = a shifted back by one element", "d segment 0", "a segment 0");
+
+    /* d's segment 0 is exactly g's segment 1 (the same elements, another segment). */
+    bloopcl_segment gs[2] = {segment(big, 0, HALF), segment(big, HALF * 4, HALF)};
+    bloopcl_segment as[2] = {segment(w.ab, 0, HALF), segment(w.ab, HALF * 4, HALF)};
+    bloopcl_segment ds[2] = {segment(big, HALF * 4, HALF), segment(w.db, HALF * 4, HALF)};
+    expect_overlap_refused(&w, gs, as, ds, 2, "d segment 0 = g segment 1", "d segment 0",
+                           "g segment 1");
+
+    /* Through sub-buffers: other handles, the same bytes of `big`. */
+    cl_mem sub = sub_buffer(big, align, (N + 1) * sizeof(float));
+    expect_overlap_refused_1(&w, segment(big, align, N), segment(w.ab, 0, N), segment(sub, 4, N),
+                             "d in a sub-buffer, one element past g", "d segment 0",
+                             "g segment 0");
+    expect_overlap_refused_1(&w, segment(sub, 0, N), segment(w.ab, 0, N),
+                             segment(big, align + 4, N), "g in a sub-buffer, d in its parent",
+                             "d segment 0", "g segment 0");
+    cl_mem low = sub_buffer(big, 0, align + N * sizeof(float));
+    expect_overlap_refused_1(&w, segment(w.gb, 0, N), segment(low, align, N), segment(sub, 4, N),
+                             "a and d in two sub-buffers of one buffer", "d segment 0",
+                             "a segment 0");
+
+    /* d's segments overlapping each other: by one element, and entirely. */
+    bloopcl_segment gd[2] = {segment(w.gb, 0, HALF), segment(w.gb, HALF * 4, HALF)};
+    bloopcl_segment ad[2] = {segment(w.ab, 0, HALF), segment(w.ab, HALF * 4, HALF)};
+    bloopcl_segment dd[2] = {segment(w.db, 0, HALF), segment(w.db, (HALF - 1) * 4, HALF)};
+    expect_overlap_refused(&w, gd, ad, dd, 2, "d segments 0 and 1 share an element",
+                           "d segment 0", "d segment 1");
+    dd[1] = segment(w.db, 0, HALF);
+    expect_overlap_refused(&w, gd, ad, dd, 2, "d segments 0 and 1 are the same elements",
+                           "d segment 0", "d segment 1");
+
+    /* Two buffers over overlapping host memory (CL_MEM_USE_HOST_PTR). */
+    float *host = support_alloc(N + 1);
+    cl_int err;
+    cl_mem over_host[2];
+    for (int k = 0; k < 2; ++k) {
+        over_host[k] = clCreateBuffer(bloopcl_context_cl_context(w.ctx),
+                                      CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR,
+                                      N * sizeof(float), host + k, &err);
+        cr_assert_eq(err, CL_SUCCESS);
+    }
+    expect_overlap_refused_1(&w, segment(over_host[0], 0, N), segment(w.ab, 0, N),
+                             segment(over_host[1], 0, N), "g and d over one host array",
+                             "d segment 0", "g segment 0");
+
+    for (int k = 0; k < 2; ++k)
+        clReleaseMemObject(over_host[k]);
+    clReleaseMemObject(low);
+    clReleaseMemObject(sub);
+    clReleaseMemObject(big);
+    free(host), free(noise);
+    world_close(&w);
+}
+
+/* What may share memory, and gives the reference's answer: g and a overlapping anyhow (both
+ * only read), d exactly g and d exactly a (also through a sub-buffer: another handle, the same
+ * elements). Each on a fresh combiner against the CPU reference. */
+typedef enum sharing { G_AND_A_SHIFTED, D_IS_G, D_IS_A, D_IS_G_THROUGH_SUB_BUFFER } sharing;
+
+static void expect_sharing_allowed(const overlap_case *c, sharing how)
+{
+    bloopcl_context *ctx = support_context();
+    bloopcl_config config;
+    bloopcl_config_default(&config, c->method);
+    config.dots = c->dots;
+    bloopcl_combiner *comb = support_combiner(ctx, &config, N);
+    bloopcl_reference_state ref;
+    cr_assert_eq(bloopcl_reference_init(&config, N, &ref), BLOOPCL_OK);
+    size_t align = sub_buffer_alignment(ctx);
+    size_t lead = align / sizeof(float);  /* g starts here in `big` */
+    float *x = support_alloc(lead + 2 * N + 1);
+    float *g = support_alloc(N), *a = support_alloc(N);
+    float *d = support_alloc(N), *d_ref = support_alloc(N);
+    for (int t = 0; t < 3; ++t) {
+        make_inputs(g, a, N, 40 + (uint64_t)t);
+        memcpy(x + lead, g, N * sizeof(float));
+        if (how == G_AND_A_SHIFTED)
+            memcpy(a, x + lead + 1, N * sizeof(float));  /* a is g's memory, one further */
+        else
+            memcpy(x + lead + N + 1, a, N * sizeof(float));
+        cl_mem big = support_buffer(ctx, x, lead + 2 * N + 1);
+        cl_mem own_d = support_buffer(ctx, NULL, N);
+        cl_mem sub = sub_buffer(big, align, N * sizeof(float));
+        bloopcl_segment gs = segment(big, align, N);
+        bloopcl_segment as = how == G_AND_A_SHIFTED ? segment(big, align + 4, N)
+                                                    : segment(big, align + (N + 1) * 4, N);
+        bloopcl_segment ds = how == D_IS_G ? gs : how == D_IS_A ? as
+                             : how == D_IS_G_THROUGH_SUB_BUFFER ? segment(sub, 0, N)
+                                                                 : segment(own_d, 0, N);
+        bloopcl_tensor tg = {&gs, 1}, ta = {&as, 1}, td = {&ds, 1};
+        cr_assert_eq(bloopcl_step(comb, &tg, &ta, &td, 0, NULL, NULL), BLOOPCL_OK,
+                     "sharing %d, step %d: %s", (int)how, t, bloopcl_context_last_error(ctx));
+        cl_mem d_buffer = how == G_AND_A_SHIFTED ? own_d : big;
+        size_t d_at = how == G_AND_A_SHIFTED ? 0 : ds.buffer == sub ? lead
+                      : ds.offset_bytes / sizeof(float);
+        float *all = support_alloc(lead + 2 * N + 1);
+        support_read(ctx, d_buffer, all, how == G_AND_A_SHIFTED ? N : lead + 2 * N + 1);
+        memcpy(d, all + d_at, N * sizeof(float));
+        support_check_step(comb, &config, &ref, g, a, d, d_ref, t);
+        if (ref.ema != NULL && ref.initialized)
+            support_expect_state(comb, BLOOPCL_STATE_EMA, ref.ema, N);
+        if (ref.aux_ema != NULL && ref.initialized)
+            support_expect_state(comb, BLOOPCL_STATE_AUX_EMA, ref.aux_ema, N);
+        free(all);
+        clReleaseMemObject(sub);
+        clReleaseMemObject(own_d);
+        clReleaseMemObject(big);
+    }
+    free(x), free(g), free(a), free(d), free(d_ref);
+    bloopcl_reference_free(&ref);
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+}
+
+ParameterizedTestParameters(errors, allowed_sharing_matches_reference)
+{
+    static overlap_case cases[] = {
+        {BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED},  {BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_CLBLAST},
+        {BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_FUSED}, {BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_CLBLAST},
+        {BLOOPCL_METHOD_MIXED, BLOOPCL_DOTS_FUSED},
+    };
+    return cr_make_param_array(overlap_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(overlap_case *c, errors, allowed_sharing_matches_reference, .timeout = 120)
+{
+    expect_sharing_allowed(c, G_AND_A_SHIFTED);
+    expect_sharing_allowed(c, D_IS_G);
+    expect_sharing_allowed(c, D_IS_A);
+    expect_sharing_allowed(c, D_IS_G_THROUGH_SUB_BUFFER);
+}
+
+/* The combiner's own output buffer is written by the step (finalize) and read by pass 2: it
+ * can be none of g, a, d of that combiner's step. */
+Test(errors, own_output_buffer_is_refused)
+{
+    bloopcl_context *ctx = support_context();
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
+    const size_t n = 4;
+    bloopcl_combiner *comb = support_combiner(ctx, &config, n);
+    cl_mem outputs = NULL, g = support_buffer(ctx, NULL, n), a = support_buffer(ctx, NULL, n),
+           d = support_buffer(ctx, NULL, n);
+    cr_assert_eq(bloopcl_combiner_outputs(comb, &outputs), BLOOPCL_OK);
+    expect_failure(ctx, bloopcl_step_buffers(comb, outputs, a, d), BLOOPCL_ERR_INVALID_ARGUMENT,
+                   "g = outputs", "g segment 0", "output buffer", NULL);
+    expect_failure(ctx, bloopcl_step_buffers(comb, g, outputs, d), BLOOPCL_ERR_INVALID_ARGUMENT,
+                   "a = outputs", "a segment 0", "output buffer", NULL);
+    expect_failure(ctx, bloopcl_step_buffers(comb, g, a, outputs), BLOOPCL_ERR_INVALID_ARGUMENT,
+                   "d = outputs", "d segment 0", "output buffer", NULL);
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
+    cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
+    cr_expect_eq(diag.steps, 0, "a refused step is not counted");
+    /* Another combiner's output buffer is just memory to this one: read it. */
+    bloopcl_combiner *other = support_combiner(ctx, &config, n);
+    cr_expect_eq(bloopcl_step_buffers(other, outputs, a, d), BLOOPCL_OK, "%s",
+                 bloopcl_context_last_error(ctx));
+    bloopcl_combiner_destroy(other);
+    clReleaseMemObject(g), clReleaseMemObject(a), clReleaseMemObject(d);
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Memory objects that are not buffers (issue 15, item 11): an image holds texels in a layout
+ * of the driver's choosing, not floats at byte offsets, so it is refused as g, a or d.
+ * ------------------------------------------------------------------------------------------- */
+
+static cl_mem float_image(bloopcl_context *ctx, cl_mem_object_type type)
+{
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
+    cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
+    cl_bool images = CL_FALSE;
+    cr_assert_eq(clGetDeviceInfo(info.device, CL_DEVICE_IMAGE_SUPPORT, sizeof images, &images,
+                                 NULL), CL_SUCCESS);
+    cr_assert(images, "the test device (PoCL in CI) supports images");
+    cl_image_format format = {CL_R, CL_FLOAT};
+    cl_image_desc desc = {.image_type = type, .image_width = type == CL_MEM_OBJECT_IMAGE1D ? N
+                                                                                           : 100,
+                          .image_height = type == CL_MEM_OBJECT_IMAGE1D ? 0 : N / 100};
+    cl_int err;
+    cl_mem image = clCreateImage(bloopcl_context_cl_context(ctx), CL_MEM_READ_WRITE, &format,
+                                 &desc, NULL, &err);
+    cr_assert_eq(err, CL_SUCCESS, "clCreateImage: %d", (int)err);
+    return image;
+}
+
+Test(errors, image_is_not_a_gradient_buffer)
+{
+    world w;
+    world_open(&w, BLOOPCL_METHOD_BLOOP);
+    const cl_mem_object_type types[] = {CL_MEM_OBJECT_IMAGE1D, CL_MEM_OBJECT_IMAGE2D};
+    const char *const type_names[] = {"CL_MEM_OBJECT_IMAGE1D", "CL_MEM_OBJECT_IMAGE2D"};
+    for (size_t i = 0; i < 2; ++i) {
+        cl_mem image = float_image(w.ctx, types[i]);
+        expect_failure(w.ctx, bloopcl_step_buffers(w.comb, image, w.ab, w.db),
+                       BLOOPCL_ERR_INVALID_ARGUMENT, "image g", "g segment 0", type_names[i],
+                       "not a buffer", NULL);
+        expect_failure(w.ctx, bloopcl_step_buffers(w.comb, w.gb, image, w.db),
+                       BLOOPCL_ERR_INVALID_ARGUMENT, "image a", "a segment 0", type_names[i],
+                       NULL);
+        expect_failure(w.ctx, bloopcl_step_buffers(w.comb, w.gb, w.ab, image),
+                       BLOOPCL_ERR_INVALID_ARGUMENT, "image d", "d segment 0", type_names[i],
+                       NULL);
+        world_expect_untouched(&w, type_names[i]);
+        clReleaseMemObject(image);
+    }
+    world_close(&w);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Hyperparameters and enums
  * ------------------------------------------------------------------------------------------- */
 
@@ -1514,6 +1812,156 @@ Test(errors, n_near_size_max)
     expect_combiner_refused(ctx, SIZE_MAX, BLOOPCL_METHOD_BLOOP);
     expect_combiner_refused(ctx, SIZE_MAX - 5, BLOOPCL_METHOD_PCGRAD);
     bloopcl_context_destroy(ctx);
+}
+
+/* Issue 15, item 15: n is checked the same way for every method, MIXED (which keeps no state)
+ * included: n * 4 bytes must not overflow size_t (SIZE_MISMATCH) and one vector of n floats
+ * must fit the device's global memory (OUT_OF_MEMORY). Never a combiner whose steps wrap. */
+static const overlap_case every_method[] = {
+    {BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED},
+    {BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_CLBLAST},
+    {BLOOPCL_METHOD_DYNAMIC_BARRIER, BLOOPCL_DOTS_FUSED},
+    {BLOOPCL_METHOD_DYNAMIC_BARRIER, BLOOPCL_DOTS_CLBLAST},
+    {BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_FUSED},
+    {BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_CLBLAST},
+    {BLOOPCL_METHOD_MIXED, BLOOPCL_DOTS_FUSED},
+    {BLOOPCL_METHOD_MIXED, BLOOPCL_DOTS_CLBLAST},
+};
+#define NUM_EVERY_METHOD (sizeof every_method / sizeof every_method[0])
+
+static void expect_n_refused(bloopcl_context *ctx, const overlap_case *c, size_t n,
+                             bloopcl_status want, const char *needle)
+{
+    bloopcl_config config;
+    bloopcl_config_default(&config, c->method);
+    config.dots = c->dots;
+    bloopcl_combiner *comb = (bloopcl_combiner *)&config;
+    char what[160];
+    snprintf(what, sizeof what, "%s (%s), n = %zu", bloopcl_method_name(c->method),
+             c->dots == BLOOPCL_DOTS_FUSED ? "fused" : "clblast", n);
+    char n_text[64];
+    snprintf(n_text, sizeof n_text, "n = %zu", n);
+    expect_failure(ctx, bloopcl_combiner_create(ctx, &config, n, &comb), want, what, n_text,
+                   needle, NULL);
+    cr_expect_null(comb, "%s: no combiner may be handed out", what);
+    if (comb != NULL) {
+        float x[4] = {0};
+        bloopcl_status step = bloopcl_step_host(comb, x, x, x);
+        cr_expect_fail("%s was accepted; a step on it returns %d: %s", what, (int)step,
+                       bloopcl_context_last_error(ctx));
+        bloopcl_combiner_destroy(comb);
+    }
+}
+
+Test(errors, huge_n_for_every_method, .timeout = 60)
+{
+    bloopcl_context *ctx = support_context();
+    limit_address_space(2ull << 30);
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
+    cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
+    size_t device_floats = (size_t)(info.global_mem_bytes / sizeof(float));
+    for (size_t m = 0; m < NUM_EVERY_METHOD; ++m) {
+        const overlap_case *c = &every_method[m];
+        expect_n_refused(ctx, c, SIZE_MAX, BLOOPCL_ERR_SIZE_MISMATCH, "overflows");
+        expect_n_refused(ctx, c, SIZE_MAX / 4 + 1, BLOOPCL_ERR_SIZE_MISMATCH, "overflows");
+        expect_n_refused(ctx, c, SIZE_MAX / 4, BLOOPCL_ERR_OUT_OF_MEMORY, "global memory");
+        expect_n_refused(ctx, c, device_floats + 1, BLOOPCL_ERR_OUT_OF_MEMORY, "global memory");
+    }
+    /* The bound is one vector, not more: MIXED keeps no state, so n = all of the device's
+     * memory in floats is a combiner (its steps run over the caller's buffers). */
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_MIXED);
+    bloopcl_combiner *comb = NULL;
+    cr_expect_eq(bloopcl_combiner_create(ctx, &config, device_floats, &comb), BLOOPCL_OK, "%s",
+                 bloopcl_context_last_error(ctx));
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+}
+
+/* bloopcl_step_host stages g, a and d on the device: 3 n floats, which must fit the device's
+ * global memory, or the call is refused before it allocates or reads anything (PoCL aborts the
+ * process when it cannot back a buffer). The host arrays here are shorter than n: the call
+ * must refuse before it reads them. */
+Test(errors, step_host_staging_must_fit_the_device, .timeout = 60)
+{
+    bloopcl_context *ctx = support_context();
+    limit_address_space(2ull << 30);
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
+    cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
+    size_t n = (size_t)(info.global_mem_bytes / (3 * sizeof(float))) + 1;
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_MIXED);
+    bloopcl_combiner *comb = NULL;
+    cr_assert_eq(bloopcl_combiner_create(ctx, &config, n, &comb), BLOOPCL_OK, "%s",
+                 bloopcl_context_last_error(ctx));
+    float x[4] = {0};
+    expect_failure(ctx, bloopcl_step_host(comb, x, x, x), BLOOPCL_ERR_OUT_OF_MEMORY,
+                   "step_host staging 3 n floats", "bloopcl_step_host", "staging",
+                   "global memory", NULL);
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
+    cr_assert_eq(bloopcl_get_diagnostics(comb, &diag), BLOOPCL_OK);
+    cr_expect_eq(diag.steps, 0, "a refused step is not counted");
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+}
+
+/* The CPU reference takes the same n as the combiner, for every method: n * 4 bytes that
+ * overflow size_t are SIZE_MISMATCH, not a wrapped allocation its loops then overrun. */
+Test(errors, reference_n_overflow_for_every_method)
+{
+    const bloopcl_method methods[] = {BLOOPCL_METHOD_BLOOP, BLOOPCL_METHOD_DYNAMIC_BARRIER,
+                                      BLOOPCL_METHOD_PCGRAD, BLOOPCL_METHOD_MIXED};
+    const size_t sizes[] = {SIZE_MAX, SIZE_MAX / 4 + 1, SIZE_MAX / 2 + 1};
+    for (size_t m = 0; m < 4; ++m)
+        for (size_t i = 0; i < 3; ++i) {
+            bloopcl_config config;
+            bloopcl_config_default(&config, methods[m]);
+            bloopcl_reference_state ref;
+            bloopcl_status status = bloopcl_reference_init(&config, sizes[i], &ref);
+            cr_expect_eq(status, BLOOPCL_ERR_SIZE_MISMATCH, "%s, n = %zu: status %d (%s)",
+                         bloopcl_method_name(methods[m]), sizes[i], (int)status,
+                         bloopcl_status_string(status));
+            cr_expect_null(ref.ema, "no state for a refused n");
+            if (status == BLOOPCL_OK)
+                bloopcl_reference_free(&ref);
+        }
+}
+
+/* A segment whose end (offset + count * 4 bytes) passes SIZE_MAX must be refused as too large
+ * for its buffer with a message that says so, not one with the wrapped byte count, for every
+ * method; nothing changes. */
+ParameterizedTestParameters(errors, segment_end_wraps_for_every_method)
+{
+    static overlap_case cases[NUM_EVERY_METHOD];
+    memcpy(cases, every_method, sizeof cases);
+    return cr_make_param_array(overlap_case, cases, NUM_EVERY_METHOD);
+}
+
+ParameterizedTest(overlap_case *c, errors, segment_end_wraps_for_every_method, .timeout = 60)
+{
+    bloopcl_config config;
+    bloopcl_config_default(&config, c->method);
+    config.dots = c->dots;
+    world w;
+    world_open_config(&w, &config, N);
+    const size_t wraps_with_offset = SIZE_MAX / 4;  /* * 4 = SIZE_MAX - 3; + 4 wraps to 0 */
+    const size_t wraps_alone = SIZE_MAX / 4 + 1;    /* * 4 wraps to 0 */
+    expect_failure(w.ctx, step_segments(w.comb, segment(w.gb, 4, wraps_with_offset),
+                                        segment(w.ab, 0, wraps_with_offset),
+                                        segment(w.db, 0, wraps_with_offset)),
+                   BLOOPCL_ERR_BUFFER_TOO_SMALL, "offset 4 + (SIZE_MAX / 4) floats",
+                   "g segment 0", "offset 4", "address space", NULL);
+    cr_expect(strstr(bloopcl_context_last_error(w.ctx), "needs 0 bytes") == NULL,
+              "the wrapped size must not be reported: %s", bloopcl_context_last_error(w.ctx));
+    expect_failure(w.ctx, step_segments(w.comb, segment(w.gb, 0, wraps_alone),
+                                        segment(w.ab, 0, wraps_alone),
+                                        segment(w.db, 0, wraps_alone)),
+                   BLOOPCL_ERR_BUFFER_TOO_SMALL, "(SIZE_MAX / 4 + 1) floats", "g segment 0",
+                   "address space", NULL);
+    cr_expect(strstr(bloopcl_context_last_error(w.ctx), "needs 0 bytes") == NULL,
+              "the wrapped size must not be reported: %s", bloopcl_context_last_error(w.ctx));
+    world_expect_untouched(&w, "after segment ends that wrap");
+    world_close(&w);
 }
 
 /* ---------------------------------------------------------------------------------------------

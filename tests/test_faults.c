@@ -613,6 +613,105 @@ Test(step_host_faults, pcgrad_clblast_kernel_launch, .timeout = 300)
     run_host_faults(BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_CLBLAST, "clEnqueueNDRangeKernel");
 }
 
+/* --- checking and planning a new segment list --------------------------------------------- */
+
+static cl_uint reference_count(cl_mem buffer)
+{
+    cl_uint count = 0;
+    cr_assert_eq(clGetMemObjectInfo(buffer, CL_MEM_REFERENCE_COUNT, sizeof count, &count, NULL),
+                 CL_SUCCESS);
+    return count;
+}
+
+/* A step over a list other than the last one checks it (clGetMemObjectInfo) and makes its
+ * plan hold every buffer (clRetainMemObject). Failing either, one call at a time, is an error
+ * that applies nothing (the state and the step count as before, the old plan still in force)
+ * and leaves the reference counts of the caller's buffers as they were: a retain that failed
+ * must not be released later. */
+static void run_plan_faults(bloopcl_method method, bloopcl_dot_backend dots, const char *call)
+{
+    rig r;
+    rig_open(&r, method, dots);
+    cl_mem other_buffers[SEGMENTS];
+    bloopcl_segment other[SEGMENTS];
+    for (size_t s = 0; s < SEGMENTS; ++s) {
+        other_buffers[s] = support_buffer(r.ctx, NULL, segment_sizes[s]);
+        other[s] = (bloopcl_segment){.buffer = other_buffers[s], .count = segment_sizes[s]};
+    }
+    const bloopcl_tensor other_d = {other, SEGMENTS};
+    rig_inputs(&r, 1);
+    rig_step_ok(&r);  /* the plan of the rig's lists, which holds its buffers */
+    fault_reset();
+    cr_assert_eq(bloopcl_step(r.comb, &r.tensors[0], &r.tensors[1], &other_d, 0, NULL, NULL),
+                 BLOOPCL_OK, "%s", bloopcl_context_last_error(r.ctx));
+    unsigned long calls = fault_calls(call);
+    cr_assert_geq(calls, 1, "a step over a new list calls %s", call);
+    rig_step_ok(&r);  /* the rig's lists again: their plan is in force */
+    for (unsigned long k = 1; k <= calls; ++k) {
+        rig_inputs(&r, 3000 + k);
+        snapshot before = take_snapshot(r.comb, &r.config, r.n);
+        fault_reset();
+        fault_arm(call, k, CL_OUT_OF_HOST_MEMORY);
+        bloopcl_status status = bloopcl_step(r.comb, &r.tensors[0], &r.tensors[1], &other_d, 0,
+                                             NULL, NULL);
+        bool fired = fault_fired(call);
+        fault_reset();
+        cr_assert(fired, "%s #%lu of checking a new list was reached", call, k);
+        cr_assert_neq(status, BLOOPCL_OK, "%s #%lu failed, yet the step returned OK", call, k);
+        cr_expect_neq(status, BLOOPCL_ERR_STATE_INVALID, "%s #%lu: nothing had begun", call, k);
+        for (size_t s = 0; s < SEGMENTS; ++s)
+            cr_expect_eq(reference_count(other_buffers[s]), 1, "%s #%lu: d buffer %zu of the "
+                         "refused list has %u references, expected 1 (the test's)", call, k, s,
+                         reference_count(other_buffers[s]));
+        expect_not_applied(&r, &before, (int)k);
+        free_snapshot(&before);
+    }
+    bloopcl_combiner_destroy(r.comb);
+    r.comb = NULL;
+    for (size_t s = 0; s < SEGMENTS; ++s) {
+        cr_expect_eq(reference_count(other_buffers[s]), 1, "after destroy: %u references",
+                     reference_count(other_buffers[s]));
+        for (int t = 0; t < 3; ++t)
+            cr_expect_eq(reference_count(r.buffers[t][s]), 1, "after destroy: %u references",
+                         reference_count(r.buffers[t][s]));
+        clReleaseMemObject(other_buffers[s]);
+    }
+    rig_close(&r);
+}
+
+/* The list of the step before is neither checked nor held again (the plan cache): a step
+ * over it makes no clGetMemObjectInfo or clRetainMemObject call at all. */
+Test(plan_faults, unchanged_list_is_not_checked_again, .timeout = 120)
+{
+    rig r;
+    rig_open(&r, BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED);
+    rig_inputs(&r, 1);
+    fault_reset();
+    rig_step_ok(&r);
+    cr_expect_geq(fault_calls("clGetMemObjectInfo"), 3 * SEGMENTS, "a new list is checked");
+    cr_expect_eq(fault_calls("clRetainMemObject"), 3 * SEGMENTS, "its buffers are held once");
+    fault_reset();
+    rig_step_ok(&r);
+    cr_expect_eq(fault_calls("clGetMemObjectInfo"), 0, "the unchanged list was checked again");
+    cr_expect_eq(fault_calls("clRetainMemObject"), 0, "the unchanged list was held again");
+    rig_close(&r);
+}
+
+Test(plan_faults, bloop_fused_buffer_checks, .timeout = 600)
+{
+    run_plan_faults(BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED, "clGetMemObjectInfo");
+}
+
+Test(plan_faults, bloop_fused_buffer_holds, .timeout = 600)
+{
+    run_plan_faults(BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED, "clRetainMemObject");
+}
+
+Test(plan_faults, pcgrad_clblast_buffer_holds, .timeout = 600)
+{
+    run_plan_faults(BLOOPCL_METHOD_PCGRAD, BLOOPCL_DOTS_CLBLAST, "clRetainMemObject");
+}
+
 /* --- device memory of the state (measured through the shim's clCreateBuffer) ------------- */
 
 /* Bytes per parameter a combiner allocates at creation, over n = 2^20 (the small buffers of

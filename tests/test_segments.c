@@ -78,11 +78,15 @@ static void sizes_for(size_t p, segment_sizes *sz)
  * Layouts: where each segment of one tensor lies, and the device buffers
  * ------------------------------------------------------------------------------------------ */
 typedef enum layout {
-    OWN_BUFFERS, END_TO_END, WITH_GAPS, SHUFFLED, D_ALIASES_G, NUM_LAYOUTS
+    OWN_BUFFERS, END_TO_END, WITH_GAPS, SHUFFLED, D_ALIASES_G, NUM_LAYOUTS,
+    /* exact aliasing in other forms, beyond the main matrix: d's list is a's list, or d's
+     * segments are sub-buffers over the very elements of g's segments (other handles) */
+    D_ALIASES_A = NUM_LAYOUTS, D_IN_SUB_BUFFERS_OF_G, NUM_ALL_LAYOUTS
 } layout;
 
-static const char *const layout_names[NUM_LAYOUTS] = {"own buffers", "end to end", "gaps",
-                                                      "shuffled", "d aliases g"};
+static const char *const layout_names[NUM_ALL_LAYOUTS] = {
+    "own buffers", "end to end", "gaps", "shuffled", "d aliases g", "d aliases a",
+    "d in sub-buffers of g"};
 
 typedef struct placement {
     size_t num_buffers;
@@ -273,45 +277,89 @@ static void expect_unchanged(const placement *pl, bloopcl_context *ctx, const ch
     }
 }
 
-/* g, a and d of one layout; with D_ALIASES_G, d's list is g's list. */
+/* g, a and d of one layout. When d aliases g or a (d_alias 0 or 1; -1: it does not), d has no
+ * placement of its own: its list is that tensor's list, or (D_IN_SUB_BUFFERS_OF_G) a list of
+ * sub-buffers over the same elements of g's buffers. */
 typedef struct segmented {
     segment_sizes sizes;
     placement tensor[3];
-    bool d_aliases_g;
+    int d_alias;
     bloopcl_tensor view[3];
+    bloopcl_segment *sub_list;    /* D_IN_SUB_BUFFERS_OF_G: d's list */
+    cl_mem sub[MAX_SEGMENTS];     /* its sub-buffers (NULL for empty segments) */
 } segmented;
+
+/* d's segment s: a sub-buffer of g's buffer starting at the aligned origin at or below g's
+ * offset, so that d's elements are g's, through another handle. */
+static void describe_sub_buffers(segmented *sg, bloopcl_context *ctx)
+{
+    bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
+    cr_assert_eq(bloopcl_context_device_info(ctx, &info), BLOOPCL_OK);
+    cl_uint bits = 0;
+    cr_assert_eq(clGetDeviceInfo(info.device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof bits, &bits,
+                                 NULL), CL_SUCCESS);
+    size_t align = bits / 8 > 0 ? bits / 8 : 1;
+    sg->sub_list = calloc(sg->sizes.p, sizeof *sg->sub_list);
+    cr_assert_not_null(sg->sub_list);
+    for (size_t s = 0; s < sg->sizes.p; ++s) {
+        bloopcl_segment g = sg->tensor[0].segments[s];
+        sg->sub_list[s] = g;
+        if (g.count == 0)
+            continue;
+        size_t origin = g.offset_bytes / align * align;
+        cl_buffer_region region = {origin, g.offset_bytes - origin + g.count * sizeof(float)};
+        cl_int err;
+        sg->sub[s] = clCreateSubBuffer(g.buffer, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION,
+                                       &region, &err);
+        cr_assert_eq(err, CL_SUCCESS, "clCreateSubBuffer: %d", (int)err);
+        sg->sub_list[s].buffer = sg->sub[s];
+        sg->sub_list[s].offset_bytes = g.offset_bytes - origin;
+    }
+    sg->view[2] = (bloopcl_tensor){sg->sub_list, sg->sizes.p};
+}
 
 static void segmented_create(segmented *sg, bloopcl_context *ctx, size_t p, layout lay)
 {
     sizes_for(p, &sg->sizes);
-    sg->d_aliases_g = lay == D_ALIASES_G;
+    sg->d_alias = lay == D_ALIASES_G || lay == D_IN_SUB_BUFFERS_OF_G ? 0
+                  : lay == D_ALIASES_A                               ? 1
+                                                                     : -1;
+    sg->sub_list = NULL;
+    memset(sg->sub, 0, sizeof sg->sub);
     for (int k = 0; k < 3; ++k) {
-        if (k == 2 && sg->d_aliases_g)
+        if (k == 2 && sg->d_alias >= 0)
             continue;
-        placement_create(&sg->tensor[k], ctx, lay == D_ALIASES_G ? SHUFFLED : lay, &sg->sizes,
+        placement_create(&sg->tensor[k], ctx, sg->d_alias >= 0 ? SHUFFLED : lay, &sg->sizes,
                          k);
         sg->view[k] = (bloopcl_tensor){sg->tensor[k].segments, p};
     }
-    if (sg->d_aliases_g)
-        sg->view[2] = sg->view[0];
+    if (lay == D_IN_SUB_BUFFERS_OF_G)
+        describe_sub_buffers(sg, ctx);
+    else if (sg->d_alias >= 0)
+        sg->view[2] = sg->view[sg->d_alias];
 }
 
 static void segmented_destroy(segmented *sg)
 {
-    for (int k = 0; k < (sg->d_aliases_g ? 2 : 3); ++k)
+    for (size_t s = 0; s < sg->sizes.p; ++s)
+        if (sg->sub[s] != NULL)
+            clReleaseMemObject(sg->sub[s]);
+    free(sg->sub_list);
+    for (int k = 0; k < (sg->d_alias >= 0 ? 2 : 3); ++k)
         placement_destroy(&sg->tensor[k]);
 }
 
 static placement *d_placement(segmented *sg)
 {
-    return &sg->tensor[sg->d_aliases_g ? 0 : 2];
+    return &sg->tensor[sg->d_alias >= 0 ? sg->d_alias : 2];
 }
 
 /* Moves every segment of g, a and d `shift` elements further into the same buffers (within
  * the slack of the shared layouts), rewriting the lists in place. */
 static void segmented_shift(segmented *sg, size_t shift)
 {
-    for (int k = 0; k < (sg->d_aliases_g ? 2 : 3); ++k) {
+    cr_assert_null(sg->sub_list, "sub-buffer views are not shifted");
+    for (int k = 0; k < (sg->d_alias >= 0 ? 2 : 3); ++k) {
         placement *pl = &sg->tensor[k];
         for (size_t s = 0; s < sg->sizes.p; ++s)
             pl->offset[s] += shift;
@@ -437,7 +485,7 @@ static void upload_inputs(fixture *f, segmented *sg)
 {
     upload(&sg->tensor[0], f->ctx, &sg->sizes, f->g);
     upload(&sg->tensor[1], f->ctx, &sg->sizes, f->a);
-    if (!sg->d_aliases_g)
+    if (sg->d_alias < 0)
         upload(&sg->tensor[2], f->ctx, &sg->sizes, NULL);  /* sentinels everywhere */
 }
 
@@ -514,9 +562,10 @@ static void fixture_step(fixture *f, segmented *sg, int t, bool with_single, siz
 
 static void expect_inputs_unchanged(fixture *f, segmented *sg)
 {
-    if (!sg->d_aliases_g)
+    if (sg->d_alias != 0)
         expect_unchanged(&sg->tensor[0], f->ctx, "g", f->label);
-    expect_unchanged(&sg->tensor[1], f->ctx, "a", f->label);
+    if (sg->d_alias != 1)
+        expect_unchanged(&sg->tensor[1], f->ctx, "a", f->label);
 }
 
 /* --------------------------------------------------------------------------------------------
@@ -540,6 +589,39 @@ ParameterizedTestParameters(segments, against_reference_and_one_buffer)
 }
 
 ParameterizedTest(layout_case *c, segments, against_reference_and_one_buffer, .timeout = 120)
+{
+    char where[64];
+    snprintf(where, sizeof where, "P = %zu, %s", c->p, layout_names[c->layout]);
+    segment_sizes sz;
+    sizes_for(c->p, &sz);
+    fixture f;
+    fixture_create(&f, &c->method, sz.n, where);
+    segmented sg;
+    segmented_create(&sg, f.ctx, c->p, c->layout);
+    for (int t = 0; t < STEPS; ++t)
+        fixture_step(&f, &sg, t, true, NO_BUFFER);
+    expect_inputs_unchanged(&f, &sg);
+    segmented_destroy(&sg);
+    fixture_destroy(&f);
+}
+
+/* --------------------------------------------------------------------------------------------
+ * Exact aliasing stays allowed (issue 15, item 4 refuses every other sharing): d's segments
+ * are a's, or sub-buffers over g's very elements, over 300 shuffled segments, every method
+ * and backend, against the reference and the one-buffer combiner
+ * ------------------------------------------------------------------------------------------ */
+ParameterizedTestParameters(segments, exact_aliasing_matches_reference)
+{
+    static layout_case cases[NUM_METHOD_CASES * 2];
+    size_t k = 0;
+    for (size_t m = 0; m < NUM_METHOD_CASES; ++m) {
+        cases[k++] = (layout_case){method_cases[m], 300, D_ALIASES_A};
+        cases[k++] = (layout_case){method_cases[m], 300, D_IN_SUB_BUFFERS_OF_G};
+    }
+    return cr_make_param_array(layout_case, cases, k);
+}
+
+ParameterizedTest(layout_case *c, segments, exact_aliasing_matches_reference, .timeout = 120)
 {
     char where[64];
     snprintf(where, sizeof where, "P = %zu, %s", c->p, layout_names[c->layout]);
