@@ -2,7 +2,8 @@
 # sanitize-check.sh — the test suite under AddressSanitizer + UndefinedBehaviorSanitizer, and a
 # leak check that can fail.
 #
-# usage: tools/sanitize-check.sh [BUILD_DIR [WARM_BUILD_DIR]]   (defaults: build-asan, build)
+# usage: tools/sanitize-check.sh [BUILD_DIR [WARM_BUILD_DIR [TEST...]]]
+#        (defaults: build-asan, build, the tests named below; TEST: a `meson test` name)
 #
 # Builds BUILD_DIR with -Db_sanitize=address,undefined (UBSan with -fno-sanitize-recover=all, so
 # undefined behaviour ends the process and fails its test) and runs every test of `meson test`
@@ -34,57 +35,80 @@ cd "$(dirname "$0")/.."
 root=$PWD
 build=${1:-build-asan}
 warm=${2:-build}
-start=$(date +%s)
-
-if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" -Db_sanitize=address,undefined -Db_lundef=false --werror \
-    -Dwarning_level=3 -Dc_args=-fno-sanitize-recover=all >"$build.setup.log" 2>&1 ||
-    { cat "$build.setup.log"; echo "sanitize-check: meson setup failed"; exit 2; }
-  rm -f "$build.setup.log"
-fi
-ninja -C "$build" >/dev/null || { echo "sanitize-check: build failed"; exit 2; }
-
-if [ -d "$warm/pocl-cache" ] && [ ! -d "$build/pocl-cache" ]; then
-  cp -R "$warm/pocl-cache" "$build/pocl-cache"
-fi
-
 reports=$root/$build/sanitizer-reports
-rm -rf "$reports"
-mkdir -p "$reports"
-common="log_path=$reports/asan:fast_unwind_on_malloc=0:malloc_context_size=100"
-export ASAN_OPTIONS="$common:detect_leaks=1:halt_on_error=1:abort_on_error=1:verify_asan_link_order=0"
-export LSAN_OPTIONS="$common:suppressions=$root/tools/lsan.supp:print_suppressions=0"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-
-mapfile -t tests < <(meson test -C "$build" --list 2>/dev/null | grep -v -E '_(gpu_shape|vector4)$')
-tests_status=0
-meson test -C "$build" --no-rebuild --num-processes 1 --print-errorlogs "${tests[@]}" \
-  >"$build/sanitize-check.log" 2>&1 || tests_status=$?
-grep -E '^ *[0-9]+/[0-9]+ ' "$build/sanitize-check.log" || true
-summary=$(grep -E '^(Ok|Fail|Timeout|Unexpected Pass|Expected Fail|Skipped):' \
-  "$build/sanitize-check.log" | tr -s ' ' | paste -sd ' ' -)
-
-leaks=0 memory_errors=0 other=0
-for report in "$reports"/asan.*; do
-  [ -e "$report" ] || continue
-  if grep -q 'ERROR: LeakSanitizer' "$report"; then leaks=$((leaks + 1))
-  elif grep -q 'ERROR: AddressSanitizer' "$report"; then memory_errors=$((memory_errors + 1))
-  else other=$((other + 1))
-  fi
-done
 testlog=$build/meson-logs/testlog.txt
-undefined=$(grep -c 'runtime error:' "$testlog" || true)
 
-shown=0
-for report in "$reports"/asan.*; do
-  [ -e "$report" ] && [ "$shown" -lt 3 ] || continue
-  shown=$((shown + 1))
-  echo "--- $report (first 60 lines)"; sed -n '1,60p' "$report"
-done
-[ "$undefined" -eq 0 ] || { echo "--- UBSan in $testlog:"; grep -m 10 -A 8 'runtime error:' "$testlog"; }
+configure_and_build() {
+  if [ ! -f "$build/build.ninja" ]; then
+    meson setup "$build" -Db_sanitize=address,undefined -Db_lundef=false --werror \
+      -Dwarning_level=3 -Dc_args=-fno-sanitize-recover=all >"$build.setup.log" 2>&1 ||
+      { cat "$build.setup.log"; echo "sanitize-check: meson setup failed"; exit 2; }
+    rm -f "$build.setup.log"
+  fi
+  ninja -C "$build" >/dev/null || { echo "sanitize-check: build failed"; exit 2; }
+  if [ -d "$warm/pocl-cache" ] && [ ! -d "$build/pocl-cache" ]; then
+    cp -R "$warm/pocl-cache" "$build/pocl-cache"
+  fi
+}
 
-echo "sanitize-check: ${#tests[@]} tests (${summary:-no summary}), $leaks leak reports," \
-     "$memory_errors ASan error reports, $other other sanitizer reports, $undefined UBSan" \
-     "reports, $(($(date +%s) - start)) s"
-[ "$tests_status" -eq 0 ] && [ "$leaks" -eq 0 ] && [ "$memory_errors" -eq 0 ] &&
-  [ "$other" -eq 0 ] && [ "$undefined" -eq 0 ]
+# Every process writes its ASan/LSan report to $reports/asan.PID; whole stacks for the
+# suppressions' names (100 frames: LLVM's deepest allocations still reach PoCL's frame).
+set_sanitizer_options() {
+  rm -rf "$reports"
+  mkdir -p "$reports"
+  local common="log_path=$reports/asan:fast_unwind_on_malloc=0:malloc_context_size=100"
+  export ASAN_OPTIONS="$common:detect_leaks=1:halt_on_error=1:abort_on_error=1:verify_asan_link_order=0"
+  export LSAN_OPTIONS="$common:suppressions=$root/tools/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+}
+
+# The tests named on the command line, else every test but the duplicate variants.
+run_tests() {
+  local tests=("$@")
+  if [ ${#tests[@]} -eq 0 ]; then
+    mapfile -t tests < <(meson test -C "$build" --no-rebuild --list 2>/dev/null |
+                         grep -v -E '_(gpu_shape|vector4)$')
+  fi
+  test_count=${#tests[@]}
+  tests_status=0
+  meson test -C "$build" --no-rebuild --num-processes 1 --print-errorlogs "${tests[@]}" \
+    >"$build/sanitize-check.log" 2>&1 || tests_status=$?
+  grep -E '^ *[0-9]+/[0-9]+ ' "$build/sanitize-check.log" | awk '!seen[$0]++' || true
+  summary=$(grep -E '^(Ok|Fail|Timeout):' "$build/sanitize-check.log" |
+    awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')
+}
+
+# Counts the report files by kind and UBSan's lines in meson's log; shows the first reports.
+read_reports() {
+  leaks=0 memory_errors=0 other=0
+  local report shown=0
+  for report in "$reports"/asan.*; do
+    [ -e "$report" ] || continue
+    if grep -q 'ERROR: LeakSanitizer' "$report"; then leaks=$((leaks + 1))
+    elif grep -q 'ERROR: AddressSanitizer' "$report"; then memory_errors=$((memory_errors + 1))
+    else other=$((other + 1))
+    fi
+    if [ "$shown" -lt 3 ]; then
+      shown=$((shown + 1))
+      echo "--- $report (first 60 lines)"; sed -n '1,60p' "$report"
+    fi
+  done
+  undefined=$(grep -c 'runtime error:' "$testlog" || true)
+  [ "$undefined" -eq 0 ] || { echo "--- UBSan in $testlog:"; grep -m 10 -A 8 'runtime error:' "$testlog"; }
+}
+
+main() {
+  local start
+  start=$(date +%s)
+  configure_and_build
+  set_sanitizer_options
+  run_tests "${@:3}"
+  read_reports
+  echo "sanitize-check: $test_count tests (${summary:-no summary}), $leaks leak reports," \
+       "$memory_errors ASan error reports, $other other sanitizer reports, $undefined UBSan" \
+       "reports, $(($(date +%s) - start)) s"
+  [ "$tests_status" -eq 0 ] && [ "$leaks" -eq 0 ] && [ "$memory_errors" -eq 0 ] &&
+    [ "$other" -eq 0 ] && [ "$undefined" -eq 0 ]
+}
+
+main "$@"; exit  # (exit: a script edited while it runs ends here all the same)
