@@ -14,8 +14,9 @@
 # normal suite runs in every variant; here they would double the step's time.
 #
 # The leak verdict is read outside Criterion. Criterion runs each test in a worker process and
-# ignores the worker's exit status once the test has reported, so LeakSanitizer's exit code 23
-# at the worker's exit is lost, and its report is just text on stderr. Here every ASan/LSan
+# takes the test's result from the worker: a worker that leaks ends in LeakSanitizer's exit code
+# 23 after its test passed, and Criterion 2.4 counts a pass and exits 0 (with abort_on_error=1
+# it warns of a crash in teardown, still counting a pass). Here every ASan/LSan
 # report of every process (test runners, Criterion workers, the tools the tests start) goes to
 # its own file (log_path=DIR/asan.PID), and the check fails if any file exists: a file is only
 # written when there is something to report (print_suppressions=0: suppressed leaks are silent).
