@@ -15,11 +15,15 @@
 # run (--log), and any line in it fails the check, as does any compare case that fails.
 # (--uninitialized is not used: Oclgrind 21.10's plugin crashes on the fused kernels.)
 #
-# The case list, at n = 1, 257 and 4097 (one element, a partial work-group, several groups):
-# the fused backend with every method, option and input in the CPU shape, and with every
-# method and option on normal, NaN (SKIP) and Inf (PROPAGATE) inputs in the GPU shape; the
-# fused backend over 17 segments in every layout (every method and option) and over 300; the CLBlast backend
-# for one configuration per method, and over 17 segments twice (CLBlast's Xdot simulates
+# The case list, at n = 1, 257 and 4097 (one element, a partial work-group, several groups),
+# chosen so that every kernel variant runs at least once in as few runs as possible (each run
+# pays Oclgrind's compile of every kernel; inputs beyond normal and non-finite change values,
+# not accesses): the fused backend with every method and option on normal input and on a NaN
+# in g under both policies (SKIP and PROPAGATE: the " nan_g/" filter) in each kernel shape;
+# every method and option over 17 segments in each layout, at 32, 16 and 8 ranges per launch
+# (BLOOPCL_KERNEL_SLOTS: 1, 2 and 3 launches), and the non-finite paths over 17 segments;
+# 300 segments (several launches) in both shapes; the CLBlast backend with every method and
+# option at n = 257 in one run, and over 17 segments twice (CLBlast's Xdot simulates
 # thousands of work-items per dot whatever n is, so each CLBlast case costs seconds).
 # Exit status: 0 clean, 1 a diagnostic or a failed case, 2 a missing program.
 set -euo pipefail
@@ -35,14 +39,16 @@ trap 'rm -rf "$logs"' EXIT
 runs=0 cases=0 failed=0 diagnostics=0 bad_runs=0
 start=$(date +%s)
 
-# One bloopcl-compare run on Oclgrind: the kernel shape (cpu or gpu), a label, then the
-# compare options.
+# One bloopcl-compare run on Oclgrind: the kernel shape (cpu, gpu, or gpu:SLOTS to force the
+# ranges per launch), a label, then the compare options.
 check() {
-  local shape=$1 label="$2, $1 shape"; shift 2
+  local shape=${1%%:*} slots=${1#*:} label="$2, ${1%%:*} shape"; shift 2
+  [ "$slots" != "$shape" ] && label="$label, $slots slots" || slots=
   local log=$logs/run$runs.log out=$logs/run$runs.out err=$logs/run$runs.err status=0
   runs=$((runs + 1))
   local began=$SECONDS
-  BLOOPCL_KERNEL_SHAPE=$shape "$oclgrind" --data-races --check-api --log "$log" \
+  env BLOOPCL_KERNEL_SHAPE="$shape" ${slots:+BLOOPCL_KERNEL_SLOTS=$slots} \
+    "$oclgrind" --data-races --check-api --log "$log" \
     "$compare" --device oclgrind: "$@" >"$out" 2>"$err" || status=$?
   local verdict
   verdict=$(tail -n 1 "$out")
@@ -67,29 +73,29 @@ check() {
 }
 
 sizes=1,257,4097
-check cpu "fused, every method, option and input" --sizes $sizes --filter fused
-for input in normal nan_g/skip inf_a/prop; do
-  check gpu "fused, every method and option, $input" --sizes $sizes --filter fused \
-    --filter " $input"
+for shape in cpu gpu; do
+  check $shape "fused, every method and option, normal" --sizes $sizes --filter fused \
+    --filter " normal"
+  check $shape "fused, every method and option, nan_g/skip and nan_g/prop" --sizes $sizes \
+    --filter fused --filter " nan_g/"
 done
 # Segment lists: every method and option over 17 segments of mixed sizes in each layout (work-
-# groups per range follow its size, so small segments cost the simulator little), the SKIP path,
-# and 300 segments (K ranges per launch, several launches) in both kernel shapes.
-for layout in separate packed gapped; do
-  check gpu "fused, 17 segments $layout, every method and option" --sizes $sizes \
-    --segments 17 --layout $layout --filter fused --filter " normal"
-done
-check gpu "fused, 17 segments separate, every method, nan_g/skip" --sizes $sizes \
-  --segments 17 --filter fused --filter nan_g/skip
+# groups per range follow its size, so small segments cost the simulator little), each layout
+# at another slot count, the non-finite paths, and 300 segments in both kernel shapes.
+check gpu:32 "fused, 17 segments separate, every method and option" --sizes $sizes \
+  --segments 17 --layout separate --filter fused --filter " normal"
+check gpu:16 "fused, 17 segments packed, every method and option" --sizes $sizes \
+  --segments 17 --layout packed --filter fused --filter " normal"
+check gpu:8 "fused, 17 segments gapped, every method and option" --sizes $sizes \
+  --segments 17 --layout gapped --filter fused --filter " normal"
+check gpu "fused, 17 segments separate, every method, nan_g/skip and nan_g/prop" \
+  --sizes $sizes --segments 17 --filter fused --filter " nan_g/"
 check gpu "fused, 300 segments separate, bloop and mixed" --sizes 4097 --steps 2 \
   --segments 300 --filter "defaults fused" --filter " normal"
 check cpu "fused, 300 segments separate, bloop and mixed" --sizes 4097 --steps 2 \
   --segments 300 --filter "defaults fused" --filter " normal"
-for config in "bloop defaults" "bloop ratio-only" "dynamic_barrier l=1" "pcgrad l=0.5" \
-              "mixed defaults"; do
-  check gpu "clblast, $config, normal" --sizes $sizes --steps 2 --filter "$config clblast" \
-    --filter " normal"
-done
+check gpu "clblast, every method and option, normal" --sizes 257 --steps 2 --filter clblast \
+  --filter " normal"
 check gpu "clblast, 17 segments separate, bloop defaults" --sizes 257 --steps 2 \
   --segments 17 --filter "bloop defaults clblast" --filter " normal"
 check gpu "clblast, 17 segments packed, pcgrad l=0.5" --sizes 4097 --steps 2 --segments 17 \
