@@ -220,7 +220,9 @@ static bool make_folder(const char *path, char *problem, size_t problem_size)
 
 /* The folder, opened and checked: a descriptor, or -1 with `problem` set ("" when the folder
  * does not exist: a plain miss). Entries are then reached relative to this descriptor, so
- * the folder checked is the folder used. */
+ * the folder checked is the folder used. The path may lead through links (~/.cache on another
+ * disk is common): what must be this user's alone is the folder it leads to, whose entries
+ * only its owner can add, replace or remove. */
 static int open_folder(const char *folder, char *problem, size_t problem_size)
 {
     char why[128];

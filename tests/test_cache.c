@@ -2,6 +2,7 @@
  * stores a binary, a second loads it, and every cache problem falls back to a source build
  * whose results are still right. The log callback tells which path a context took. */
 #include "support.h"
+#include "program_cache.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -309,6 +310,7 @@ Test(cache, huge_size_in_a_24_byte_file_allocates_nothing)
     log_record log;
     run_context(folder, &log);
     long long grown = peak_virtual_kib() - before;
+    cr_log_info("peak virtual memory grew by %lld KiB", grown);
     /* A source build and a step map far less than 1 GiB; a buffer for the claimed 4 GiB would
      * add 4 GiB to the peak. */
     cr_expect_lt(grown, 1024 * 1024, "peak virtual memory grew by %lld KiB", grown);
@@ -330,6 +332,7 @@ Test(cache, sparse_gigabyte_entry_is_refused_unread)
     log_record log;
     run_context(folder, &log);
     long long grown = peak_virtual_kib() - before;
+    cr_log_info("peak virtual memory grew by %lld KiB", grown);
     /* Reading it would need a buffer of its size: the peak shows whether one was made. */
     cr_expect_lt(grown, 256 * 1024, "peak virtual memory grew by %lld KiB", grown);
     expect_built_from_source(&log);
@@ -512,4 +515,156 @@ Test(cache, folder_path_over_4095_bytes_is_refused)
     cr_expect_eq(made, 0, "a folder was made for the shortened path");
     free(folder);
     remove_folder(base);
+}
+
+/* ---- the container parser and the file reader, on their own ---- */
+
+enum { SMALL_PAYLOAD = 100 };
+
+/* A container for a 100-byte payload made by the real writer's header. */
+static size_t small_container(unsigned char *bytes, uint64_t key)
+{
+    unsigned char payload[SMALL_PAYLOAD];
+    for (size_t i = 0; i < sizeof payload; ++i)
+        payload[i] = (unsigned char)(i * 37 + 11);
+    bloopcl__cache_header(key, payload, sizeof payload, bytes);
+    memcpy(bytes + BLOOPCL_CACHE_HEADER, payload, sizeof payload);
+    return BLOOPCL_CACHE_HEADER + sizeof payload;
+}
+
+static void expect_refused(const unsigned char *bytes, size_t size, uint64_t key,
+                           const char *what)
+{
+    bloopcl_cache_span span = {7, 7};
+    const char *why = bloopcl__cache_parse(bytes, size, key, &span);
+    cr_expect_not_null(why, "%s was accepted", what);
+    cr_expect(span.offset == 0 && span.size == 0, "%s: a refusal left a span", what);
+}
+
+Test(cache_container, writer_output_parses_with_the_payload_inside)
+{
+    unsigned char bytes[BLOOPCL_CACHE_HEADER + SMALL_PAYLOAD];
+    size_t size = small_container(bytes, 42);
+    bloopcl_cache_span span;
+    const char *why = bloopcl__cache_parse(bytes, size, 42, &span);
+    cr_assert_null(why, "%s", why);
+    cr_expect_eq(span.offset, BLOOPCL_CACHE_HEADER);
+    cr_expect_eq(span.size, SMALL_PAYLOAD);
+    cr_expect_eq(bytes[span.offset + 5], (unsigned char)(5 * 37 + 11));
+}
+
+Test(cache_container, every_shorter_or_longer_length_is_refused)
+{
+    unsigned char bytes[BLOOPCL_CACHE_HEADER + SMALL_PAYLOAD + 1] = {0};
+    size_t size = small_container(bytes, 42);
+    char what[64];
+    for (size_t length = 0; length < size; ++length) {
+        snprintf(what, sizeof what, "the first %zu bytes", length);
+        expect_refused(bytes, length, 42, what);
+    }
+    expect_refused(bytes, size + 1, 42, "the container and one byte more");
+}
+
+/* Each single-byte change of the running FNV-1a hash is a bijection of it, so no single bit
+ * flip anywhere (header or payload) can go unnoticed. */
+Test(cache_container, every_single_bit_flip_is_refused)
+{
+    unsigned char bytes[BLOOPCL_CACHE_HEADER + SMALL_PAYLOAD];
+    size_t size = small_container(bytes, 42);
+    char what[64];
+    for (size_t byte = 0; byte < size; ++byte) {
+        for (int bit = 0; bit < 8; ++bit) {
+            bytes[byte] ^= (unsigned char)(1u << bit);
+            snprintf(what, sizeof what, "bit %d of byte %zu flipped", bit, byte);
+            expect_refused(bytes, size, 42, what);
+            bytes[byte] ^= (unsigned char)(1u << bit);
+        }
+    }
+}
+
+Test(cache_container, another_key_and_oversized_claims_are_refused)
+{
+    unsigned char bytes[BLOOPCL_CACHE_HEADER + SMALL_PAYLOAD];
+    size_t size = small_container(bytes, 42);
+    expect_refused(bytes, size, 43, "a container for another key");
+    /* The header says 4 GiB: refused from the numbers alone (nothing past the input read). */
+    unsigned char header[BLOOPCL_CACHE_HEADER];
+    memcpy(header, bytes, sizeof header);
+    uint64_t claimed = (uint64_t)1 << 32;
+    for (int i = 0; i < 8; ++i)
+        header[16 + i] = (unsigned char)(claimed >> (8 * i));
+    expect_refused(header, sizeof header, 42, "a bare header claiming 4 GiB");
+}
+
+Test(cache_container, folder_paths_fit_or_are_refused)
+{
+    char folder[BLOOPCL_CACHE_PATH];
+    char *path = malloc(BLOOPCL_CACHE_PATH + 1);
+    cr_assert_not_null(path);
+    memset(path, 'p', BLOOPCL_CACHE_PATH);
+    path[BLOOPCL_CACHE_PATH - 1] = '\0';  /* 4095 bytes: fits */
+    cr_expect(bloopcl__cache_folder(path, folder, sizeof folder));
+    cr_expect_eq(strlen(folder), BLOOPCL_CACHE_PATH - 1);
+    path[BLOOPCL_CACHE_PATH - 1] = 'p';
+    path[BLOOPCL_CACHE_PATH] = '\0';      /* 4096 bytes: refused, not shortened */
+    cr_expect_not(bloopcl__cache_folder(path, folder, sizeof folder));
+    cr_expect_str_empty(folder);
+    cr_expect(bloopcl__cache_folder("off", folder, sizeof folder));
+    cr_expect_str_empty(folder);
+    free(path);
+}
+
+/* The file written is exactly the container the parser accepts; the reader returns the
+ * payload; an entry of the old format (1) or one too short is refused with a reason. */
+Test(cache_container, store_then_load_round_trip)
+{
+    char folder[64], entry[512], problem[BLOOPCL_CACHE_PATH + 256];
+    make_temp_folder(folder, sizeof folder);
+    unsigned char expected[BLOOPCL_CACHE_HEADER + SMALL_PAYLOAD];
+    size_t size = small_container(expected, 0x1234);
+    cr_assert(bloopcl__cache_store(folder, 0x1234, expected + BLOOPCL_CACHE_HEADER,
+                                   SMALL_PAYLOAD, problem, sizeof problem), "%s", problem);
+    cr_assert_eq(count_entries(folder, entry, sizeof entry), 1);
+    cr_expect(strstr(entry, "0000000000001234.bin") != NULL, "%s", entry);
+    unsigned char written[sizeof expected + 1];
+    FILE *file = fopen(entry, "rb");
+    cr_assert_not_null(file);
+    cr_expect_eq(fread(written, 1, sizeof written, file), size);
+    fclose(file);
+    cr_expect_arr_eq(written, expected, size);
+    size_t loaded_size = 0;
+    unsigned char *loaded = bloopcl__cache_load(folder, 0x1234, &loaded_size, problem,
+                                                sizeof problem);
+    cr_assert_not_null(loaded, "%s", problem);
+    cr_expect_eq(loaded_size, SMALL_PAYLOAD);
+    cr_expect_arr_eq(loaded, expected + BLOOPCL_CACHE_HEADER, SMALL_PAYLOAD);
+    free(loaded);
+    cr_expect_null(bloopcl__cache_load(folder, 0x9999, &loaded_size, problem, sizeof problem));
+    cr_expect_str_empty(problem, "a missing entry is a plain miss: %s", problem);
+
+    memcpy(written, "BLOOPCL1", 8);  /* format 1's magic: refused, then rebuilt by callers */
+    file = fopen(entry, "wb");
+    cr_assert_not_null(file);
+    cr_assert_eq(fwrite(written, 1, size, file), size);
+    fclose(file);
+    cr_expect_null(bloopcl__cache_load(folder, 0x1234, &loaded_size, problem, sizeof problem));
+    cr_expect(strstr(problem, "not a container of this format") != NULL, "%s", problem);
+    cr_assert_eq(truncate(entry, 24), 0);
+    cr_expect_null(bloopcl__cache_load(folder, 0x1234, &loaded_size, problem, sizeof problem));
+    cr_expect(strstr(problem, "24 bytes, shorter") != NULL, "%s", problem);
+    remove_folder(folder);
+}
+
+Test(cache_container, empty_or_oversized_binaries_are_not_stored)
+{
+    char folder[64], problem[BLOOPCL_CACHE_PATH + 256];
+    make_temp_folder(folder, sizeof folder);
+    unsigned char byte = 1;
+    cr_expect_not(bloopcl__cache_store(folder, 1, &byte, 0, problem, sizeof problem));
+    /* The size alone decides: the buffer is never read past its first byte. */
+    cr_expect_not(bloopcl__cache_store(folder, 1, &byte, BLOOPCL_CACHE_MAX_PAYLOAD + 1, problem,
+                                       sizeof problem));
+    cr_expect(strstr(problem, "over the limit") != NULL, "%s", problem);
+    cr_expect_eq(count_entries(folder, NULL, 0), 0);
+    remove_folder(folder);
 }
