@@ -162,6 +162,12 @@ bool bloopcl__cache_folder(const char *requested, char *folder, size_t size)
 
 /* Formats into `problem` (always terminated; a long path is what gets cut). */
 static void describe(char *problem, size_t size, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void describe(char *problem, size_t size, const char *format, ...)
 {
     va_list args;
     va_start(args, format);

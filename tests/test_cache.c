@@ -50,6 +50,18 @@ static int count_entries(const char *folder, char *last, size_t size)
     return count;
 }
 
+/* Number of names in the folder, whatever they are (temporary files included). */
+static int count_names(const char *folder)
+{
+    DIR *dir = opendir(folder);
+    cr_assert_not_null(dir, "%s", folder);
+    int count = 0;
+    for (struct dirent *entry; (entry = readdir(dir)) != NULL;)
+        count += strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0;
+    closedir(dir);
+    return count;
+}
+
 /* Removes the test's cache folder and everything under it (links are removed, not followed). */
 static void remove_folder(const char *folder)
 {
@@ -373,6 +385,7 @@ Test(cache, directory_entry_is_ignored)
     struct stat st;
     cr_assert_eq(lstat(entry, &st), 0);
     cr_expect(S_ISDIR(st.st_mode), "the library removed a directory it did not make");
+    cr_expect_eq(count_names(folder), 1, "the failed store left a temporary file behind");
     remove_folder(folder);
 }
 
@@ -626,6 +639,7 @@ Test(cache_container, store_then_load_round_trip)
                                    SMALL_PAYLOAD, problem, sizeof problem), "%s", problem);
     cr_assert_eq(count_entries(folder, entry, sizeof entry), 1);
     cr_expect(strstr(entry, "0000000000001234.bin") != NULL, "%s", entry);
+    cr_expect_eq(count_names(folder), 1, "a temporary file was left behind");
     unsigned char written[sizeof expected + 1];
     FILE *file = fopen(entry, "rb");
     cr_assert_not_null(file);
