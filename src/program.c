@@ -210,7 +210,8 @@ static void store_in_cache(bloopcl_context *ctx, cl_program program, uint64_t ke
                      (unsigned long long)key, ctx->cache_folder);
     else
         bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "could not cache compiled kernels %016llx: %s",
-                     (unsigned long long)key, problem[0] ? problem : "the driver gave no binary");
+                     (unsigned long long)key,
+                     problem[0] ? problem : "no binary from the driver, or no memory for it");
 }
 
 static bloopcl_status program_from_source(bloopcl_context *ctx, program_sources *src,
