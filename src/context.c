@@ -313,8 +313,10 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
                                       bloopcl_context **out)
 {
     choose_state_chunk(ctx);
-    bloopcl__cache_folder(params != NULL ? params->cache_dir : NULL, ctx->cache_folder,
-                          sizeof ctx->cache_folder);
+    if (!bloopcl__cache_folder(params != NULL ? params->cache_dir : NULL, ctx->cache_folder,
+                               sizeof ctx->cache_folder))
+        bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "binary cache off: its folder's path is over "
+                     "%d bytes", BLOOPCL_CACHE_PATH - 1);
     bloopcl_status status = check_build_options(ctx, params);
     if (status == BLOOPCL_OK)
         status = choose_default_dots(ctx);

@@ -154,13 +154,26 @@ static void release_sources(program_sources *src)
         free(src->owned[i]);
 }
 
-/* A program from a cached binary, built; NULL on a miss or if the driver refuses it. */
+_Static_assert(sizeof ((bloopcl_context *)NULL)->cache_folder == BLOOPCL_CACHE_PATH,
+               "the context holds every folder path the cache accepts");
+
+/* Room for a cache problem: a reason and a folder path. */
+#define CACHE_PROBLEM_CAPACITY (BLOOPCL_CACHE_PATH + 256)
+
+/* A program from a cached binary, built; NULL on a miss, a refused entry (the reason goes to
+ * the log) or if the driver refuses it. */
 static cl_program program_from_cache(bloopcl_context *ctx, uint64_t key, const char *options)
 {
     size_t size = 0;
-    unsigned char *binary = bloopcl__cache_load(ctx->cache_folder, key, &size);
-    if (binary == NULL)
+    char problem[CACHE_PROBLEM_CAPACITY];
+    unsigned char *binary = bloopcl__cache_load(ctx->cache_folder, key, &size, problem,
+                                                sizeof problem);
+    if (binary == NULL) {
+        if (problem[0] != '\0')
+            bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "cached kernels %016llx not used: %s; "
+                         "building from source", (unsigned long long)key, problem);
         return NULL;
+    }
     const unsigned char *binaries[1] = {binary};
     cl_int err, binary_status;
     cl_program program = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &size, binaries,
@@ -180,6 +193,7 @@ static cl_program program_from_cache(bloopcl_context *ctx, uint64_t key, const c
 static void store_in_cache(bloopcl_context *ctx, cl_program program, uint64_t key)
 {
     size_t size = 0;
+    char problem[CACHE_PROBLEM_CAPACITY] = "";
     if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) !=
             CL_SUCCESS || size == 0)
         return;
@@ -188,11 +202,16 @@ static void store_in_cache(bloopcl_context *ctx, cl_program program, uint64_t ke
     bool stored = binary != NULL &&
                   clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof binaries, binaries,
                                    NULL) == CL_SUCCESS &&
-                  bloopcl__cache_store(ctx->cache_folder, key, binary, size);
+                  bloopcl__cache_store(ctx->cache_folder, key, binary, size, problem,
+                                       sizeof problem);
     free(binary);
-    bloopcl__log(ctx, stored ? BLOOPCL_LOG_INFO : BLOOPCL_LOG_WARNING,
-                 "%s compiled kernels %016llx in %s", stored ? "cached" : "could not cache",
-                 (unsigned long long)key, ctx->cache_folder);
+    if (stored)
+        bloopcl__log(ctx, BLOOPCL_LOG_INFO, "cached compiled kernels %016llx in %s",
+                     (unsigned long long)key, ctx->cache_folder);
+    else
+        bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "could not cache compiled kernels %016llx: %s",
+                     (unsigned long long)key,
+                     problem[0] ? problem : "no binary from the driver, or no memory for it");
 }
 
 static bloopcl_status program_from_source(bloopcl_context *ctx, program_sources *src,
