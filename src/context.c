@@ -1,6 +1,6 @@
 /* context.c — a device, its in-order queue and the built kernels. The environment is read
- * here and only here (BLOOPCL_DEVICE, BLOOPCL_BUILD_OPTIONS, BLOOPCL_DOTS,
- * BLOOPCL_KERNEL_SHAPE, BLOOPCL_KERNEL_VECTOR); explicit parameters override it. */
+ * once, when a context is created (environment.c copies every variable into ctx->env), and
+ * explicit parameters override it. */
 #include "internal.h"
 #include "program_cache.h"
 
@@ -71,6 +71,7 @@ static void free_context(bloopcl_context *ctx)
         clReleaseCommandQueue(ctx->queue);
     if (ctx->cl_ctx != NULL)
         clReleaseContext(ctx->cl_ctx);
+    bloopcl__environment_free(&ctx->env);
     free(ctx);
 }
 
@@ -141,14 +142,18 @@ static bloopcl_status begin_creation(const bloopcl_context_params *params,
         return BLOOPCL_ERR_OUT_OF_MEMORY;
     if (status != BLOOPCL_OK)
         return fail_creation(*ctx, bloopcl__fail(*ctx, status, "%s", why), out);
+    if (!bloopcl__environment_read(&(*ctx)->env))
+        return fail_creation(*ctx, bloopcl__fail(*ctx, BLOOPCL_ERR_OUT_OF_MEMORY,
+                                                 "copying the environment"), out);
     return BLOOPCL_OK;
 }
 
-static const char *build_options_from(const bloopcl_context_params *params)
+static const char *build_options_from(const bloopcl_context *ctx,
+                                      const bloopcl_context_params *params)
 {
     if (params != NULL && params->build_options != NULL)
         return params->build_options;
-    return getenv("BLOOPCL_BUILD_OPTIONS");
+    return ctx->env.build_options;
 }
 
 static bloopcl_status create_queue(bloopcl_context *ctx)
@@ -181,7 +186,7 @@ bloopcl_status bloopcl__default_dots(cl_device_type type, const char *forced,
 /* The backend of combiners left on BLOOPCL_DOTS_AUTO: BLOOPCL_DOTS if set, else the rule. */
 static bloopcl_status choose_default_dots(bloopcl_context *ctx)
 {
-    const char *forced = getenv("BLOOPCL_DOTS");
+    const char *forced = ctx->env.dots;
     if (bloopcl__default_dots(ctx->info.type, forced, &ctx->default_dots) != BLOOPCL_OK)
         return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT,
                              "BLOOPCL_DOTS=\"%s\" is not one of auto, clblast, fused", forced);
@@ -192,7 +197,7 @@ static bloopcl_status choose_default_dots(bloopcl_context *ctx)
  * that both shapes can be tested (and compared) on any device. */
 static bloopcl_status choose_kernel_shape(bloopcl_context *ctx)
 {
-    const char *forced = getenv("BLOOPCL_KERNEL_SHAPE");
+    const char *forced = ctx->env.kernel_shape;
     ctx->cpu_shape = (ctx->info.type & CL_DEVICE_TYPE_CPU) != 0;
     if (forced == NULL || forced[0] == '\0')
         return BLOOPCL_OK;
@@ -244,7 +249,7 @@ static bloopcl_status choose_slots(bloopcl_context *ctx)
                     &parameter_bytes, NULL);
     ctx->kernels.slots = bloopcl__slots_for(ctx->info.platform_vendor, parameter_bytes,
                                             device_uint(ctx->device, CL_DEVICE_ADDRESS_BITS));
-    const char *forced = getenv("BLOOPCL_KERNEL_SLOTS");
+    const char *forced = ctx->env.kernel_slots;
     if (forced == NULL || forced[0] == '\0')
         return BLOOPCL_OK;
     if (strcmp(forced, "8") == 0 || strcmp(forced, "16") == 0 || strcmp(forced, "32") == 0) {
@@ -261,7 +266,7 @@ static bloopcl_status choose_slots(bloopcl_context *ctx)
  * shape is one element per work-item: there the width is 1 and nothing else is accepted. */
 static bloopcl_status choose_vector_width(bloopcl_context *ctx)
 {
-    const char *forced = getenv("BLOOPCL_KERNEL_VECTOR");
+    const char *forced = ctx->env.kernel_vector;
     ctx->vector_width = ctx->cpu_shape
                             ? bloopcl__vector_width(
                                   device_uint(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT),
@@ -290,7 +295,7 @@ static bloopcl_status choose_vector_width(bloopcl_context *ctx)
 static bloopcl_status check_build_options(bloopcl_context *ctx,
                                           const bloopcl_context_params *params)
 {
-    const char *options = build_options_from(params);
+    const char *options = build_options_from(ctx, params);
     char why[512];
     if (bloopcl__check_build_options(options, why, sizeof why) == BLOOPCL_OK)
         return BLOOPCL_OK;
@@ -313,7 +318,8 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
                                       bloopcl_context **out)
 {
     choose_state_chunk(ctx);
-    if (!bloopcl__cache_folder(params != NULL ? params->cache_dir : NULL, ctx->cache_folder,
+    if (!bloopcl__cache_folder(params != NULL ? params->cache_dir : NULL, &ctx->env,
+                               ctx->cache_folder,
                                sizeof ctx->cache_folder))
         bloopcl__log(ctx, BLOOPCL_LOG_WARNING, "binary cache off: its folder's path is over "
                      "%d bytes", BLOOPCL_CACHE_PATH - 1);
@@ -330,7 +336,7 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
         status = choose_slots(ctx);
     if (status != BLOOPCL_OK)
         return fail_creation(ctx, status, out);
-    status = bloopcl__build_kernels(ctx, build_options_from(params));
+    status = bloopcl__build_kernels(ctx, build_options_from(ctx, params));
     if (status != BLOOPCL_OK)
         return fail_creation(ctx, status, out);
     bloopcl__log(ctx, BLOOPCL_LOG_INFO, "bloopcl %s on %d: %s / %s (%s)", BLOOPCL_VERSION_STRING,
@@ -501,6 +507,7 @@ bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer, const bloopcl_cont
         status = context_of_buffer(ctx, buffer, &cl_ctx, &device);
         if (status != BLOOPCL_OK)
             return fail_creation(ctx, status, out);
+        bloopcl__environment_free(&ctx->env);
         free(ctx);
     }
     /* A NULL buffer reaches create_from_cl's own NULL check and message. */

@@ -34,7 +34,7 @@ void bloopcl__clblast_unlock(void)
  * rises from 1.0 to 2.2 ms, so no value is imposed by default: CLBlast's database decides. */
 bloopcl_status bloopcl__choose_xdot_parameters(bloopcl_context *ctx)
 {
-    const char *text = getenv("BLOOPCL_CLBLAST_XDOT");
+    const char *text = ctx->env.clblast_xdot;
     ctx->xdot_wgs[0] = ctx->xdot_wgs[1] = 0;
     if (text == NULL || text[0] == '\0' || strcmp(text, "default") == 0)
         return BLOOPCL_OK;

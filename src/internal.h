@@ -6,6 +6,7 @@
 #define BLOOPCL_EXPERIMENTAL 1  /* the library implements the experimental surface too */
 #endif
 #include "bloopcl.h"
+#include "environment.h"
 #include "layout.h"
 
 #include <stdarg.h>
@@ -39,6 +40,7 @@ struct bloopcl_context {
     cl_command_queue queue;
     bloopcl_device_info info;
     bloopcl_kernels kernels;
+    bloopcl_environment env;  /* the variables as they were at creation (environment.c) */
     bloopcl_log_fn log_fn;
     void *log_user;
     char cache_folder[4096];          /* "" when the binary cache is off */

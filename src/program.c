@@ -40,7 +40,7 @@ static char *read_file(const char *path, size_t *length)
 static bloopcl_status load_sources(bloopcl_context *ctx, const char **texts, size_t *lengths,
                                    char **owned)
 {
-    const char *dir = getenv("BLOOPCL_KERNEL_DIR");
+    const char *dir = ctx->env.kernel_dir;
     for (size_t i = 0; i < bloopcl_num_embedded_sources; ++i) {
         texts[i] = bloopcl_embedded_sources[i].text;
         lengths[i] = bloopcl_embedded_sources[i].length;

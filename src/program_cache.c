@@ -136,10 +136,11 @@ const char *bloopcl__cache_parse(const unsigned char *bytes, size_t size, uint64
 
 /* ---- the folder ---- */
 
-bool bloopcl__cache_folder(const char *requested, char *folder, size_t size)
+bool bloopcl__cache_folder(const char *requested, const bloopcl_environment *env, char *folder,
+                           size_t size)
 {
     folder[0] = '\0';
-    const char *chosen = requested != NULL ? requested : getenv("BLOOPCL_CACHE_DIR");
+    const char *chosen = requested != NULL ? requested : env->cache_dir;
     int written = 0;
     if (chosen != NULL) {
         if (chosen[0] == '\0' || strcmp(chosen, "0") == 0 || strcmp(chosen, "off") == 0 ||
@@ -147,7 +148,7 @@ bool bloopcl__cache_folder(const char *requested, char *folder, size_t size)
             return true;  /* explicitly off */
         written = snprintf(folder, size, "%s", chosen);
     } else {
-        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        const char *xdg = env->xdg_cache_home, *home = env->home;
         if (xdg != NULL && xdg[0] != '\0')
             written = snprintf(folder, size, "%s/bloopcl", xdg);
         else if (home != NULL && home[0] != '\0')

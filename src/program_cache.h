@@ -5,6 +5,7 @@
 #define BLOOPCL_PROGRAM_CACHE_H
 
 #include "bloopcl.h"
+#include "environment.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,10 +30,11 @@ uint64_t bloopcl__cache_key(const bloopcl_device_info *info, const char *const *
                             const size_t *lengths, size_t count, const char *options);
 
 /* The folder in use: `requested` (the context parameter) if not NULL, else BLOOPCL_CACHE_DIR,
- * else $XDG_CACHE_HOME/bloopcl or ~/.cache/bloopcl. "", "0", "off", "none" turn it off, which
+ * else $XDG_CACHE_HOME/bloopcl or ~/.cache/bloopcl (the variables as `env` holds them). "", "0", "off", "none" turn it off, which
  * leaves `folder` empty. False (and `folder` empty: no cache) when the path does not fit in
  * `size` bytes with its terminator. */
-bool bloopcl__cache_folder(const char *requested, char *folder, size_t size);
+bool bloopcl__cache_folder(const char *requested, const bloopcl_environment *env, char *folder,
+                           size_t size);
 
 /* Where a container's payload lies within it. */
 typedef struct bloopcl_cache_span {

@@ -609,6 +609,27 @@ Test(cache_container, another_key_and_oversized_claims_are_refused)
     expect_refused(header, sizeof header, 42, "a bare header claiming 4 GiB");
 }
 
+static const bloopcl_environment no_environment = {0};
+
+Test(cache_container, folder_comes_from_the_parameter_then_the_environment_copy)
+{
+    char folder[BLOOPCL_CACHE_PATH];
+    char cache_dir[] = "/tmp/from-env", xdg[] = "/tmp/xdg", home[] = "/tmp/home";
+    bloopcl_environment env = {.cache_dir = cache_dir, .xdg_cache_home = xdg, .home = home};
+    cr_expect(bloopcl__cache_folder("/tmp/param", &env, folder, sizeof folder));
+    cr_expect_str_eq(folder, "/tmp/param", "the parameter wins");
+    cr_expect(bloopcl__cache_folder(NULL, &env, folder, sizeof folder));
+    cr_expect_str_eq(folder, "/tmp/from-env", "then BLOOPCL_CACHE_DIR");
+    env.cache_dir = NULL;
+    cr_expect(bloopcl__cache_folder(NULL, &env, folder, sizeof folder));
+    cr_expect_str_eq(folder, "/tmp/xdg/bloopcl", "then XDG_CACHE_HOME");
+    env.xdg_cache_home = NULL;
+    cr_expect(bloopcl__cache_folder(NULL, &env, folder, sizeof folder));
+    cr_expect_str_eq(folder, "/tmp/home/.cache/bloopcl", "then HOME");
+    cr_expect(bloopcl__cache_folder(NULL, &no_environment, folder, sizeof folder));
+    cr_expect_str_empty(folder, "nothing set: no cache");
+}
+
 Test(cache_container, folder_paths_fit_or_are_refused)
 {
     char folder[BLOOPCL_CACHE_PATH];
@@ -616,13 +637,13 @@ Test(cache_container, folder_paths_fit_or_are_refused)
     cr_assert_not_null(path);
     memset(path, 'p', BLOOPCL_CACHE_PATH);
     path[BLOOPCL_CACHE_PATH - 1] = '\0';  /* 4095 bytes: fits */
-    cr_expect(bloopcl__cache_folder(path, folder, sizeof folder));
+    cr_expect(bloopcl__cache_folder(path, &no_environment, folder, sizeof folder));
     cr_expect_eq(strlen(folder), BLOOPCL_CACHE_PATH - 1);
     path[BLOOPCL_CACHE_PATH - 1] = 'p';
     path[BLOOPCL_CACHE_PATH] = '\0';      /* 4096 bytes: refused, not shortened */
-    cr_expect_not(bloopcl__cache_folder(path, folder, sizeof folder));
+    cr_expect_not(bloopcl__cache_folder(path, &no_environment, folder, sizeof folder));
     cr_expect_str_empty(folder);
-    cr_expect(bloopcl__cache_folder("off", folder, sizeof folder));
+    cr_expect(bloopcl__cache_folder("off", &no_environment, folder, sizeof folder));
     cr_expect_str_empty(folder);
     free(path);
 }
