@@ -60,13 +60,21 @@ static void mixed_list(bloopcl_device_info *list)
                           CL_DEVICE_TYPE_GPU);
 }
 
+/* The matcher as bloopcl_select_device calls it for a spec read from BLOOPCL_DEVICE. */
+static bloopcl_status match_env(const bloopcl_device_info *devices, size_t count,
+                                const char *spec, size_t *selected, char *message, size_t size)
+{
+    return bloopcl__match_device_spec(devices, count, spec, "BLOOPCL_DEVICE", selected, message,
+                                      size);
+}
+
 /* Matches `spec` against the mixed list; returns the index, or NO_MATCH with the status kept. */
 static size_t match_mixed(const char *spec, bloopcl_status *status, char *message)
 {
     bloopcl_device_info list[MIXED_COUNT];
     mixed_list(list);
     size_t selected = NO_MATCH;
-    *status = bloopcl__match_device_spec(list, MIXED_COUNT, spec, "BLOOPCL_DEVICE", &selected, message,
+    *status = match_env(list, MIXED_COUNT, spec, &selected, message,
                                          MESSAGE_SIZE);
     return *status == BLOOPCL_OK ? selected : NO_MATCH;
 }
@@ -127,7 +135,7 @@ Test(device_select, default_prefers_gpu_over_earlier_cpu)
         make_device(1, 1, 0, "Acc platform", "Acc vendor", "acc-a", CL_DEVICE_TYPE_ACCELERATOR),
         make_device(2, 2, 0, "Gpu platform", "Gpu vendor", "gpu-a", CL_DEVICE_TYPE_GPU)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 3, NULL, "BLOOPCL_DEVICE", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 3, NULL, &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 2u);
 }
 
@@ -139,7 +147,7 @@ Test(device_select, default_prefers_accelerator_over_earlier_cpu)
         make_device(2, 1, 0, "Acc platform", "Acc vendor", "acc-a",
                     CL_DEVICE_TYPE_ACCELERATOR)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 3, "", "BLOOPCL_DEVICE", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 3, "", &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 2u);
 }
 
@@ -150,7 +158,7 @@ Test(device_select, default_with_only_cpus_picks_first_cpu)
         make_device(1, 1, 0, POCL_PLATFORM, POCL_VENDOR, "cpu-a", CL_DEVICE_TYPE_CPU),
         make_device(2, 1, 1, POCL_PLATFORM, POCL_VENDOR, "cpu-b", CL_DEVICE_TYPE_CPU)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 3, NULL, "BLOOPCL_DEVICE", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 3, NULL, &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 1u, "a CPU must win over a device of another type");
 }
 
@@ -160,7 +168,7 @@ Test(device_select, default_falls_back_to_first_device_of_any_type)
         make_device(0, 0, 0, "Custom platform", "X", "custom-a", CL_DEVICE_TYPE_CUSTOM),
         make_device(1, 0, 1, "Custom platform", "X", "custom-b", CL_DEVICE_TYPE_CUSTOM)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 2, NULL, "BLOOPCL_DEVICE", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 2, NULL, &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 0u);
 }
 
@@ -170,9 +178,9 @@ Test(device_select, gpu_with_default_bit_counts_as_gpu)
         make_device(0, 0, 0, POCL_PLATFORM, POCL_VENDOR, "cpu-a", CL_DEVICE_TYPE_CPU),
         make_device(1, 1, 0, "G", "G", "gpu-a", CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_DEFAULT)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 2, "", "BLOOPCL_DEVICE", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 2, "", &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 1u);
-    cr_assert_eq(bloopcl__match_device_spec(list, 2, "gpu", "BLOOPCL_DEVICE", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 2, "gpu", &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 1u);
 }
 
@@ -180,16 +188,16 @@ Test(device_select, no_devices_at_all_gives_install_hint)
 {
     char message[MESSAGE_SIZE];
     size_t selected = 7;
-    cr_assert_eq(bloopcl__match_device_spec(NULL, 0, NULL, "BLOOPCL_DEVICE", &selected, message, sizeof message),
+    cr_assert_eq(match_env(NULL, 0, NULL, &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert_str_eq(message, "no OpenCL device found (is an ICD such as PoCL installed? see "
                               "OCL_ICD_VENDORS)");
     cr_assert_eq(selected, 7u, "selected must be untouched on failure");
-    cr_assert_eq(bloopcl__match_device_spec(NULL, 0, "gpu", "BLOOPCL_DEVICE", &selected, message, sizeof message),
+    cr_assert_eq(match_env(NULL, 0, "gpu", &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert(strstr(message, "BLOOPCL_DEVICE=\"gpu\"") != NULL, "message: %s", message);
     cr_assert(strstr(message, "OCL_ICD_VENDORS") != NULL, "message: %s", message);
-    cr_assert_eq(bloopcl__match_device_spec(NULL, 0, "a:b:c", "BLOOPCL_DEVICE", &selected, message, sizeof message),
+    cr_assert_eq(match_env(NULL, 0, "a:b:c", &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_SPEC, "syntax is checked even without devices");
     cr_assert(strstr(message, "more than one ':'") != NULL, "message: %s", message);
 }
@@ -242,7 +250,7 @@ Test(device_select, accelerator_keywords_select_it)
     const size_t expected[] = {1, 1, 1, 1, 2};
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         size_t selected = NO_MATCH;
-        cr_assert_eq(bloopcl__match_device_spec(list, 3, specs[i], "BLOOPCL_DEVICE", &selected, NULL, 0),
+        cr_assert_eq(match_env(list, 3, specs[i], &selected, NULL, 0),
                      BLOOPCL_OK, "spec %s", specs[i]);
         cr_assert_eq(selected, expected[i], "spec %s: got %zu", specs[i], selected);
     }
@@ -349,7 +357,7 @@ Test(device_select, bare_index_uses_flat_index_field)
         make_device(5, 0, 0, "P", "V", "dev-five", CL_DEVICE_TYPE_CPU),
         make_device(6, 0, 1, "P", "V", "dev-six", CL_DEVICE_TYPE_CPU)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 2, "6", "BLOOPCL_DEVICE", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 2, "6", &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 1u);
 }
 
@@ -395,14 +403,14 @@ Test(device_select, message_optional_and_truncated)
     bloopcl_device_info list[MIXED_COUNT];
     mixed_list(list);
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", "BLOOPCL_DEVICE", &selected, NULL, 0),
+    cr_assert_eq(match_env(list, MIXED_COUNT, "acc", &selected, NULL, 0),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     char small[16];
     memset(small, 'x', sizeof small);
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", "BLOOPCL_DEVICE", &selected, small, 0),
+    cr_assert_eq(match_env(list, MIXED_COUNT, "acc", &selected, small, 0),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert_eq(small[0], 'x', "size 0 must not write");
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", "BLOOPCL_DEVICE", &selected, small,
+    cr_assert_eq(match_env(list, MIXED_COUNT, "acc", &selected, small,
                                             sizeof small),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert_eq(strlen(small), sizeof small - 1);
@@ -415,7 +423,7 @@ Test(device_select, success_clears_message)
     mixed_list(list);
     char message[64] = "stale text";
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "intel:", "BLOOPCL_DEVICE", &selected, message,
+    cr_assert_eq(match_env(list, MIXED_COUNT, "intel:", &selected, message,
                                             sizeof message),
                  BLOOPCL_OK);
     cr_assert_eq(selected, 3u);
@@ -427,9 +435,9 @@ Test(device_select, null_arguments)
     bloopcl_device_info list[MIXED_COUNT];
     mixed_list(list);
     size_t selected = 0;
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "gpu", "BLOOPCL_DEVICE", NULL, NULL, 0),
+    cr_assert_eq(match_env(list, MIXED_COUNT, "gpu", NULL, NULL, 0),
                  BLOOPCL_ERR_NULL_ARGUMENT);
-    cr_assert_eq(bloopcl__match_device_spec(NULL, 2, "gpu", "BLOOPCL_DEVICE", &selected, NULL, 0),
+    cr_assert_eq(match_env(NULL, 2, "gpu", &selected, NULL, 0),
                  BLOOPCL_ERR_NULL_ARGUMENT);
     cr_assert_eq(bloopcl_select_device("cpu", NULL, NULL, 0), BLOOPCL_ERR_NULL_ARGUMENT);
     size_t count = 99;
@@ -914,4 +922,65 @@ Test(device_select, control_characters_in_the_spec_are_escaped)
         expect_no_raw_control_characters(message);
         cr_expect(strstr(message, "\\x1b") != NULL, "form %zu: %s", i, message);
     }
+}
+
+Test(device_select, pure_matcher_names_the_given_source)
+{
+    bloopcl_device_info list[MIXED_COUNT];
+    mixed_list(list);
+    size_t selected = NO_MATCH;
+    char message[MESSAGE_SIZE];
+    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "a\"b\\c:", NULL, &selected,
+                                            message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    cr_expect(strncmp(message, "device_spec=\"a\\\"b\\\\c:\": ", 24) == 0,
+              "NULL names device_spec; quote and backslash escaped: %s", message);
+    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", "--device", &selected,
+                                            message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    cr_expect(strncmp(message, "--device=\"acc\": no ACCELERATOR device", 37) == 0, "%s",
+              message);
+}
+
+/* A 2000-byte spec is cut in the message, which says so; the reason and the list follow. */
+Test(device_select, long_spec_is_cut_in_the_message_and_says_so)
+{
+    bloopcl_device_info list[MIXED_COUNT];
+    mixed_list(list);
+    char spec[2001];
+    memset(spec, 'q', 2000);
+    spec[1999] = ':';
+    spec[2000] = '\0';
+    size_t selected = NO_MATCH;
+    char message[MESSAGE_SIZE];
+    cr_assert_eq(match_env(list, MIXED_COUNT, spec, &selected, message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    cr_expect(strstr(message, "qq\"... (2000 bytes): no device matches platform field \"qq") !=
+                  NULL, "%s", message);
+    cr_expect(strstr(message, "... (1999 bytes) (index or part of name/vendor)") != NULL, "%s",
+              message);
+    cr_expect(strstr(message, "\n  3: " INTEL_PLATFORM) != NULL, "the list follows: %s",
+              message);
+}
+
+Test(device_select, quote_escapes_and_cuts)
+{
+    char out[64];
+    bloopcl__quote(out, sizeof out, "a\x01\x7f\xff\t\r\n\"\\z", 10);
+    cr_expect_str_eq(out, "\"a\\x01\\x7f\\xff\\t\\r\\n\\\"\\\\z\"");
+    bloopcl__quote(out, sizeof out, "nul\0in", 6);
+    cr_expect_str_eq(out, "\"nul\\x00in\"", "a NUL byte inside the text is escaped too");
+    /* 61 bytes fit whole in 64 (with the quotes and the NUL); 62 do not: cut, and say so. */
+    char text[62];
+    memset(text, 'w', sizeof text);
+    bloopcl__quote(out, sizeof out, text, 61);
+    cr_expect_eq(strlen(out), 63u, "%s", out);
+    cr_expect_eq(out[62], '"');
+    bloopcl__quote(out, sizeof out, text, 62);
+    cr_expect(strstr(out, "w\"... (62 bytes)") != NULL, "%s", out);
+    cr_expect_lt(strlen(out), sizeof out);
+    /* Too small a buffer to say anything truthful: empty, never an unterminated quote. */
+    char tiny[8] = "stale";
+    bloopcl__quote(tiny, sizeof tiny, "abc", 3);
+    cr_expect_str_empty(tiny);
 }
