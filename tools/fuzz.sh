@@ -56,7 +56,7 @@ for target in "${targets[@]}"; do
     status=0
     # UBSan reports become failures; leaks are checked (libFuzzer's -detect_leaks, on by default).
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        "$target" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+        "$target" -max_total_time="$seconds" -timeout=10 -use_value_profile=1 -print_final_stats=1 \
         -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 || status=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     elapsed=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)

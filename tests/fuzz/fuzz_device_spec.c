@@ -4,8 +4,9 @@
  * For every input, beyond "no crash, no overrun, no leak" (ASan and UBSan):
  *   - the parser answers OK or BLOOPCL_ERR_DEVICE_SPEC, with a reason exactly when it fails,
  *     NUL-terminated inside its buffer and free of control characters;
- *   - a parsed spec is consistent: a known kind; a TYPE of GPU, CPU or ACCELERATOR; PAIR
- *     fields inside the input, trimmed, without ':'; a FLAT index equal to the digits' value;
+ *   - a parsed spec is consistent: a known kind; a TYPE of GPU, CPU or ACCELERATOR whose rank
+ *     is the value of the digits after ':' (0 without); PAIR fields inside the input, trimmed,
+ *     without ':'; a FLAT index equal to the digits' value (both read here independently);
  *   - it round-trips: its canonical text ("gpu:K", "P:D", "N", "") parses to the same spec;
  *   - blanks around the input and ASCII case change nothing but the fields' letters;
  *   - matching it against a synthetic list agrees with the parse (DEVICE_SPEC exactly when the
@@ -104,10 +105,16 @@ static void check_consistent(const bloopcl_device_spec *spec, const char *text, 
         for (size_t i = 0; i < length; i++)
             CHECK(is_blank(text[i]));
         break;
-    case BLOOPCL_SPEC_TYPE:
+    case BLOOPCL_SPEC_TYPE: {
         CHECK(spec->type == CL_DEVICE_TYPE_GPU || spec->type == CL_DEVICE_TYPE_CPU ||
               spec->type == CL_DEVICE_TYPE_ACCELERATOR);
+        const char *colon = memchr(text, ':', length);
+        unsigned long long rank = 0;
+        if (colon != NULL)
+            CHECK(trimmed_value(colon + 1, length - (size_t)(colon + 1 - text), &rank));
+        CHECK(rank == spec->rank);
         break;
+    }
     case BLOOPCL_SPEC_PAIR:
         check_span(spec->platform, text, length);
         check_span(spec->device, text, length);
