@@ -268,14 +268,20 @@ static bloopcl_status get_platforms(cl_platform_id **platforms, cl_uint *num_pla
     return BLOOPCL_OK;
 }
 
-/* Appends one note to the skipped-entries text ("; " between notes; NULL: not wanted). */
+/* Appends one note to the skipped-entries text ("; " between notes; NULL: not wanted). A
+ * note that does not fit whole is not cut: "; ..." says that more were left out. */
 static void note_skipped(char *skipped, size_t size, const char *note)
 {
     if (skipped == NULL || size == 0)
         return;
     size_t used = strlen(skipped);
-    if (used + 1 < size)
-        bloopcl__format(skipped + used, size - used, "%s%s", used > 0 ? "; " : "", note);
+    const char *separator = used > 0 ? "; " : "";
+    if (used >= 3 && strcmp(skipped + used - 3, "...") == 0)
+        return; /* already full */
+    if (used + strlen(separator) + strlen(note) < size)
+        bloopcl__format(skipped + used, size - used, "%s%s", separator, note);
+    else if (used + strlen(separator) + 3 < size)
+        bloopcl__format(skipped + used, size - used, "%s...", separator);
 }
 
 /* Fetches one platform's devices; a platform that advertises none (rusticl without

@@ -1,10 +1,17 @@
 /* test_device_select.c — the BLOOPCL_DEVICE grammar on synthetic multi-vendor device lists
- * (pure matching, no OpenCL), then enumeration and selection on the machine's real devices. */
+ * (pure matching, no OpenCL), then enumeration and selection on the machine's real devices,
+ * from several threads at once, and through drivers that answer "no device" for a moment.
+ *
+ * The tests link the library statically, so clGetDeviceIDs defined here replaces the
+ * loader's for the library's calls; it forwards to the loader (dlsym RTLD_NEXT) unless a test
+ * asks for empty answers. */
+#define _GNU_SOURCE
 #include <criterion/criterion.h>
 
 #include "internal.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +21,30 @@
 
 #define MESSAGE_SIZE 4096
 #define NO_MATCH ((size_t)-1)
+
+/* How many of the next clGetDeviceIDs calls answer CL_DEVICE_NOT_FOUND, as PoCL's does while
+ * another thread's first enumeration is setting its devices up. */
+static int device_not_found_answers;
+
+typedef cl_int (*device_ids_fn)(cl_platform_id, cl_device_type, cl_uint, cl_device_id *,
+                                cl_uint *);
+
+CL_API_ENTRY cl_int CL_API_CALL clGetDeviceIDs(cl_platform_id platform, cl_device_type type,
+                                               cl_uint num_entries, cl_device_id *devices,
+                                               cl_uint *num_devices)
+{
+    if (device_not_found_answers > 0) {
+        device_not_found_answers--;
+        return CL_DEVICE_NOT_FOUND;
+    }
+    /* POSIX: a dlsym result converts to a function pointer by copying its bytes. */
+    void *symbol = dlsym(RTLD_NEXT, "clGetDeviceIDs");
+    device_ids_fn real;
+    if (symbol == NULL)
+        abort(); /* the test binary links the loader: this cannot happen */
+    memcpy(&real, &symbol, sizeof real);
+    return real(platform, type, num_entries, devices, num_devices);
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Synthetic lists
@@ -983,4 +1014,46 @@ Test(device_select, quote_escapes_and_cuts)
     char tiny[8] = "stale";
     bloopcl__quote(tiny, sizeof tiny, "abc", 3);
     cr_expect_str_empty(tiny);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * A moment of "no device": retried once, and said when it lasts
+ * ------------------------------------------------------------------------------------------- */
+Test(device_select, one_empty_answer_is_retried)
+{
+    real_devices real = list_real_devices();
+    cr_assert_eq(unsetenv("BLOOPCL_DEVICE"), 0);
+    /* Every platform's first answer: no device (the listing was "no OpenCL device found"). */
+    cl_uint platforms = 0;
+    cr_assert_eq(clGetPlatformIDs(0, NULL, &platforms), CL_SUCCESS);
+    device_not_found_answers = (int)platforms;
+    bloopcl_device_info selected;
+    char message[MESSAGE_SIZE] = "";
+    cr_expect_eq(bloopcl_select_device(NULL, &selected, message, sizeof message), BLOOPCL_OK,
+                 "%s", message);
+    cr_expect_eq(device_not_found_answers, 0, "the empty answers were all taken");
+    cr_expect_eq(selected.device, real.list[first_of_type(&real, CL_DEVICE_TYPE_CPU)].device);
+    size_t count = 0;
+    device_not_found_answers = (int)platforms;
+    cr_expect_eq(bloopcl_list_devices(NULL, 0, &count), BLOOPCL_OK);
+    cr_expect_eq(count, real.count, "the count is retried too");
+    free(real.list);
+}
+
+Test(device_select, lasting_empty_answers_are_reported)
+{
+    real_devices real = list_real_devices();
+    cl_uint platforms = 0;
+    cr_assert_eq(clGetPlatformIDs(0, NULL, &platforms), CL_SUCCESS);
+    device_not_found_answers = 2 * (int)platforms;
+    bloopcl_device_info selected;
+    char message[MESSAGE_SIZE] = "";
+    cr_expect_eq(bloopcl_select_device("cpu", &selected, message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    char note[128];
+    snprintf(note, sizeof note, "left out of the list: %u platform(s) answered with no device, "
+             "twice, 20 ms apart", (unsigned)platforms);
+    cr_expect(strstr(message, note) != NULL, "%s", message);
+    cr_expect_eq(device_not_found_answers, 0);
+    free(real.list);
 }
