@@ -17,28 +17,6 @@
 typedef bloopcl_text_span text_span;
 typedef bloopcl_device_spec parsed_spec;
 
-static char ascii_lower(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
-/* Case-insensitive substring test; an empty needle is contained in everything. */
-static int contains_ci(const char *haystack, text_span needle)
-{
-    size_t length = strlen(haystack);
-    if (needle.length > length)
-        return 0;
-    for (size_t start = 0; start + needle.length <= length; start++) {
-        size_t i = 0;
-        while (i < needle.length &&
-               ascii_lower(haystack[start + i]) == ascii_lower(needle.start[i]))
-            i++;
-        if (i == needle.length)
-            return 1;
-    }
-    return 0;
-}
-
 static int has_type(const bloopcl_device_info *info, cl_device_type type)
 {
     return (info->type & type) != 0;
@@ -79,7 +57,8 @@ static int field_matches(text_span field, unsigned index, const char *name, cons
         unsigned wanted = 0;
         return bloopcl__span_to_index(field, &wanted) && wanted == index;
     }
-    return contains_ci(name, field) || (vendor != NULL && contains_ci(vendor, field));
+    return bloopcl__span_found_in(name, field) ||
+           (vendor != NULL && bloopcl__span_found_in(vendor, field));
 }
 
 static size_t find_pair(const bloopcl_device_info *devices, size_t count,

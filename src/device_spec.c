@@ -66,6 +66,22 @@ int bloopcl__span_to_index(bloopcl_text_span digits, unsigned *value)
     return 1;
 }
 
+int bloopcl__span_found_in(const char *haystack, bloopcl_text_span needle)
+{
+    size_t length = strlen(haystack);
+    if (needle.length > length)
+        return 0;
+    for (size_t start = 0; start + needle.length <= length; start++) {
+        size_t i = 0;
+        while (i < needle.length &&
+               ascii_lower(haystack[start + i]) == ascii_lower(needle.start[i]))
+            i++;
+        if (i == needle.length)
+            return 1;
+    }
+    return 0;
+}
+
 /* The type keywords are reserved: "cpu:1" is the second CPU, never platform "cpu". */
 static int keyword_type(bloopcl_text_span word, cl_device_type *type)
 {

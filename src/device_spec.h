@@ -48,4 +48,8 @@ int bloopcl__span_is_digits(bloopcl_text_span span);
 /* The span's decimal value; 0 when it does not fit an unsigned (an error, never a wrap). */
 int bloopcl__span_to_index(bloopcl_text_span digits, unsigned *value);
 
+/* 1 when `needle` is an ASCII case-insensitive substring of `haystack` (a field's match
+ * against a platform or device name); an empty needle is found in everything. */
+int bloopcl__span_found_in(const char *haystack, bloopcl_text_span needle);
+
 #endif /* BLOOPCL_DEVICE_SPEC_H */
