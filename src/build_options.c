@@ -8,6 +8,7 @@
  * functions: no OpenCL, no environment. */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static int is_blank(char c)
@@ -66,27 +67,61 @@ static int defines_library_macro(const char *name)
     return strncmp(name, MACRO_PREFIX, strlen(MACRO_PREFIX)) == 0;
 }
 
-static bloopcl_status refuse(const char *option, const char *why, char *message,
+/* A refused word is quoted whole, escaped (it is the caller's or the environment's text). */
+#define QUOTED_OPTION 256 /* with the reason, within the 512 bytes context.c gives */
+
+static bloopcl_status refuse(const char *option, size_t length, const char *why, char *message,
                              size_t message_size)
 {
-    bloopcl__format(message, message_size, "build option \"%s\" is refused: %s", option, why);
+    char quoted[QUOTED_OPTION];
+    bloopcl__quote(quoted, sizeof quoted, option, length);
+    bloopcl__format(message, message_size, "build option %s is refused: %s", quoted, why);
     return BLOOPCL_ERR_INVALID_ARGUMENT;
 }
 
-/* Checks one word; `previous_was_d` says the word before was a bare -D (as in "-D NAME"). */
+/* Checks one word; `previous_was_d` says the word before was a bare -D (as in "-D NAME"):
+ * then the word is a macro name, and the pair is refused together. */
 static bloopcl_status check_word(const char *word, int previous_was_d, char *message,
                                  size_t message_size)
 {
     for (size_t i = 0; i < sizeof refused_options / sizeof refused_options[0]; ++i)
         if (strcmp(word, refused_options[i].option) == 0)
-            return refuse(word, refused_options[i].why, message, message_size);
+            return refuse(word, strlen(word), refused_options[i].why, message, message_size);
     const char *shape_why = "the library defines the BLOOPCL_* macros itself (kernel shape)";
     if (strncmp(word, "-D", 2) == 0 && defines_library_macro(word + 2))
-        return refuse(word, shape_why, message, message_size);
+        return refuse(word, strlen(word), shape_why, message, message_size);
     if (previous_was_d && defines_library_macro(word)) {
-        char both[160];
-        bloopcl__format(both, sizeof both, "-D %s", word);
-        return refuse(both, shape_why, message, message_size);
+        /* The pair quoted as one word, "-D NAME". */
+        size_t length = strlen(word) + 3;
+        char *both = malloc(length + 1);
+        if (both == NULL)
+            return refuse(word, length - 3, shape_why, message, message_size);
+        memcpy(both, "-D ", 3);
+        memcpy(both + 3, word, length - 2);
+        bloopcl_status status = refuse(both, length, shape_why, message, message_size);
+        free(both);
+        return status;
+    }
+    return BLOOPCL_OK;
+}
+
+/* Words are checked whole, however long: the word buffer holds the whole text. */
+static bloopcl_status check_words(const char *options, char *word, char *message,
+                                  size_t message_size)
+{
+    size_t capacity = strlen(options) + 1, position = 0;
+    int previous_was_d = 0, found;
+    while ((found = bloopcl__next_build_option(options, &position, word, capacity)) > 0) {
+        bloopcl_status status = check_word(word, previous_was_d, message, message_size);
+        if (status != BLOOPCL_OK)
+            return status;
+        previous_was_d = strcmp(word, "-D") == 0;
+    }
+    if (found < 0) {
+        char quoted[QUOTED_OPTION];
+        bloopcl__quote(quoted, sizeof quoted, options, strlen(options));
+        bloopcl__format(message, message_size, "build options %s: unterminated quote", quoted);
+        return BLOOPCL_ERR_INVALID_ARGUMENT;
     }
     return BLOOPCL_OK;
 }
@@ -98,19 +133,13 @@ bloopcl_status bloopcl__check_build_options(const char *options, char *message,
         message[0] = '\0';
     if (options == NULL)
         return BLOOPCL_OK;
-    char word[128];
-    size_t position = 0;
-    int previous_was_d = 0, found;
-    while ((found = bloopcl__next_build_option(options, &position, word, sizeof word)) > 0) {
-        bloopcl_status status = check_word(word, previous_was_d, message, message_size);
-        if (status != BLOOPCL_OK)
-            return status;
-        previous_was_d = strcmp(word, "-D") == 0;
+    char *word = malloc(strlen(options) + 1);
+    if (word == NULL) {
+        bloopcl__format(message, message_size, "no memory to check %zu bytes of build options",
+                        strlen(options));
+        return BLOOPCL_ERR_OUT_OF_MEMORY;
     }
-    if (found < 0) {
-        bloopcl__format(message, message_size, "build options \"%s\": unterminated quote",
-                        options);
-        return BLOOPCL_ERR_INVALID_ARGUMENT;
-    }
-    return BLOOPCL_OK;
+    bloopcl_status status = check_words(options, word, message, message_size);
+    free(word);
+    return status;
 }

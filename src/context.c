@@ -301,8 +301,9 @@ static bloopcl_status check_build_options(bloopcl_context *ctx,
         return BLOOPCL_OK;
     const char *source = (params != NULL && params->build_options != NULL)
                              ? "params->build_options" : "BLOOPCL_BUILD_OPTIONS";
-    return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s=\"%s\": %s", source, options,
-                         why);
+    char quoted[1024]; /* the caller's text, escaped (and cut if long) */
+    bloopcl__quote(quoted, sizeof quoted, options, strlen(options));
+    return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s=%s: %s", source, quoted, why);
 }
 
 /* State buffers stay within the device's largest allocation and under 2^30 elements. */
@@ -359,7 +360,7 @@ bloopcl_status bloopcl_context_create(const bloopcl_context_params *params, bloo
     params = &local;
     const char *spec = params->device_spec;
     char skipped[2048];
-    status = bloopcl__select_device_noting(spec, &ctx->info, ctx->last_error,
+    status = bloopcl__select_device_noting(spec, ctx->env.device, &ctx->info, ctx->last_error,
                                                           sizeof ctx->last_error, skipped,
                                                           sizeof skipped);
     if (skipped[0] != '\0')

@@ -1,8 +1,22 @@
-/* device_list.c — enumeration of OpenCL platforms and devices into bloopcl_device_info. */
+/* device_list.c — enumeration of OpenCL platforms and devices into bloopcl_device_info.
+ *
+ * Enumeration is serialised process-wide. PoCL 3.1 sets its devices up on the process's first
+ * clGetPlatformIDs/clGetDeviceIDs without a lock of its own: threads that create their first
+ * contexts at once saw no platform, no device (then "no OpenCL device found") or a device still
+ * being set up (a crash inside clGetDeviceInfo), 100 of 100 processes with 8 threads. Under
+ * one lock the first listing of the process sets the driver up alone and every later listing
+ * finds it ready. The lists are not kept between calls: each listing asks the drivers again,
+ * so a driver that fails or recovers is seen as it is now (the tests inject both).
+ * A listing that finds no device at all is taken again once, a moment later (still under the
+ * lock), because the empty answer is what a racing first enumeration elsewhere in the process
+ * (code that calls OpenCL without bloopcl) looks like; when it stays empty, the notes say how
+ * many platforms answered with no device, so "no device" is never a silent guess. */
 #include "internal.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The ICD loader's "no platform at all" code (cl_khr_icd); ocl-icd returns it when no vendor
  * file is installed. Defined here so that cl_ext.h is not needed for one constant. */
@@ -254,14 +268,20 @@ static bloopcl_status get_platforms(cl_platform_id **platforms, cl_uint *num_pla
     return BLOOPCL_OK;
 }
 
-/* Appends one note to the skipped-entries text ("; " between notes; NULL: not wanted). */
+/* Appends one note to the skipped-entries text ("; " between notes; NULL: not wanted). A
+ * note that does not fit whole is not cut: "; ..." says that more were left out. */
 static void note_skipped(char *skipped, size_t size, const char *note)
 {
     if (skipped == NULL || size == 0)
         return;
     size_t used = strlen(skipped);
-    if (used + 1 < size)
-        bloopcl__format(skipped + used, size - used, "%s%s", used > 0 ? "; " : "", note);
+    const char *separator = used > 0 ? "; " : "";
+    if (used >= 3 && strcmp(skipped + used - 3, "...") == 0)
+        return; /* already full */
+    if (used + strlen(separator) + strlen(note) < size)
+        bloopcl__format(skipped + used, size - used, "%s%s", separator, note);
+    else if (used + strlen(separator) + 3 < size)
+        bloopcl__format(skipped + used, size - used, "%s...", separator);
 }
 
 /* Fetches one platform's devices; a platform that advertises none (rusticl without
@@ -297,14 +317,35 @@ static bloopcl_status get_devices(cl_platform_id platform, cl_device_id **device
     return BLOOPCL_OK;
 }
 
-/* Where a listing is being written, and what was left out of it. */
+/* Where a listing is being written, and what was left out of it. A growable listing
+ * (bloopcl__enumerate_devices) owns `out` and enlarges it as devices are found. */
 typedef struct listing {
     bloopcl_device_info *out;
     size_t capacity;
     size_t total;
+    bool growable;
+    cl_uint empty_platforms; /* platforms that answered with no device */
     char *skipped;
     size_t skipped_size;
 } listing;
+
+/* Keeps one described device: in place while the caller's capacity lasts (the total still
+ * counts the rest); a growable listing doubles its array instead. */
+static bloopcl_status store_device(listing *list, const bloopcl_device_info *info)
+{
+    if (list->growable && list->total == list->capacity) {
+        size_t capacity = list->capacity > 0 ? 2 * list->capacity : 8;
+        bloopcl_device_info *grown = realloc(list->out, capacity * sizeof *grown);
+        if (grown == NULL)
+            return BLOOPCL_ERR_OUT_OF_MEMORY;
+        list->out = grown;
+        list->capacity = capacity;
+    }
+    if (list->total < list->capacity)
+        list->out[list->total] = *info;
+    list->total++;
+    return BLOOPCL_OK;
+}
 
 /* Describes one device (always, so that counting and filling agree on which devices are
  * usable); one that cannot be described is noted and left out, keeping the others. */
@@ -327,10 +368,7 @@ static bloopcl_status list_device(listing *list, cl_platform_id platform,
     info.flat_index = (unsigned)list->total;
     info.platform_index = platform_index;
     info.device_index = index;
-    if (list->total < list->capacity)
-        list->out[list->total] = info;
-    list->total++;
-    return BLOOPCL_OK;
+    return store_device(list, &info);
 }
 
 /* Lists the usable devices of one platform; a platform whose devices cannot be listed is
@@ -354,9 +392,53 @@ static bloopcl_status list_platform(listing *list, cl_platform_id platform,
         note_skipped(list->skipped, list->skipped_size, note);
         return BLOOPCL_OK;
     }
+    list->empty_platforms += num_devices == 0;
     for (cl_uint d = 0; status == BLOOPCL_OK && d < num_devices; d++)
         status = list_device(list, platform, platform_index, devices[d], d);
     free(devices);
+    return status;
+}
+
+/* One listing of every platform into `list` (its total and notes start afresh). Platform
+ * indices follow the loader's list, empty and skipped platforms included, so that "P:D"
+ * agrees with clinfo's numbering; flat indices count the listed devices. */
+static bloopcl_status list_once(listing *list)
+{
+    list->total = 0;
+    list->empty_platforms = 0;
+    if (list->skipped != NULL && list->skipped_size > 0)
+        list->skipped[0] = '\0';
+    cl_platform_id *platforms = NULL;
+    cl_uint num_platforms = 0;
+    bloopcl_status status = get_platforms(&platforms, &num_platforms);
+    for (cl_uint p = 0; status == BLOOPCL_OK && p < num_platforms; p++)
+        status = list_platform(list, platforms[p], p);
+    free(platforms);
+    return status;
+}
+
+static pthread_mutex_t enumeration_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* How long a listing that found nothing waits before its one retry. */
+#define EMPTY_RETRY_NANOSECONDS 20000000L
+
+/* list_once under the process-wide lock, once more after a pause if it found no device. */
+static bloopcl_status list_serialised(listing *list)
+{
+    pthread_mutex_lock(&enumeration_lock);
+    bloopcl_status status = list_once(list);
+    if (status == BLOOPCL_OK && list->total == 0) {
+        struct timespec pause = {0, EMPTY_RETRY_NANOSECONDS};
+        nanosleep(&pause, NULL);
+        status = list_once(list);
+    }
+    pthread_mutex_unlock(&enumeration_lock);
+    if (status == BLOOPCL_OK && list->total == 0 && list->empty_platforms > 0) {
+        char note[160];
+        bloopcl__format(note, sizeof note, "%u platform(s) answered with no device, twice, "
+                        "20 ms apart", (unsigned)list->empty_platforms);
+        note_skipped(list->skipped, list->skipped_size, note);
+    }
     return status;
 }
 
@@ -370,19 +452,27 @@ bloopcl_status bloopcl__list_devices_noting(bloopcl_device_info *devices, size_t
     *count = 0;
     if (devices == NULL && capacity > 0)
         return BLOOPCL_ERR_NULL_ARGUMENT;
-
-    cl_platform_id *platforms = NULL;
-    cl_uint num_platforms = 0;
-    bloopcl_status status = get_platforms(&platforms, &num_platforms);
-    /* Platform indices follow the loader's list, empty and skipped platforms included, so
-     * that "P:D" agrees with clinfo's numbering; flat indices count the listed devices. */
-    listing list = {devices, capacity, 0, skipped, skipped_size};
-    for (cl_uint p = 0; status == BLOOPCL_OK && p < num_platforms; p++)
-        status = list_platform(&list, platforms[p], p);
-    free(platforms);
+    listing list = {devices, capacity, 0, false, 0, skipped, skipped_size};
+    bloopcl_status status = list_serialised(&list);
     if (status == BLOOPCL_OK)
         *count = list.total;
     return status;
+}
+
+bloopcl_status bloopcl__enumerate_devices(bloopcl_device_info **devices, size_t *count,
+                                          char *skipped, size_t skipped_size)
+{
+    *devices = NULL;
+    *count = 0;
+    listing list = {NULL, 0, 0, true, 0, skipped, skipped_size};
+    bloopcl_status status = list_serialised(&list);
+    if (status != BLOOPCL_OK || list.total == 0) {
+        free(list.out);
+        return status;
+    }
+    *devices = list.out;
+    *count = list.total;
+    return BLOOPCL_OK;
 }
 
 /* The caller's entries may be of another struct version: list into ours, then copy out. */

@@ -1,211 +1,21 @@
-/* device_select.c — the BLOOPCL_DEVICE grammar (see bloopcl.h, "Devices").
+/* device_select.c — matching a device spec (device_spec.c parses it) against the devices.
  *
- * Parsing and matching are pure functions of the spec and an enumerated list, so the tests can
- * feed synthetic multi-vendor lists; only bloopcl_select_device touches OpenCL and the
- * environment. Every failure is a status plus a message that quotes the spec, says why and
+ * Matching is a pure function of the parsed spec and an enumerated list, so the tests can
+ * feed synthetic multi-vendor lists; only bloopcl_select_device touches OpenCL (through
+ * device_list.c) and the environment. Every failure is a status plus a message that names
+ * where the spec came from (device_spec or BLOOPCL_DEVICE), quotes it escaped, says why and
  * lists the devices: a wrong spec must never silently fall back to another device. */
-#include "internal.h"
+#include "device_spec.h"
 
-#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NO_DEVICE_HINT "no OpenCL device found (is an ICD such as PoCL installed? see OCL_ICD_VENDORS)"
-#define SPEC_FORMS "gpu|cpu|acc[:K], P:D or N"
-#define WHY_CAPACITY 512
+#define WHY_CAPACITY BLOOPCL_SPEC_WHY_CAPACITY
 
-/* A piece of the caller's spec: never NUL-terminated on its own, always printed with %.*s. */
-typedef struct text_span {
-    const char *start;
-    size_t length;
-} text_span;
-
-typedef enum spec_kind {
-    SPEC_DEFAULT, /* unset or blank */
-    SPEC_TYPE,    /* gpu, cpu, acc, with an optional rank */
-    SPEC_PAIR,    /* P:D */
-    SPEC_FLAT     /* N */
-} spec_kind;
-
-typedef struct parsed_spec {
-    spec_kind kind;
-    cl_device_type type;   /* SPEC_TYPE */
-    unsigned rank;         /* SPEC_TYPE */
-    text_span platform;    /* SPEC_PAIR; empty matches anything */
-    text_span device;      /* SPEC_PAIR; empty matches anything */
-    unsigned flat_index;   /* SPEC_FLAT */
-} parsed_spec;
-
-/* ASCII-only helpers: the grammar is ASCII and must not depend on the process locale. */
-static int is_blank(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-static char ascii_lower(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
-static text_span span_trim(text_span span)
-{
-    while (span.length > 0 && is_blank(span.start[0])) {
-        span.start++;
-        span.length--;
-    }
-    while (span.length > 0 && is_blank(span.start[span.length - 1]))
-        span.length--;
-    return span;
-}
-
-static int span_equals_ci(text_span span, const char *word)
-{
-    size_t length = strlen(word);
-    if (span.length != length)
-        return 0;
-    for (size_t i = 0; i < length; i++)
-        if (ascii_lower(span.start[i]) != ascii_lower(word[i]))
-            return 0;
-    return 1;
-}
-
-static int span_is_digits(text_span span)
-{
-    if (span.length == 0)
-        return 0;
-    for (size_t i = 0; i < span.length; i++)
-        if (span.start[i] < '0' || span.start[i] > '9')
-            return 0;
-    return 1;
-}
-
-/* Decimal digits to unsigned; returns 0 when the value does not fit (an error, not a wrap). */
-static int parse_index(text_span digits, unsigned *value)
-{
-    unsigned result = 0;
-    for (size_t i = 0; i < digits.length; i++) {
-        unsigned digit = (unsigned)(digits.start[i] - '0');
-        if (result > (UINT_MAX - digit) / 10u)
-            return 0;
-        result = result * 10u + digit;
-    }
-    *value = result;
-    return 1;
-}
-
-/* Case-insensitive substring test; an empty needle is contained in everything. */
-static int contains_ci(const char *haystack, text_span needle)
-{
-    size_t length = strlen(haystack);
-    if (needle.length > length)
-        return 0;
-    for (size_t start = 0; start + needle.length <= length; start++) {
-        size_t i = 0;
-        while (i < needle.length &&
-               ascii_lower(haystack[start + i]) == ascii_lower(needle.start[i]))
-            i++;
-        if (i == needle.length)
-            return 1;
-    }
-    return 0;
-}
-
-/* The type keywords are reserved: "cpu:1" is the second CPU, never platform "cpu". */
-static int keyword_type(text_span word, cl_device_type *type)
-{
-    if (span_equals_ci(word, "gpu"))
-        *type = CL_DEVICE_TYPE_GPU;
-    else if (span_equals_ci(word, "cpu"))
-        *type = CL_DEVICE_TYPE_CPU;
-    else if (span_equals_ci(word, "acc") || span_equals_ci(word, "accelerator"))
-        *type = CL_DEVICE_TYPE_ACCELERATOR;
-    else
-        return 0;
-    return 1;
-}
-
-static bloopcl_status parse_number_field(text_span field, unsigned *value, char *why)
-{
-    if (!parse_index(field, value)) {
-        bloopcl__format(why, WHY_CAPACITY, "index \"%.*s\" is too large", (int)field.length,
-                        field.start);
-        return BLOOPCL_ERR_DEVICE_SPEC;
-    }
-    return BLOOPCL_OK;
-}
-
-static bloopcl_status parse_type_form(text_span rank, int has_colon, parsed_spec *out, char *why)
-{
-    out->kind = SPEC_TYPE;
-    out->rank = 0;
-    /* "gpu:" is accepted as "gpu:0", like an empty P:D field means "the first". */
-    if (!has_colon || rank.length == 0)
-        return BLOOPCL_OK;
-    if (!span_is_digits(rank)) {
-        bloopcl__format(why, WHY_CAPACITY,
-                        "rank \"%.*s\" after the device type is not a decimal number",
-                        (int)rank.length, rank.start);
-        return BLOOPCL_ERR_DEVICE_SPEC;
-    }
-    return parse_number_field(rank, &out->rank, why);
-}
-
-static bloopcl_status parse_bare_form(text_span word, parsed_spec *out, char *why)
-{
-    if (span_is_digits(word)) {
-        out->kind = SPEC_FLAT;
-        return parse_number_field(word, &out->flat_index, why);
-    }
-    /* A lone word is not in the grammar; guessing whether it names a platform or a device
-     * would make typos select something unexpected, so say how to write either. */
-    bloopcl__format(why, WHY_CAPACITY,
-                    "\"%.*s\" is not one of " SPEC_FORMS
-                    " (write \"%.*s:\" for a platform or \":%.*s\" for a device)",
-                    (int)word.length, word.start, (int)word.length, word.start,
-                    (int)word.length, word.start);
-    return BLOOPCL_ERR_DEVICE_SPEC;
-}
-
-static bloopcl_status parse_pair_field(text_span field, unsigned *index, char *why)
-{
-    if (!span_is_digits(field))
-        return BLOOPCL_OK; /* a substring (or empty: anything) */
-    return parse_number_field(field, index, why);
-}
-
-static bloopcl_status parse_spec(text_span spec, parsed_spec *out, char *why)
-{
-    memset(out, 0, sizeof *out);
-    if (spec.length == 0) {
-        out->kind = SPEC_DEFAULT;
-        return BLOOPCL_OK;
-    }
-    const char *colon = memchr(spec.start, ':', spec.length);
-    size_t head_length = colon != NULL ? (size_t)(colon - spec.start) : spec.length;
-    text_span head = span_trim((text_span){spec.start, head_length});
-    text_span tail = {spec.start + spec.length, 0};
-    if (colon != NULL) {
-        tail = span_trim((text_span){colon + 1, spec.length - head_length - 1});
-        if (memchr(colon + 1, ':', spec.length - head_length - 1) != NULL) {
-            bloopcl__format(why, WHY_CAPACITY, "more than one ':' (expected " SPEC_FORMS ")");
-            return BLOOPCL_ERR_DEVICE_SPEC;
-        }
-    }
-    if (keyword_type(head, &out->type))
-        return parse_type_form(tail, colon != NULL, out, why);
-    if (colon == NULL)
-        return parse_bare_form(head, out, why);
-
-    out->kind = SPEC_PAIR;
-    out->platform = head;
-    out->device = tail;
-    unsigned ignored;
-    bloopcl_status status = parse_pair_field(head, &ignored, why);
-    if (status == BLOOPCL_OK)
-        status = parse_pair_field(tail, &ignored, why);
-    return status;
-}
+typedef bloopcl_text_span text_span;
+typedef bloopcl_device_spec parsed_spec;
 
 static int has_type(const bloopcl_device_info *info, cl_device_type type)
 {
@@ -243,11 +53,12 @@ static int field_matches(text_span field, unsigned index, const char *name, cons
 {
     if (field.length == 0)
         return 1;
-    if (span_is_digits(field)) {
+    if (bloopcl__span_is_digits(field)) {
         unsigned wanted = 0;
-        return parse_index(field, &wanted) && wanted == index;
+        return bloopcl__span_to_index(field, &wanted) && wanted == index;
     }
-    return contains_ci(name, field) || (vendor != NULL && contains_ci(vendor, field));
+    return bloopcl__span_found_in(name, field) ||
+           (vendor != NULL && bloopcl__span_found_in(vendor, field));
 }
 
 static size_t find_pair(const bloopcl_device_info *devices, size_t count,
@@ -290,20 +101,24 @@ static void explain_type_miss(const bloopcl_device_info *devices, size_t count,
                         name, spec->rank, count_of_type(devices, count, spec->type));
 }
 
+/* A field's description fits twice in a reason, with the words around them. */
+#define FIELD_DESCRIPTION ((WHY_CAPACITY - 64) / 2)
+
 /* "\"amd\" (index or part of ...)" for a given field, "(any)" for an empty one. */
 static void describe_field(text_span field, const char *what, char *out, size_t size)
 {
+    char quoted[FIELD_DESCRIPTION - 32];
+    bloopcl__quote(quoted, sizeof quoted, field.start, field.length);
     if (field.length == 0)
         bloopcl__format(out, size, "(any)");
     else
-        bloopcl__format(out, size, "\"%.*s\" (index or part of %s)", (int)field.length,
-                        field.start, what);
+        bloopcl__format(out, size, "%s (index or part of %s)", quoted, what);
 }
 
 static void explain_pair_miss(const parsed_spec *spec, char *why)
 {
-    char platform[WHY_CAPACITY / 2];
-    char device[WHY_CAPACITY / 2];
+    char platform[FIELD_DESCRIPTION];
+    char device[FIELD_DESCRIPTION];
     describe_field(spec->platform, "name/vendor", platform, sizeof platform);
     describe_field(spec->device, "name", device, sizeof device);
     bloopcl__format(why, WHY_CAPACITY, "no device matches platform field %s and device field %s",
@@ -316,22 +131,22 @@ static size_t find_device(const bloopcl_device_info *devices, size_t count,
 {
     size_t found = SIZE_MAX;
     switch (spec->kind) {
-    case SPEC_DEFAULT:
+    case BLOOPCL_SPEC_DEFAULT:
         found = find_default(devices, count);
         if (found == SIZE_MAX)
             bloopcl__format(why, WHY_CAPACITY, "%s", NO_DEVICE_HINT);
         break;
-    case SPEC_TYPE:
+    case BLOOPCL_SPEC_TYPE:
         found = find_first_of_type(devices, count, spec->type, spec->rank);
         if (found == SIZE_MAX)
             explain_type_miss(devices, count, spec, why);
         break;
-    case SPEC_PAIR:
+    case BLOOPCL_SPEC_PAIR:
         found = find_pair(devices, count, spec);
         if (found == SIZE_MAX)
             explain_pair_miss(spec, why);
         break;
-    case SPEC_FLAT:
+    case BLOOPCL_SPEC_FLAT:
         found = find_flat(devices, count, spec->flat_index);
         if (found == SIZE_MAX)
             bloopcl__format(why, WHY_CAPACITY, "no device with index %u (%zu found)",
@@ -363,23 +178,27 @@ void bloopcl__append_device_list(char *buffer, size_t size, const bloopcl_device
     }
 }
 
-/* "BLOOPCL_DEVICE="<spec>": <why>; devices found:" and the list. With no device at all the
- * list would be empty, so the hint about installing an ICD replaces it. */
-static void write_failure(char *message, size_t size, const char *spec, spec_kind kind,
-                          bloopcl_status status, const char *why,
+/* Room for the quoted spec at the head of a message: long specs are cut, and say so. */
+#define QUOTED_SPEC 512
+
+/* "<source>="<spec>": <why>; devices found:" and the list, the spec escaped. With no device
+ * at all the list would be empty, so the hint about installing an ICD replaces it. */
+static void write_failure(char *message, size_t size, const char *spec, const char *source,
+                          bloopcl_spec_kind kind, bloopcl_status status, const char *why,
                           const bloopcl_device_info *devices, size_t count)
 {
     if (message == NULL || size == 0)
         return;
-    if (count == 0 && status == BLOOPCL_ERR_DEVICE_NOT_FOUND && kind == SPEC_DEFAULT)
+    char quoted[QUOTED_SPEC];
+    bloopcl__quote(quoted, sizeof quoted, spec, strlen(spec));
+    if (count == 0 && status == BLOOPCL_ERR_DEVICE_NOT_FOUND && kind == BLOOPCL_SPEC_DEFAULT)
         bloopcl__format(message, size, "%s", NO_DEVICE_HINT);
     else if (count == 0 && status == BLOOPCL_ERR_DEVICE_NOT_FOUND)
-        bloopcl__format(message, size, "BLOOPCL_DEVICE=\"%s\": %s", spec, NO_DEVICE_HINT);
+        bloopcl__format(message, size, "%s=%s: %s", source, quoted, NO_DEVICE_HINT);
     else if (count == 0)
-        bloopcl__format(message, size, "BLOOPCL_DEVICE=\"%s\": %s; %s", spec, why,
-                        NO_DEVICE_HINT);
+        bloopcl__format(message, size, "%s=%s: %s; %s", source, quoted, why, NO_DEVICE_HINT);
     else {
-        bloopcl__format(message, size, "BLOOPCL_DEVICE=\"%s\": %s; devices found:", spec, why);
+        bloopcl__format(message, size, "%s=%s: %s; devices found:", source, quoted, why);
         bloopcl__append_device_list(message, size, devices, count);
     }
 }
@@ -391,8 +210,8 @@ static void clear_message(char *message, size_t size)
 }
 
 bloopcl_status bloopcl__match_device_spec(const bloopcl_device_info *devices, size_t count,
-                                          const char *spec, size_t *selected, char *message,
-                                          size_t message_size)
+                                          const char *spec, const char *source,
+                                          size_t *selected, char *message, size_t message_size)
 {
     clear_message(message, message_size);
     if (selected == NULL || (devices == NULL && count > 0)) {
@@ -402,9 +221,12 @@ bloopcl_status bloopcl__match_device_spec(const bloopcl_device_info *devices, si
     }
     if (spec == NULL)
         spec = "";
+    if (source == NULL)
+        source = "device_spec";
     char why[WHY_CAPACITY] = "";
     parsed_spec parsed;
-    bloopcl_status status = parse_spec(span_trim((text_span){spec, strlen(spec)}), &parsed, why);
+    bloopcl_status status = bloopcl__parse_device_spec(spec, strlen(spec), &parsed, why,
+                                                       sizeof why);
     if (status == BLOOPCL_OK) {
         size_t found = find_device(devices, count, &parsed, why);
         if (found != SIZE_MAX) {
@@ -413,34 +235,8 @@ bloopcl_status bloopcl__match_device_spec(const bloopcl_device_info *devices, si
         }
         status = BLOOPCL_ERR_DEVICE_NOT_FOUND;
     }
-    write_failure(message, message_size, spec, parsed.kind, status, why, devices, count);
+    write_failure(message, message_size, spec, source, parsed.kind, status, why, devices, count);
     return status;
-}
-
-/* Enumerates into a fresh array (NULL when there are no devices); `skipped` receives the
- * notes on entries left out (broken platforms or devices). */
-static bloopcl_status enumerate(bloopcl_device_info **devices, size_t *count, char *skipped,
-                                size_t skipped_size)
-{
-    *devices = NULL;
-    *count = 0;
-    size_t total = 0;
-    bloopcl_status status = bloopcl__list_devices_noting(NULL, 0, &total, skipped, skipped_size);
-    if (status != BLOOPCL_OK || total == 0)
-        return status;
-    bloopcl_device_info *list = calloc(total, sizeof *list);
-    if (list == NULL)
-        return BLOOPCL_ERR_OUT_OF_MEMORY;
-    size_t again = 0;
-    status = bloopcl__list_devices_noting(list, total, &again, skipped, skipped_size);
-    if (status != BLOOPCL_OK) {
-        free(list);
-        return status;
-    }
-    *devices = list;
-    /* A device that appeared between the two calls is not described; one that vanished is. */
-    *count = again < total ? again : total;
-    return BLOOPCL_OK;
 }
 
 /* "...; left out of the list: <notes>": a device the caller expected may be among them. */
@@ -452,7 +248,8 @@ static void append_skipped(char *message, size_t size, const char *skipped)
     bloopcl__format(message + used, size - used, "\n  left out of the list: %s", skipped);
 }
 
-bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_info *selected,
+bloopcl_status bloopcl__select_device_noting(const char *spec, const char *environment_spec,
+                                             bloopcl_device_info *selected,
                                              char *message, size_t message_size,
                                              char *skipped, size_t skipped_size)
 {
@@ -462,14 +259,18 @@ bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_in
         bloopcl__format(message, message_size, "selected is NULL");
         return BLOOPCL_ERR_NULL_ARGUMENT;
     }
-    /* An explicit spec wins over the environment, even an empty one ("" = the default). */
-    if (spec == NULL)
-        spec = getenv("BLOOPCL_DEVICE");
+    /* An explicit spec wins over the environment, even an empty one ("" = the default); the
+     * message names the one that was used. */
+    const char *source = "device_spec";
+    if (spec == NULL) {
+        spec = environment_spec;
+        source = "BLOOPCL_DEVICE";
+    }
 
     bloopcl_device_info *devices = NULL;
     size_t count = 0;
     char notes[WHY_CAPACITY * 4] = "";
-    bloopcl_status status = enumerate(&devices, &count, notes, sizeof notes);
+    bloopcl_status status = bloopcl__enumerate_devices(&devices, &count, notes, sizeof notes);
     if (status != BLOOPCL_OK) {
         bloopcl__format(message, message_size, "listing the OpenCL devices failed: %s",
                         bloopcl_status_string(status));
@@ -477,7 +278,8 @@ bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_in
     }
     bloopcl__format(skipped, skipped_size, "%s", notes);
     size_t index = 0;
-    status = bloopcl__match_device_spec(devices, count, spec, &index, message, message_size);
+    status = bloopcl__match_device_spec(devices, count, spec, source, &index, message,
+                                        message_size);
     if (status == BLOOPCL_OK)
         *selected = devices[index];
     else
@@ -493,9 +295,15 @@ bloopcl_status bloopcl_select_device(const char *spec, bloopcl_device_info *sele
         bloopcl__format(message, message_size, "selected is NULL");
         return BLOOPCL_ERR_NULL_ARGUMENT;
     }
+    bloopcl_environment env;  /* a NULL spec means BLOOPCL_DEVICE, read now */
+    if (!bloopcl__environment_read(&env)) {
+        bloopcl__format(message, message_size, "copying the environment: out of memory");
+        return BLOOPCL_ERR_OUT_OF_MEMORY;
+    }
     bloopcl_device_info ours;
-    bloopcl_status status = bloopcl__select_device_noting(spec, &ours, message, message_size,
-                                                          NULL, 0);
+    bloopcl_status status = bloopcl__select_device_noting(spec, env.device, &ours, message,
+                                                          message_size, NULL, 0);
+    bloopcl__environment_free(&env);
     if (status == BLOOPCL_OK)  /* the caller's struct may be of another version */
         status = bloopcl__write_device_info(selected, &ours, message, message_size);
     return status;

@@ -209,10 +209,11 @@ void bloopcl__format(char *buffer, size_t size, const char *format, ...)
 bloopcl_status bloopcl__describe_device(cl_platform_id platform, cl_device_id device,
                                         bloopcl_device_info *info);
 /* Pure matching of a spec against an enumerated list; no OpenCL calls, so tests can feed
- * synthetic lists. On failure `message` explains and lists the devices. */
+ * synthetic lists. On failure `message` explains and lists the devices, naming the spec's
+ * `source` ("device_spec", "BLOOPCL_DEVICE"; NULL: "device_spec") and quoting it escaped. */
 bloopcl_status bloopcl__match_device_spec(const bloopcl_device_info *devices, size_t count,
-                                          const char *spec, size_t *selected, char *message,
-                                          size_t message_size);
+                                          const char *spec, const char *source,
+                                          size_t *selected, char *message, size_t message_size);
 /* Appends "  N: platform / device (type)" lines for every device to `buffer`. */
 void bloopcl__append_device_list(char *buffer, size_t size, const bloopcl_device_info *devices,
                                  size_t count);
@@ -222,8 +223,14 @@ const char *bloopcl__device_type_name(cl_device_type type);
  * `skipped` (may be NULL) receives "" or one "; "-separated reason per skipped entry. */
 bloopcl_status bloopcl__list_devices_noting(bloopcl_device_info *devices, size_t capacity,
                                             size_t *count, char *skipped, size_t skipped_size);
-/* bloopcl_select_device that also returns the skipped-entry notes (see above). */
-bloopcl_status bloopcl__select_device_noting(const char *spec, bloopcl_device_info *selected,
+/* Every usable device in a fresh array (*devices NULL when there is none; the caller frees
+ * it), listed in one pass under the process-wide enumeration lock (see device_list.c). */
+bloopcl_status bloopcl__enumerate_devices(bloopcl_device_info **devices, size_t *count,
+                                          char *skipped, size_t skipped_size);
+/* bloopcl_select_device that also returns the skipped-entry notes (see above); a NULL spec
+ * takes environment_spec (the context's copy of BLOOPCL_DEVICE), named as BLOOPCL_DEVICE. */
+bloopcl_status bloopcl__select_device_noting(const char *spec, const char *environment_spec,
+                                             bloopcl_device_info *selected,
                                              char *message, size_t message_size,
                                              char *skipped, size_t skipped_size);
 
@@ -246,6 +253,12 @@ bloopcl_status bloopcl__write_device_infos(bloopcl_device_info *out, size_t capa
 bloopcl_status bloopcl__write_diagnostics(bloopcl_diagnostics *out,
                                           const bloopcl_diagnostics *diagnostics, char *message,
                                           size_t message_size);
+
+/* --- messages (text_quote.c) ---------------------------------------------------------------- */
+/* `length` bytes of caller or environment text as "..." with every byte outside printable
+ * ASCII escaped (\n, \r, \t, \xNN) and '"', '\' backslashed; cut to fit `size` (then
+ * followed by "... (N bytes)"). Writes "" when size < 35. */
+void bloopcl__quote(char *out, size_t size, const char *text, size_t length);
 
 /* --- context policy (context.c): pure rules, unit-tested ------------------------------------ */
 /* The backend of BLOOPCL_DOTS_AUTO combiners on a device of `type`, with `forced` the value of

@@ -15,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OPTIONS_CAPACITY 1024
-
 /* Reads a whole file; NULL if it cannot be read. */
 static char *read_file(const char *path, size_t *length)
 {
@@ -72,12 +70,13 @@ static bool rounds_division_correctly(const bloopcl_context *ctx)
 /* -cl-std=CL1.2, exact division where possible, the per-device access pattern (CPUs: a
  * contiguous chunk of vectors of the device's float width per work-item; GPUs: one element
  * per work-item, grid stride), then the caller's additions (already checked: never
- * fast-math, since NaN/Inf handling and the EMA's exactness depend on it). */
-static void compose_options(const bloopcl_context *ctx, const char *extra, char *options)
+ * fast-math, since NaN/Inf handling and the EMA's exactness depend on it). The caller's part
+ * has no length limit, so the whole is allocated (the caller frees it; NULL: no memory). */
+static char *compose_options(const bloopcl_context *ctx, const char *extra)
 {
     const char *division = rounds_division_correctly(ctx)
                                ? " -cl-fp32-correctly-rounded-divide-sqrt" : "";
-    char pattern[128];
+    char pattern[128]; /* at most 62 bytes: two flags and two numbers under 2^32 */
     if (ctx->cpu_shape)
         snprintf(pattern, sizeof pattern, " -DBLOOPCL_CONTIGUOUS -DBLOOPCL_VECTOR=%u",
                  ctx->vector_width);
@@ -85,8 +84,15 @@ static void compose_options(const bloopcl_context *ctx, const char *extra, char 
         snprintf(pattern, sizeof pattern, " -DBLOOPCL_VECTOR=1");
     size_t used = strlen(pattern);
     snprintf(pattern + used, sizeof pattern - used, " -DBLOOPCL_SLOTS=%u", ctx->kernels.slots);
-    snprintf(options, OPTIONS_CAPACITY, "-cl-std=CL1.2%s%s%s%s", division, pattern,
-             (extra && extra[0]) ? " " : "", extra ? extra : "");
+    if (extra == NULL)
+        extra = "";
+    size_t size = strlen("-cl-std=CL1.2") + strlen(division) + strlen(pattern) + 1 +
+                  strlen(extra) + 1;
+    char *options = malloc(size);
+    if (options != NULL)
+        snprintf(options, size, "-cl-std=CL1.2%s%s%s%s", division, pattern,
+                 extra[0] ? " " : "", extra);
+    return options;
 }
 
 /* "layout.h 1-40, common.cl 41-118, ...": compilers number the lines of the concatenated
@@ -333,8 +339,9 @@ static void choose_geometry(bloopcl_context *ctx)
 
 bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_options)
 {
-    char options[OPTIONS_CAPACITY];
-    compose_options(ctx, extra_options, options);
+    char *options = compose_options(ctx, extra_options);
+    if (options == NULL)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "no memory for the build options");
     bloopcl_status status = create_program(ctx, options, &ctx->kernels.program);
     if (status == BLOOPCL_OK)
         status = create_kernel(ctx, "bloopcl_ema_update", &ctx->kernels.ema_update);
@@ -350,6 +357,7 @@ bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_op
                      ctx->kernels.from_cache ? "loaded from the cache" : "built from source",
                      ctx->info.device_name, options);
     }
+    free(options);
     return status;
 }
 

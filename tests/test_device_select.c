@@ -1,16 +1,50 @@
 /* test_device_select.c — the BLOOPCL_DEVICE grammar on synthetic multi-vendor device lists
- * (pure matching, no OpenCL), then enumeration and selection on the machine's real devices. */
+ * (pure matching, no OpenCL), then enumeration and selection on the machine's real devices,
+ * from several threads at once, and through drivers that answer "no device" for a moment.
+ *
+ * The tests link the library statically, so clGetDeviceIDs defined here replaces the
+ * loader's for the library's calls; it forwards to the loader (dlsym RTLD_NEXT) unless a test
+ * asks for empty answers. */
+#define _GNU_SOURCE
 #include <criterion/criterion.h>
 
 #include "internal.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define MESSAGE_SIZE 4096
 #define NO_MATCH ((size_t)-1)
+
+/* How many of the next clGetDeviceIDs calls answer CL_DEVICE_NOT_FOUND, as PoCL's does while
+ * another thread's first enumeration is setting its devices up. */
+static int device_not_found_answers;
+
+typedef cl_int (*device_ids_fn)(cl_platform_id, cl_device_type, cl_uint, cl_device_id *,
+                                cl_uint *);
+
+CL_API_ENTRY cl_int CL_API_CALL clGetDeviceIDs(cl_platform_id platform, cl_device_type type,
+                                               cl_uint num_entries, cl_device_id *devices,
+                                               cl_uint *num_devices)
+{
+    if (device_not_found_answers > 0) {
+        device_not_found_answers--;
+        return CL_DEVICE_NOT_FOUND;
+    }
+    /* POSIX: a dlsym result converts to a function pointer by copying its bytes. */
+    void *symbol = dlsym(RTLD_NEXT, "clGetDeviceIDs");
+    device_ids_fn real;
+    if (symbol == NULL)
+        abort(); /* the test binary links the loader: this cannot happen */
+    memcpy(&real, &symbol, sizeof real);
+    return real(platform, type, num_entries, devices, num_devices);
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Synthetic lists
@@ -57,13 +91,21 @@ static void mixed_list(bloopcl_device_info *list)
                           CL_DEVICE_TYPE_GPU);
 }
 
+/* The matcher as bloopcl_select_device calls it for a spec read from BLOOPCL_DEVICE. */
+static bloopcl_status match_env(const bloopcl_device_info *devices, size_t count,
+                                const char *spec, size_t *selected, char *message, size_t size)
+{
+    return bloopcl__match_device_spec(devices, count, spec, "BLOOPCL_DEVICE", selected, message,
+                                      size);
+}
+
 /* Matches `spec` against the mixed list; returns the index, or NO_MATCH with the status kept. */
 static size_t match_mixed(const char *spec, bloopcl_status *status, char *message)
 {
     bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
     mixed_list(list);
     size_t selected = NO_MATCH;
-    *status = bloopcl__match_device_spec(list, MIXED_COUNT, spec, &selected, message,
+    *status = match_env(list, MIXED_COUNT, spec, &selected, message,
                                          MESSAGE_SIZE);
     return *status == BLOOPCL_OK ? selected : NO_MATCH;
 }
@@ -124,7 +166,7 @@ Test(device_select, default_prefers_gpu_over_earlier_cpu)
         make_device(1, 1, 0, "Acc platform", "Acc vendor", "acc-a", CL_DEVICE_TYPE_ACCELERATOR),
         make_device(2, 2, 0, "Gpu platform", "Gpu vendor", "gpu-a", CL_DEVICE_TYPE_GPU)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 3, NULL, &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 3, NULL, &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 2u);
 }
 
@@ -136,7 +178,7 @@ Test(device_select, default_prefers_accelerator_over_earlier_cpu)
         make_device(2, 1, 0, "Acc platform", "Acc vendor", "acc-a",
                     CL_DEVICE_TYPE_ACCELERATOR)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 3, "", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 3, "", &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 2u);
 }
 
@@ -147,7 +189,7 @@ Test(device_select, default_with_only_cpus_picks_first_cpu)
         make_device(1, 1, 0, POCL_PLATFORM, POCL_VENDOR, "cpu-a", CL_DEVICE_TYPE_CPU),
         make_device(2, 1, 1, POCL_PLATFORM, POCL_VENDOR, "cpu-b", CL_DEVICE_TYPE_CPU)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 3, NULL, &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 3, NULL, &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 1u, "a CPU must win over a device of another type");
 }
 
@@ -157,7 +199,7 @@ Test(device_select, default_falls_back_to_first_device_of_any_type)
         make_device(0, 0, 0, "Custom platform", "X", "custom-a", CL_DEVICE_TYPE_CUSTOM),
         make_device(1, 0, 1, "Custom platform", "X", "custom-b", CL_DEVICE_TYPE_CUSTOM)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 2, NULL, &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 2, NULL, &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 0u);
 }
 
@@ -167,9 +209,9 @@ Test(device_select, gpu_with_default_bit_counts_as_gpu)
         make_device(0, 0, 0, POCL_PLATFORM, POCL_VENDOR, "cpu-a", CL_DEVICE_TYPE_CPU),
         make_device(1, 1, 0, "G", "G", "gpu-a", CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_DEFAULT)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 2, "", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 2, "", &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 1u);
-    cr_assert_eq(bloopcl__match_device_spec(list, 2, "gpu", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 2, "gpu", &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 1u);
 }
 
@@ -177,16 +219,16 @@ Test(device_select, no_devices_at_all_gives_install_hint)
 {
     char message[MESSAGE_SIZE];
     size_t selected = 7;
-    cr_assert_eq(bloopcl__match_device_spec(NULL, 0, NULL, &selected, message, sizeof message),
+    cr_assert_eq(match_env(NULL, 0, NULL, &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert_str_eq(message, "no OpenCL device found (is an ICD such as PoCL installed? see "
                               "OCL_ICD_VENDORS)");
     cr_assert_eq(selected, 7u, "selected must be untouched on failure");
-    cr_assert_eq(bloopcl__match_device_spec(NULL, 0, "gpu", &selected, message, sizeof message),
+    cr_assert_eq(match_env(NULL, 0, "gpu", &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert(strstr(message, "BLOOPCL_DEVICE=\"gpu\"") != NULL, "message: %s", message);
     cr_assert(strstr(message, "OCL_ICD_VENDORS") != NULL, "message: %s", message);
-    cr_assert_eq(bloopcl__match_device_spec(NULL, 0, "a:b:c", &selected, message, sizeof message),
+    cr_assert_eq(match_env(NULL, 0, "a:b:c", &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_SPEC, "syntax is checked even without devices");
     cr_assert(strstr(message, "more than one ':'") != NULL, "message: %s", message);
 }
@@ -239,7 +281,7 @@ Test(device_select, accelerator_keywords_select_it)
     const size_t expected[] = {1, 1, 1, 1, 2};
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         size_t selected = NO_MATCH;
-        cr_assert_eq(bloopcl__match_device_spec(list, 3, specs[i], &selected, NULL, 0),
+        cr_assert_eq(match_env(list, 3, specs[i], &selected, NULL, 0),
                      BLOOPCL_OK, "spec %s", specs[i]);
         cr_assert_eq(selected, expected[i], "spec %s: got %zu", specs[i], selected);
     }
@@ -346,7 +388,7 @@ Test(device_select, bare_index_uses_flat_index_field)
         make_device(5, 0, 0, "P", "V", "dev-five", CL_DEVICE_TYPE_CPU),
         make_device(6, 0, 1, "P", "V", "dev-six", CL_DEVICE_TYPE_CPU)};
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, 2, "6", &selected, NULL, 0), BLOOPCL_OK);
+    cr_assert_eq(match_env(list, 2, "6", &selected, NULL, 0), BLOOPCL_OK);
     cr_assert_eq(selected, 1u);
 }
 
@@ -392,14 +434,14 @@ Test(device_select, message_optional_and_truncated)
     bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
     mixed_list(list);
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", &selected, NULL, 0),
+    cr_assert_eq(match_env(list, MIXED_COUNT, "acc", &selected, NULL, 0),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     char small[16];
     memset(small, 'x', sizeof small);
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", &selected, small, 0),
+    cr_assert_eq(match_env(list, MIXED_COUNT, "acc", &selected, small, 0),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert_eq(small[0], 'x', "size 0 must not write");
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", &selected, small,
+    cr_assert_eq(match_env(list, MIXED_COUNT, "acc", &selected, small,
                                             sizeof small),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert_eq(strlen(small), sizeof small - 1);
@@ -412,7 +454,7 @@ Test(device_select, success_clears_message)
     mixed_list(list);
     char message[64] = "stale text";
     size_t selected = NO_MATCH;
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "intel:", &selected, message,
+    cr_assert_eq(match_env(list, MIXED_COUNT, "intel:", &selected, message,
                                             sizeof message),
                  BLOOPCL_OK);
     cr_assert_eq(selected, 3u);
@@ -424,9 +466,9 @@ Test(device_select, null_arguments)
     bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
     mixed_list(list);
     size_t selected = 0;
-    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "gpu", NULL, NULL, 0),
+    cr_assert_eq(match_env(list, MIXED_COUNT, "gpu", NULL, NULL, 0),
                  BLOOPCL_ERR_NULL_ARGUMENT);
-    cr_assert_eq(bloopcl__match_device_spec(NULL, 2, "gpu", &selected, NULL, 0),
+    cr_assert_eq(match_env(NULL, 2, "gpu", &selected, NULL, 0),
                  BLOOPCL_ERR_NULL_ARGUMENT);
     cr_assert_eq(bloopcl_select_device("cpu", NULL, NULL, 0), BLOOPCL_ERR_NULL_ARGUMENT);
     size_t count = 99;
@@ -725,5 +767,295 @@ Test(device_select, real_explicit_spec_overrides_env)
     cr_assert_eq(bloopcl_select_device(NULL, &selected, message, sizeof message),
                  BLOOPCL_ERR_DEVICE_NOT_FOUND);
     cr_assert(strstr(message, "BLOOPCL_DEVICE=\"zzz:\"") != NULL, "%s", message);
+    free(real.list);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Threads: a process's first enumeration, from several threads at once. Each round is a fresh
+ * child process (forked before this process touches OpenCL), whose threads wait at a barrier
+ * and then select a device or create a context at the same moment. Before enumeration was
+ * serialised (device_list.c), 100 of 100 such processes failed: "no OpenCL device found" in
+ * some threads, a crash inside PoCL's clGetDeviceInfo in most.
+ * ------------------------------------------------------------------------------------------- */
+#define RACE_THREADS 8
+
+typedef enum race_work { RACE_SELECT, RACE_CONTEXT } race_work;
+
+typedef struct race_thread {
+    pthread_barrier_t *barrier;
+    race_work work;
+    bloopcl_status status;
+    char message[512];
+} race_thread;
+
+static void *race_body(void *argument)
+{
+    race_thread *t = argument;
+    pthread_barrier_wait(t->barrier);
+    if (t->work == RACE_SELECT) {
+        bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
+        t->status = bloopcl_select_device("", &info, t->message, sizeof t->message);
+        return NULL;
+    }
+    bloopcl_context *ctx = NULL;
+    t->status = bloopcl_context_create(NULL, &ctx);
+    snprintf(t->message, sizeof t->message, "%s", bloopcl_context_last_error(ctx));
+    bloopcl_context_destroy(ctx);
+    return NULL;
+}
+
+/* The child: RACE_THREADS threads at once; exits with how many failed, and writes the first
+ * failure's message to `report`. */
+static _Noreturn void race_child(race_work work, int report)
+{
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, RACE_THREADS);
+    race_thread threads[RACE_THREADS];
+    pthread_t ids[RACE_THREADS];
+    for (int i = 0; i < RACE_THREADS; i++) {
+        threads[i] = (race_thread){&barrier, work, BLOOPCL_OK, ""};
+        if (pthread_create(&ids[i], NULL, race_body, &threads[i]) != 0)
+            _exit(100);
+    }
+    int failed = 0;
+    for (int i = 0; i < RACE_THREADS; i++) {
+        pthread_join(ids[i], NULL);
+        if (threads[i].status != BLOOPCL_OK && failed++ == 0) {
+            char line[600];
+            int length = snprintf(line, sizeof line, "status %d: %s", (int)threads[i].status,
+                                  threads[i].message);
+            if (write(report, line, (size_t)length) < 0)
+                _exit(101);
+        }
+    }
+    _exit(failed);
+}
+
+/* Runs `rounds` fresh processes; asserts every thread of every one succeeded. */
+static void expect_first_enumerations_succeed(race_work work, int rounds)
+{
+    int failed_rounds = 0;
+    char first_failure[700] = "";
+    for (int round = 0; round < rounds; round++) {
+        int report[2];
+        cr_assert_eq(pipe(report), 0);
+        pid_t child = fork();
+        cr_assert_neq(child, -1);
+        if (child == 0) {
+            close(report[0]);
+            race_child(work, report[1]);
+        }
+        close(report[1]);
+        char text[600] = "";
+        ssize_t got = read(report[0], text, sizeof text - 1);
+        text[got > 0 ? got : 0] = '\0';
+        close(report[0]);
+        int wait_status = 0;
+        cr_assert_eq(waitpid(child, &wait_status, 0), child);
+        bool ok = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
+        if (!ok && failed_rounds++ == 0)
+            snprintf(first_failure, sizeof first_failure, "%s%s",
+                     WIFSIGNALED(wait_status) ? "killed by signal " : "",
+                     WIFSIGNALED(wait_status) ? strsignal(WTERMSIG(wait_status)) : text);
+    }
+    cr_expect_eq(failed_rounds, 0, "%d of %d processes had a failing thread; first: %s",
+                 failed_rounds, rounds, first_failure);
+}
+
+Test(device_select, first_selections_in_threads_all_find_the_device, .timeout = 300)
+{
+    expect_first_enumerations_succeed(RACE_SELECT, 40);
+}
+
+Test(device_select, first_contexts_in_threads_all_succeed, .timeout = 600)
+{
+    expect_first_enumerations_succeed(RACE_CONTEXT, 4);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Where the spec came from, and caller text in messages
+ * ------------------------------------------------------------------------------------------- */
+
+/* Asserts that the message carries no control character of its own: its only ones are the
+ * newlines that start the device-list lines ("\n  "). */
+static void expect_no_raw_control_characters(const char *message)
+{
+    for (const char *p = message; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\n')
+            cr_expect(strncmp(p, "\n  ", 3) == 0, "a newline that starts no list line at %zu "
+                      "of: %s", (size_t)(p - message), message);
+        else
+            cr_expect(c >= 0x20 && c != 0x7f, "raw byte 0x%02x at %zu of: %s", c,
+                      (size_t)(p - message), message);
+    }
+}
+
+Test(device_select, explicit_spec_is_named_device_spec)
+{
+    cr_assert_eq(setenv("BLOOPCL_DEVICE", "cpu", 1), 0);
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
+    char message[MESSAGE_SIZE];
+    cr_assert_eq(bloopcl_select_device("zz-no-such-platform:", &selected, message,
+                                       sizeof message), BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    cr_expect(strncmp(message, "device_spec=\"zz-no-such-platform:\": ", 36) == 0, "%s",
+              message);
+    cr_expect(strstr(message, "BLOOPCL_DEVICE") == NULL, "the variable was not used: %s",
+              message);
+
+    /* The same through the context parameters. */
+    bloopcl_context_params params;
+    bloopcl_context_params_default(&params);
+    params.device_spec = "gpu:zz";
+    bloopcl_context *ctx = NULL;
+    cr_assert_eq(bloopcl_context_create(&params, &ctx), BLOOPCL_ERR_DEVICE_SPEC);
+    const char *error = bloopcl_context_last_error(ctx);
+    cr_expect(strncmp(error, "device_spec=\"gpu:zz\": rank \"zz\" after the device type", 52) ==
+                  0, "%s", error);
+    bloopcl_context_destroy(ctx);
+}
+
+Test(device_select, environment_spec_is_named_bloopcl_device)
+{
+    cr_assert_eq(setenv("BLOOPCL_DEVICE", "gpu:zz", 1), 0);
+    bloopcl_context *ctx = NULL;
+    cr_assert_eq(bloopcl_context_create(NULL, &ctx), BLOOPCL_ERR_DEVICE_SPEC);
+    const char *error = bloopcl_context_last_error(ctx);
+    cr_expect(strncmp(error, "BLOOPCL_DEVICE=\"gpu:zz\": rank \"zz\"", 34) == 0, "%s", error);
+    cr_expect(strstr(error, "device_spec") == NULL, "%s", error);
+    bloopcl_context_destroy(ctx);
+}
+
+/* ESC (a terminal escape: clear the screen) and a newline (a forged log line) in the spec. */
+#define HOSTILE_SPEC "\x1b[2J\nforged line"
+#define HOSTILE_ESCAPED "\\x1b[2J\\nforged"
+
+Test(device_select, control_characters_in_the_spec_are_escaped)
+{
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
+    char message[MESSAGE_SIZE];
+    cr_assert_eq(bloopcl_select_device(HOSTILE_SPEC ":", &selected, message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    expect_no_raw_control_characters(message);
+    cr_expect(strstr(message, "=\"" HOSTILE_ESCAPED " line:\"") != NULL, "%s", message);
+
+    cr_assert_eq(setenv("BLOOPCL_DEVICE", "gpu:" HOSTILE_SPEC, 1), 0);
+    cr_assert_eq(bloopcl_select_device(NULL, &selected, message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_SPEC);
+    expect_no_raw_control_characters(message);
+    cr_expect(strstr(message, "rank \"" HOSTILE_ESCAPED) != NULL, "%s", message);
+
+    /* Every reason that quotes a piece of the spec. */
+    const char *forms[] = {HOSTILE_SPEC, HOSTILE_SPEC "::", "cpu:" HOSTILE_SPEC,
+                           ":" HOSTILE_SPEC, "99999999999\x1b:"};
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        bloopcl_status status = bloopcl_select_device(forms[i], &selected, message,
+                                                      sizeof message);
+        cr_expect_neq(status, BLOOPCL_OK, "form %zu", i);
+        expect_no_raw_control_characters(message);
+        cr_expect(strstr(message, "\\x1b") != NULL, "form %zu: %s", i, message);
+    }
+}
+
+Test(device_select, pure_matcher_names_the_given_source)
+{
+    bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
+    mixed_list(list);
+    size_t selected = NO_MATCH;
+    char message[MESSAGE_SIZE];
+    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "a\"b\\c:", NULL, &selected,
+                                            message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    cr_expect(strncmp(message, "device_spec=\"a\\\"b\\\\c:\": ", 24) == 0,
+              "NULL names device_spec; quote and backslash escaped: %s", message);
+    cr_assert_eq(bloopcl__match_device_spec(list, MIXED_COUNT, "acc", "--device", &selected,
+                                            message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    cr_expect(strncmp(message, "--device=\"acc\": no ACCELERATOR device", 37) == 0, "%s",
+              message);
+}
+
+/* A 2000-byte spec is cut in the message, which says so; the reason and the list follow. */
+Test(device_select, long_spec_is_cut_in_the_message_and_says_so)
+{
+    bloopcl_device_info list[MIXED_COUNT] = {BLOOPCL_DEVICE_INFO_INIT};
+    mixed_list(list);
+    char spec[2001];
+    memset(spec, 'q', 2000);
+    spec[1999] = ':';
+    spec[2000] = '\0';
+    size_t selected = NO_MATCH;
+    char message[MESSAGE_SIZE];
+    cr_assert_eq(match_env(list, MIXED_COUNT, spec, &selected, message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    cr_expect(strstr(message, "qq\"... (2000 bytes): no device matches platform field \"qq") !=
+                  NULL, "%s", message);
+    cr_expect(strstr(message, "... (1999 bytes) (index or part of name/vendor)") != NULL, "%s",
+              message);
+    cr_expect(strstr(message, "\n  3: " INTEL_PLATFORM) != NULL, "the list follows: %s",
+              message);
+}
+
+Test(device_select, quote_escapes_and_cuts)
+{
+    char out[64];
+    bloopcl__quote(out, sizeof out, "a\x01\x7f\xff\t\r\n\"\\z", 10);
+    cr_expect_str_eq(out, "\"a\\x01\\x7f\\xff\\t\\r\\n\\\"\\\\z\"");
+    bloopcl__quote(out, sizeof out, "nul\0in", 6);
+    cr_expect_str_eq(out, "\"nul\\x00in\"", "a NUL byte inside the text is escaped too");
+    /* 61 bytes fit whole in 64 (with the quotes and the NUL); 62 do not: cut, and say so. */
+    char text[62];
+    memset(text, 'w', sizeof text);
+    bloopcl__quote(out, sizeof out, text, 61);
+    cr_expect_eq(strlen(out), 63u, "%s", out);
+    cr_expect_eq(out[62], '"');
+    bloopcl__quote(out, sizeof out, text, 62);
+    cr_expect(strstr(out, "w\"... (62 bytes)") != NULL, "%s", out);
+    cr_expect_lt(strlen(out), sizeof out);
+    /* Too small a buffer to say anything truthful: empty, never an unterminated quote. */
+    char tiny[8] = "stale";
+    bloopcl__quote(tiny, sizeof tiny, "abc", 3);
+    cr_expect_str_empty(tiny);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * A moment of "no device": retried once, and said when it lasts
+ * ------------------------------------------------------------------------------------------- */
+Test(device_select, one_empty_answer_is_retried)
+{
+    real_devices real = list_real_devices();
+    cr_assert_eq(unsetenv("BLOOPCL_DEVICE"), 0);
+    /* Every platform's first answer: no device (the listing was "no OpenCL device found"). */
+    cl_uint platforms = 0;
+    cr_assert_eq(clGetPlatformIDs(0, NULL, &platforms), CL_SUCCESS);
+    device_not_found_answers = (int)platforms;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
+    char message[MESSAGE_SIZE] = "";
+    cr_expect_eq(bloopcl_select_device(NULL, &selected, message, sizeof message), BLOOPCL_OK,
+                 "%s", message);
+    cr_expect_eq(device_not_found_answers, 0, "the empty answers were all taken");
+    cr_expect_eq(selected.device, real.list[first_of_type(&real, CL_DEVICE_TYPE_CPU)].device);
+    size_t count = 0;
+    device_not_found_answers = (int)platforms;
+    cr_expect_eq(bloopcl_list_devices(NULL, 0, &count), BLOOPCL_OK);
+    cr_expect_eq(count, real.count, "the count is retried too");
+    free(real.list);
+}
+
+Test(device_select, lasting_empty_answers_are_reported)
+{
+    real_devices real = list_real_devices();
+    cl_uint platforms = 0;
+    cr_assert_eq(clGetPlatformIDs(0, NULL, &platforms), CL_SUCCESS);
+    device_not_found_answers = 2 * (int)platforms;
+    bloopcl_device_info selected = BLOOPCL_DEVICE_INFO_INIT;
+    char message[MESSAGE_SIZE] = "";
+    cr_expect_eq(bloopcl_select_device("cpu", &selected, message, sizeof message),
+                 BLOOPCL_ERR_DEVICE_NOT_FOUND);
+    char note[128];
+    snprintf(note, sizeof note, "left out of the list: %u platform(s) answered with no device, "
+             "twice, 20 ms apart", (unsigned)platforms);
+    cr_expect(strstr(message, note) != NULL, "%s", message);
+    cr_expect_eq(device_not_found_answers, 0);
     free(real.list);
 }
