@@ -3,10 +3,11 @@
 # the OpenCL ICD loader and headers, PoCL (an OpenCL CPU device, so every machine has one),
 # Oclgrind (a simulated GPU that checks every memory access: tools/oclgrind-check.sh and the
 # gpu_policy test), CLBlast, Criterion, meson and ninja, and cmake (tools/consumer-check.sh
-# builds the example as a CMake project would). Skips apt when everything is already
+# builds the example as a CMake project would), clang and its runtimes (libFuzzer, for
+# tools/fuzz.sh). Skips apt when everything is already
 # there.
 set -euo pipefail
-packages=(build-essential pkg-config python3 meson ninja-build cmake
+packages=(build-essential pkg-config python3 meson ninja-build cmake clang libclang-rt-dev
           ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd oclgrind clinfo
           libclblast-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox)
 missing=()
