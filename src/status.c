@@ -20,6 +20,7 @@ const char *bloopcl_status_string(bloopcl_status status)
     case BLOOPCL_ERR_UNSUPPORTED: return "not supported by this build or device";
     case BLOOPCL_ERR_WRONG_CONTEXT: return "an OpenCL buffer belongs to another cl_context";
     case BLOOPCL_ERR_STATE_INVALID: return "the state is invalid (a driver failed mid-step); write or reset it";
+    case BLOOPCL_ERR_OUT_OF_RANGE: return "the step's ratio is beyond fp32's range; step skipped";
     }
     return "unknown status code";
 }

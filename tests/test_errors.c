@@ -1522,8 +1522,8 @@ Test(errors, n_near_size_max)
 
 Test(errors, status_strings)
 {
-    const char *seen[16];
-    for (int code = 0; code >= -15; --code) {
+    const char *seen[17];
+    for (int code = 0; code >= -16; --code) {
         const char *text = bloopcl_status_string((bloopcl_status)code);
         cr_assert_not_null(text);
         cr_expect_str_not_empty(text, "code %d", code);
@@ -1534,7 +1534,7 @@ Test(errors, status_strings)
         seen[-code] = text;
     }
     cr_expect_str_eq(bloopcl_status_string((bloopcl_status)-999), "unknown status code");
-    cr_expect_str_eq(bloopcl_status_string((bloopcl_status)-16), "unknown status code");
+    cr_expect_str_eq(bloopcl_status_string((bloopcl_status)-17), "unknown status code");
     cr_expect_str_eq(bloopcl_status_string((bloopcl_status)1), "unknown status code");
 }
 
