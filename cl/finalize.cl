@@ -107,10 +107,12 @@ kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots
 {
     size_t lid = get_local_id(0);
     size_t size = get_local_size(0);
+    int any_rescued = flags[BLOOPCL_FLAG_RESCUED];
+    barrier(CLK_GLOBAL_MEM_FENCE);  /* every work-item has read it before work-item 0 resets it */
     int scaled_rows = (dots_mask & BLOOPCL_DOTS_MASK_SCALED_ROWS) != 0;
     float mid[BLOOPCL_NUM_DOTS], lo[BLOOPCL_NUM_DOTS], hi[BLOOPCL_NUM_DOTS];
     bloopcl_sum_rows(partials, slots, dots_mask, 0, scratch, lid, size, mid);
-    int rescue = scaled_rows && flags[BLOOPCL_FLAG_RESCUED];
+    int rescue = scaled_rows && any_rescued;
     for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
         rescue |= scaled_rows && !isfinite(mid[k]);  /* finite partials, overflowing total */
     if (rescue) {  /* uniform over the group */

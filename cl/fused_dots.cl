@@ -72,9 +72,12 @@ typedef struct bloopcl_dot_inputs {
 BLOOPCL_DEFINE_DOTS_AT(floatv, _v, BLOOPCL_LOADV)
 BLOOPCL_DEFINE_DOTS_AT(float, , BLOOPCL_LOAD1)
 
-/* Every dot over this work-item's elements, factors scaled by scale0 into out0[] and, when
+/* Every dot over this work-item's elements [begin, end) (visited begin, begin + step, ...:
+ * bloopcl_range; its fields are passed apart, since a pointer to the range would keep an
+ * intrinsic in the code that Oclgrind cannot run), factors scaled by scale0 into out0[] and, when
  * `both`, by scale1 into out1[] (one read for both); *probe_out: the sum of the probes. */
-void bloopcl_walk(const bloopcl_dot_inputs *in, bloopcl_range r, int check, int both,
+void bloopcl_walk(const bloopcl_dot_inputs *in, size_t begin, size_t end, size_t step,
+                  int check, int both,
                   float scale0, float scale1, float *out0, float *out1, float *probe_out)
 {
     floatv sum_v[2][BLOOPCL_NUM_DOTS], carry_v[2][BLOOPCL_NUM_DOTS], part_v[2][BLOOPCL_NUM_DOTS];
@@ -87,24 +90,24 @@ void bloopcl_walk(const bloopcl_dot_inputs *in, bloopcl_range r, int check, int 
         }
     floatv probe_v = (floatv)(0.0f);
     float probe = 0.0f;
-    size_t i = r.begin;
+    size_t i = begin;
     /* Blocks of BLOOPCL_BLOCK vectors are summed plainly, then folded into the Kahan sums: a
      * Kahan step is four dependent additions, which per element would make a core wait on
      * latency instead of memory; per block it costs little, and the error stays within
      * (BLOOPCL_BLOCK - 1) u of each block plus Kahan's 2u overall. */
-    for (; i + (BLOOPCL_BLOCK - 1) * r.step + BLOOPCL_VECTOR <= r.end;
-         i += BLOOPCL_BLOCK * r.step) {
+    for (; i + (BLOOPCL_BLOCK - 1) * step + BLOOPCL_VECTOR <= end;
+         i += BLOOPCL_BLOCK * step) {
         for (int s = 0; s < sets; ++s)
             for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
                 part_v[s][k] = (floatv)(0.0f);
         for (int b = 0; b < BLOOPCL_BLOCK; ++b)
-            bloopcl_dots_at_v(in, i + b * r.step, check, both, scale0, scale1, part_v[0],
+            bloopcl_dots_at_v(in, i + b * step, check, both, scale0, scale1, part_v[0],
                               part_v[1], &probe_v);
         for (int s = 0; s < sets; ++s)
             for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
                 bloopcl_kahan_add_v(&sum_v[s][k], &carry_v[s][k], part_v[s][k]);
     }
-    for (; i + BLOOPCL_VECTOR <= r.end; i += r.step) {
+    for (; i + BLOOPCL_VECTOR <= end; i += step) {
         for (int s = 0; s < sets; ++s)
             for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
                 part_v[s][k] = (floatv)(0.0f);
@@ -113,7 +116,7 @@ void bloopcl_walk(const bloopcl_dot_inputs *in, bloopcl_range r, int check, int 
             for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
                 bloopcl_kahan_add_v(&sum_v[s][k], &carry_v[s][k], part_v[s][k]);
     }
-    for (; i < r.end; ++i) {
+    for (; i < end; ++i) {
         for (int s = 0; s < sets; ++s)
             for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
                 part[s][k] = 0.0f;
@@ -169,7 +172,8 @@ kernel void bloopcl_fused_dots(BLOOPCL_SLOT_PARAMS(global const float *, g),
     bloopcl_range r = bloopcl_slot_range(&slot);
 
     float mid[BLOOPCL_NUM_DOTS], lo[BLOOPCL_NUM_DOTS], hi[BLOOPCL_NUM_DOTS], probe;
-    bloopcl_walk(&in, r, check_finite, 1, 1.0f, BLOOPCL_SCALE_UP, mid, lo, &probe);
+    bloopcl_walk(&in, r.begin, r.end, r.step, check_finite, 1, 1.0f, BLOOPCL_SCALE_UP, mid, lo,
+                 &probe);
     int nonfinite_input = isnan(probe);
     if (nonfinite_input)
         flags[BLOOPCL_FLAG_NONFINITE] = 1;  /* every writer stores the same value: no race */
@@ -180,7 +184,7 @@ kernel void bloopcl_fused_dots(BLOOPCL_SLOT_PARAMS(global const float *, g),
     }
     if (overflow && !nonfinite_input) {  /* a skipped step needs no second read */
         float unused[BLOOPCL_NUM_DOTS];
-        bloopcl_walk(&in, r, 0, 0, BLOOPCL_SCALE_DOWN, 0.0f, hi, unused, &probe);
+        bloopcl_walk(&in, r.begin, r.end, r.step, 0, 0, BLOOPCL_SCALE_DOWN, 0.0f, hi, unused, &probe);
     } else {
         for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
             hi[k] = ldexp(mid[k], -2 * BLOOPCL_SCALE_SHIFT);
