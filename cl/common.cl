@@ -90,6 +90,21 @@ float bloopcl_min_cap(float x, float cap)
     return (x > cap) ? cap : x;
 }
 
+/* Exact power-of-two scaling of the dot products (fused_dots.cl, finalize.cl): each factor
+ * times 2^(+-86), each product times 2^(+-172). A sum whose plain value is below
+ * BLOOPCL_TINY may have lost products to underflow (|x y| < 2^-126 keeps fewer than 24 bits)
+ * unless its scaled value is 0 (then every product was exactly 0); above it, the n products'
+ * losses (2^-150 each at most) are below n 2^-90 of the sum. */
+#define BLOOPCL_SCALE_SHIFT 86
+#define BLOOPCL_SCALE_UP 0x1p86f
+#define BLOOPCL_SCALE_DOWN 0x1p-86f
+#define BLOOPCL_TINY 0x1p-60f
+
+int bloopcl_tiny_sum(float plain, float scaled_up)
+{
+    return fabs(plain) < BLOOPCL_TINY && scaled_up != 0.0f;
+}
+
 /* Multi-range launches (layout.h): the range a work-group serves, and its place in it. */
 #ifndef BLOOPCL_SLOTS
 #define BLOOPCL_SLOTS 16  /* the host always passes it */

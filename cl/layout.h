@@ -12,6 +12,18 @@
 #define BLOOPCL_DOT_MAIN_MAIN 5    /* <g, g>  (the gradient norm, for clipping) */
 #define BLOOPCL_NUM_DOTS 6
 
+/* The partials buffer holds BLOOPCL_PARTIAL_ROWS rows of `slots` floats. Rows
+ * [0, BLOOPCL_NUM_DOTS) are the dots as summed in fp32; the fused backend adds the same sums
+ * with every product scaled by 2^+172 (rows BLOOPCL_ROWS_LO + dot: products that would be
+ * subnormal stay normal) and by 2^-172 (rows BLOOPCL_ROWS_HI + dot: products and sums beyond
+ * FLT_MAX stay finite); see fused_dots.cl. CLBlast writes the first rows only. */
+#define BLOOPCL_ROWS_LO BLOOPCL_NUM_DOTS
+#define BLOOPCL_ROWS_HI (2 * BLOOPCL_NUM_DOTS)
+#define BLOOPCL_PARTIAL_ROWS (3 * BLOOPCL_NUM_DOTS)
+/* A bit of the finalize kernel's dots mask (above the dot bits): the partials carry the scaled
+ * rows (fused backend). */
+#define BLOOPCL_DOTS_MASK_SCALED_ROWS (1 << 8)
+
 /* Scalars written by the finalize kernel (floats) and read by the projection, the host and
  * the caller's kernels: this is the public output buffer (enum bloopcl_output in bloopcl.h
  * has the same indices; src/combiner.c checks that they agree). */
@@ -22,7 +34,13 @@
 #define BLOOPCL_SCALAR_SCALE 4         /* s */
 #define BLOOPCL_SCALAR_EMA_WEIGHT 5    /* the w this step used (1 for a first-gradient init) */
 #define BLOOPCL_SCALAR_DOTS 6          /* BLOOPCL_NUM_DOTS totals from here on */
-#define BLOOPCL_NUM_SCALARS (BLOOPCL_SCALAR_DOTS + BLOOPCL_NUM_DOTS)
+#define BLOOPCL_SCALAR_REASON (BLOOPCL_SCALAR_DOTS + BLOOPCL_NUM_DOTS) /* why (not) skipped */
+#define BLOOPCL_NUM_SCALARS (BLOOPCL_SCALAR_REASON + 1)
+
+/* BLOOPCL_SCALAR_REASON's values (enum bloopcl_skip_reason in bloopcl.h). */
+#define BLOOPCL_REASON_NONE 0          /* every input finite, every coefficient of d finite */
+#define BLOOPCL_REASON_NONFINITE_INPUT 1
+#define BLOOPCL_REASON_OUT_OF_RANGE 2  /* finite inputs, but r (or r_q) is beyond fp32 */
 
 /* Integer flags kept on the device between steps. */
 #define BLOOPCL_FLAG_NONFINITE 0       /* set to 1 by any work-item that sees NaN/Inf in g or a */
@@ -30,7 +48,8 @@
 #define BLOOPCL_FLAG_ACCEPTED 2        /* the last step was applied (0: skipped, non-finite input) */
 #define BLOOPCL_FLAG_BACKUP_INITIALIZED 3 /* INITIALIZED and ACCEPTED as they were before the */
 #define BLOOPCL_FLAG_BACKUP_ACCEPTED 4    /* last finalize, to undo a step that failed to enqueue */
-#define BLOOPCL_NUM_FLAGS 5
+#define BLOOPCL_FLAG_RESCUED 5         /* set by a fused work-group that wrote scaled rows of its own */
+#define BLOOPCL_NUM_FLAGS 6
 
 /* Multi-range launches: each launch of the element-wise and fused kernels takes up to
  * BLOOPCL_SLOTS ranges (OpenCL 1.2 has no pointer tables, so each range's buffers are kernel

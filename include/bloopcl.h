@@ -133,8 +133,11 @@ typedef enum bloopcl_status {
     BLOOPCL_ERR_WRONG_CONTEXT = -14,    /* a cl_mem belongs to another cl_context */
     BLOOPCL_ERR_STATE_INVALID = -15,    /* the driver failed mid-step after the state began to
                                            change; write or reset the state to go on */
-    BLOOPCL_ERR_BUSY = -16              /* another thread is inside a call on this context (or
+    BLOOPCL_ERR_BUSY = -16,             /* another thread is inside a call on this context (or
                                            one of its combiners); nothing was done */
+    BLOOPCL_ERR_OUT_OF_RANGE = -17      /* finite g and a, but r (or r_q) is beyond what fp32
+                                           represents (or, on CLBlast, cannot be trusted); the
+                                           step was skipped (bloopcl_skip_reason) */
 } bloopcl_status;
 
 /** Static, never NULL text for a status code (also for unknown codes). */
@@ -426,6 +429,7 @@ typedef struct bloopcl_diagnostics {
     uint64_t steps;          /* steps enqueued so far on this combiner */
     double grad_norm_sq;     /* <g,g>, the squared global norm of the main gradient */
     unsigned kernels;        /* kernels the last step enqueued (CLBlastSdot counts 2) */
+    int reason;              /* a bloopcl_skip_reason: why the step was skipped (0 if not) */
 } bloopcl_diagnostics;
 
 #define BLOOPCL_DIAGNOSTICS_INIT { .struct_size = sizeof(bloopcl_diagnostics) }
@@ -451,8 +455,32 @@ typedef enum bloopcl_output {
     BLOOPCL_OUTPUT_DOT_AUX_EMA_MAIN = 9,/* PCGRAD: <q,g> */
     BLOOPCL_OUTPUT_AUX_EMA_NORM_SQ = 10,/* PCGRAD: <q,q> */
     BLOOPCL_OUTPUT_GRAD_NORM_SQ = 11,   /* <g,g> */
-    BLOOPCL_NUM_OUTPUTS = 12
+    BLOOPCL_OUTPUT_REASON = 12,         /* why the step was skipped: a bloopcl_skip_reason */
+    BLOOPCL_NUM_OUTPUTS = 13
 } bloopcl_output;
+
+/**
+ * Why a step was skipped (BLOOPCL_OUTPUT_REASON, bloopcl_diagnostics.reason).
+ *
+ * Range: the dots are sums of fp32 products, which overflow once |x| reaches ~1.8e19 and
+ * lose precision below ~1e-19 (subnormal products), while r, a ratio of two such sums, may be
+ * an ordinary number. The FUSED backend rescues: it also keeps every dot with its products
+ * scaled by 2^172 and by 2^-172 (exact, and free of extra memory traffic on normal data) and
+ * forms r in an extended exponent range, so r and d are right wherever fp32 represents r; a
+ * dot beyond FLT_MAX is reported as an infinity (IEEE overflow) without failing the step.
+ * The CLBLAST backend reports: CLBlastSdot cannot rescale, so a step whose r depends on a dot
+ * that overflowed or may have underflowed (nonzero and below 2^-100, or <m,m> + eps = 0) is
+ * skipped as OUT_OF_RANGE.
+ * With eps = 0 and m = 0 exactly, r = 0/0: policy SKIP takes r = 0 (nothing to project out;
+ * CLBlast cannot tell m = 0 from underflow and skips the step instead), PROPAGATE keeps NaN.
+ * Under PROPAGATE no step is skipped; the reason still says OUT_OF_RANGE where r or r_q (as d
+ * uses them) came out infinite or NaN.
+ */
+typedef enum bloopcl_skip_reason {
+    BLOOPCL_SKIP_NONE = 0,              /* accepted (or, PROPAGATE, nothing to report) */
+    BLOOPCL_SKIP_NONFINITE_INPUT = 1,   /* g or a held NaN or Inf (policy SKIP) */
+    BLOOPCL_SKIP_OUT_OF_RANGE = 2       /* finite inputs, r or r_q beyond fp32 (see above) */
+} bloopcl_skip_reason;
 
 /**
  * Creates a combiner for vectors of n elements (n >= 1). The configuration is validated and
@@ -496,8 +524,9 @@ BLOOPCL_API bloopcl_status bloopcl_combiner_outputs(const bloopcl_combiner *comb
  * returns, so `done` may be waited on from another queue or thread.
  * On success the step was enqueued; on any failure it was not applied, `*done` is NULL and
  * the state is unchanged, except for BLOOPCL_ERR_STATE_INVALID (see the conventions above).
- * A skipped step (non-finite input, policy SKIP) is visible through the diagnostics and the
- * output buffer (BLOOPCL_OUTPUT_ACCEPTED = 0).
+ * A skipped step (policy SKIP: a non-finite input, or a ratio out of fp32's range) is visible
+ * through the diagnostics and the output buffer (BLOOPCL_OUTPUT_ACCEPTED = 0, and
+ * BLOOPCL_OUTPUT_REASON says why).
  */
 BLOOPCL_API bloopcl_status bloopcl_step(bloopcl_combiner *combiner, const bloopcl_tensor *g,
                                         const bloopcl_tensor *a, const bloopcl_tensor *d,
@@ -512,7 +541,8 @@ BLOOPCL_API bloopcl_status bloopcl_step_buffers(bloopcl_combiner *combiner, cl_m
 
 /**
  * Blocking convenience for host arrays of n floats: copies in, steps, copies d out.
- * Returns BLOOPCL_ERR_NONFINITE_INPUT if the step was skipped (d is then all zeros).
+ * Returns BLOOPCL_ERR_NONFINITE_INPUT (or BLOOPCL_ERR_OUT_OF_RANGE: bloopcl_skip_reason) if
+ * the step was skipped (d is then all zeros).
  * The first call allocates staging buffers for g, a and d (12 bytes per element), counted
  * against the device's memory as bloopcl_combiner_create says (BLOOPCL_ERR_OUT_OF_MEMORY,
  * before reading anything).

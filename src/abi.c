@@ -20,7 +20,7 @@
 static const size_t config_v1_size = END_OF(bloopcl_config, dots);
 static const size_t params_v1_size = END_OF(bloopcl_context_params, log_user);
 static const size_t device_info_v1_size = END_OF(bloopcl_device_info, compute_units);
-static const size_t diagnostics_v1_size = END_OF(bloopcl_diagnostics, kernels);
+static const size_t diagnostics_v1_size = END_OF(bloopcl_diagnostics, reason);
 
 static size_t declared_size(const void *caller)
 {

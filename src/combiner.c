@@ -385,6 +385,9 @@ _Static_assert(BLOOPCL_OUTPUT_ACCEPTED == BLOOPCL_SCALAR_ACCEPTED &&
                BLOOPCL_OUTPUT_AUX_EMA_NORM_SQ ==
                    BLOOPCL_SCALAR_DOTS + BLOOPCL_DOT_AUXEMA_AUXEMA &&
                BLOOPCL_OUTPUT_GRAD_NORM_SQ == BLOOPCL_SCALAR_DOTS + BLOOPCL_DOT_MAIN_MAIN &&
+               BLOOPCL_OUTPUT_REASON == BLOOPCL_SCALAR_REASON &&
+               BLOOPCL_SKIP_NONFINITE_INPUT == BLOOPCL_REASON_NONFINITE_INPUT &&
+               BLOOPCL_SKIP_OUT_OF_RANGE == BLOOPCL_REASON_OUT_OF_RANGE &&
                BLOOPCL_NUM_OUTPUTS == BLOOPCL_NUM_SCALARS,
                "bloopcl_output and cl/layout.h disagree");
 
@@ -546,6 +549,7 @@ bloopcl_status bloopcl__get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnost
         .steps = comb->steps,
         .grad_norm_sq = dot[BLOOPCL_DOT_MAIN_MAIN],
         .kernels = comb->kernels_last_step,
+        .reason = (int)scalars[BLOOPCL_SCALAR_REASON],
     };
     double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
     diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;

@@ -152,7 +152,7 @@ struct bloopcl_combiner {
     unsigned invalid_kinds;    /* bit (1 << bloopcl_state_kind): that state is not valid */
     cl_mem scalars;            /* BLOOPCL_SCALAR_* floats: the public output buffer */
     cl_mem flags;              /* BLOOPCL_FLAG_* ints */
-    cl_mem partials;           /* dot-product partial sums, BLOOPCL_NUM_DOTS x slots */
+    cl_mem partials;           /* dot-product partial sums, BLOOPCL_PARTIAL_ROWS x slots */
     size_t partial_slots;
     bloopcl_plan plan;         /* of the last segment lists */
     cl_mem *staging[3];        /* bloopcl_step_host's device copies of g, a, d, per segment */

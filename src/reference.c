@@ -4,7 +4,10 @@
  *
  * Element-wise EMA updates are done in float exactly as the kernels do them (no contraction;
  * see -ffp-contract=off in meson.build), so device and reference states can agree bit for bit.
- * The scalars (dots, r) and d are computed in double from the float inputs. */
+ * The scalars (dots, r) and d are computed in double from the float inputs. Products of floats
+ * are exact in double and n FLT_MAX^2 stays finite, so the reference's dots and r are right for
+ * every finite input (all-FLT_MAX inputs: r = 1/w, d = FLT_MAX): it is the truth the device's
+ * rescue (or report) of fp32's range is judged by (bloopcl.h, bloopcl_skip_reason). */
 #include "internal.h"
 
 #include <math.h>
@@ -112,8 +115,19 @@ static float direction(const bloopcl_config *config, double s, double lambda, do
 static void skip_step(size_t n, float *d, bloopcl_diagnostics *diagnostics)
 {
     memset(d, 0, n * sizeof *d);
-    if (diagnostics != NULL)
+    if (diagnostics != NULL) {
         diagnostics->accepted = 0;
+        diagnostics->reason = BLOOPCL_SKIP_NONFINITE_INPUT;
+    }
+}
+
+/* x / (y + eps). With eps = 0 and y = 0 (m = 0 exactly: products of floats do not underflow in
+ * double) policy SKIP takes 0/0 as 0, nothing to project out; PROPAGATE keeps IEEE's NaN. */
+static double ratio(double x, double y, double eps, bool zero_over_zero_is_zero)
+{
+    if (zero_over_zero_is_zero && x == 0.0 && y + eps == 0.0)
+        return 0.0;
+    return x / (y + eps);
 }
 
 bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
@@ -144,6 +158,7 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
     const double eps = (float)config->eps;
     const double s = config->rescale ? (double)(1.0f / (1.0f + (float)lambda)) : 1.0;
 
+    const bool skip_zeros = config->nonfinite == BLOOPCL_NONFINITE_SKIP;
     if (config->nonfinite == BLOOPCL_NONFINITE_SKIP && !(all_finite(g, n) && all_finite(a, n))) {
         skip_step(n, d, diagnostics);
         return BLOOPCL_ERR_NONFINITE_INPUT;
@@ -162,7 +177,7 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
         diag.dot_ema_aux = dot(state->ema, a, n);
         diag.ema_norm_sq = dot(state->ema, state->ema, n);
         diag.aux_norm_sq = dot(a, a, n);
-        diag.ratio_raw = diag.dot_ema_aux / (diag.ema_norm_sq + eps);
+        diag.ratio_raw = ratio(diag.dot_ema_aux, diag.ema_norm_sq, eps, skip_zeros);
     }
     diag.ratio = diag.ratio_raw;
     const double cap = lambda > 0.0 ? (double)(1.0f / (float)lambda) : 0.0; /* as on device */
@@ -171,7 +186,7 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
     if (has_aux_ema) {
         diag.dot_aux_ema_main = dot(state->aux_ema, g, n);
         diag.aux_ema_norm_sq = dot(state->aux_ema, state->aux_ema, n);
-        diag.aux_ratio = diag.dot_aux_ema_main / (diag.aux_ema_norm_sq + eps);
+        diag.aux_ratio = ratio(diag.dot_aux_ema_main, diag.aux_ema_norm_sq, eps, skip_zeros);
     }
     double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
     diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;

@@ -130,6 +130,8 @@ int bloopcl__dots_mask(const bloopcl_combiner *comb)
         mask |= (1 << BLOOPCL_DOT_EMA_AUX) | (1 << BLOOPCL_DOT_EMA_EMA) | (1 << BLOOPCL_DOT_AUX_AUX);
     if (bloopcl__method_has_aux_ema(comb->config.method))
         mask |= (1 << BLOOPCL_DOT_AUXEMA_MAIN) | (1 << BLOOPCL_DOT_AUXEMA_AUXEMA);
+    if (comb->config.dots == BLOOPCL_DOTS_FUSED)
+        mask |= BLOOPCL_DOTS_MASK_SCALED_ROWS;  /* fused_dots.cl writes the rescaled rows */
     return mask;
 }
 
@@ -149,7 +151,7 @@ bloopcl_status bloopcl__ensure_partials(bloopcl_combiner *comb, size_t slots)
         return BLOOPCL_OK;
     cl_int err;
     cl_mem grown = clCreateBuffer(comb->ctx->cl_ctx, CL_MEM_READ_WRITE,
-                                  slots * BLOOPCL_NUM_DOTS * sizeof(float), NULL, &err);
+                                  slots * BLOOPCL_PARTIAL_ROWS * sizeof(float), NULL, &err);
     if (err != CL_SUCCESS)
         return bloopcl__fail_cl(comb->ctx, err, "clCreateBuffer", "allocating dot partials");
     if (comb->partials != NULL)

@@ -193,6 +193,13 @@ static bloopcl_status step_and_download(bloopcl_combiner *comb, float *d,
         status = bloopcl__get_diagnostics(comb, &diag);
     if (status != BLOOPCL_OK)
         return fail_after_step(comb->ctx, status);
+    if (!diag.accepted && diag.reason == BLOOPCL_SKIP_OUT_OF_RANGE)
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_RANGE,
+                             "bloopcl_step_host: g and a are finite but r = %g, r_q = %g (from "
+                             "<m,a> = %g, <m,m> = %g, <q,g> = %g, <q,q> = %g) is beyond fp32's "
+                             "range on this backend; the step was skipped (d = 0, state "
+                             "unchanged)", diag.ratio_raw, diag.aux_ratio, diag.dot_ema_aux,
+                             diag.ema_norm_sq, diag.dot_aux_ema_main, diag.aux_ema_norm_sq);
     if (!diag.accepted)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_NONFINITE_INPUT,
                              "bloopcl_step_host: g or a holds NaN or Inf; the step was "

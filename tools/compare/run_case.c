@@ -116,7 +116,8 @@ static bool device_step(const runner *rn, bloopcl_combiner *comb, const step_vie
     if (ws->segmented)
         return segmented_step(rn, comb, sv, ws, status, res);
     *status = bloopcl_step_host(comb, sv->g, sv->a, ws->d_dev);
-    if (*status != BLOOPCL_OK && *status != BLOOPCL_ERR_NONFINITE_INPUT) {
+    if (*status != BLOOPCL_OK && *status != BLOOPCL_ERR_NONFINITE_INPUT &&
+        *status != BLOOPCL_ERR_OUT_OF_RANGE) {
         call_failed(res, sv->step, "bloopcl_step_host", *status, rn->ctx);
         return false;
     }
@@ -140,6 +141,13 @@ static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *
     bloopcl_status status = bloopcl_get_diagnostics(comb, &dev);
     if (status != BLOOPCL_OK) {
         call_failed(res, t, "bloopcl_get_diagnostics", status, rn->ctx);
+        return false;
+    }
+    /* A step the device reports as beyond fp32's range (CLBlast cannot rescale its dots; the
+     * reference, in double, takes it): an expected divergence, and the states part ways. */
+    if (sv.status_ref == BLOOPCL_OK && !dev.accepted && dev.reason == BLOOPCL_SKIP_OUT_OF_RANGE) {
+        diverge(res, t, "the device reported the step as out of fp32's range (r = %.3g); "
+                "not compared further", rdiag.ratio);
         return false;
     }
     /* bloopcl_step reports a skipped step only through accepted = 0 (its status is that of
