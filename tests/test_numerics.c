@@ -226,7 +226,7 @@ static int compare_accepted(const char *label, const bloopcl_config *config, con
 static step_result device_step(bloopcl_context *ctx, const bloopcl_config *config,
                                const float *g, const float *a)
 {
-    step_result res = {.d = support_alloc(N)};
+    step_result res = {.d = support_alloc(N), .diag = BLOOPCL_DIAGNOSTICS_INIT};
     bloopcl_combiner *comb = support_combiner(ctx, config, N);
     res.status = bloopcl_step_host(comb, g, a, res.d);
     cr_assert_eq(bloopcl_get_diagnostics(comb, &res.diag), BLOOPCL_OK);
