@@ -130,11 +130,15 @@ static bloopcl_status fail_creation(bloopcl_context *ctx, bloopcl_status status,
 
 /* Every creation starts here: the caller's params (of any struct version, or NULL) are read
  * into `local`, and a context is allocated to carry the outcome. A bad struct_size leaves an
- * error-only context, as every creation failure does. */
+ * error-only context in *out, as every creation failure does. */
 static bloopcl_status begin_creation(const bloopcl_context_params *params,
                                      bloopcl_context_params *local, bloopcl_context **ctx,
                                      bloopcl_context **out)
 {
+    *ctx = NULL;
+    if (out == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    *out = NULL;
     char why[256];
     bloopcl_status status = bloopcl__read_context_params(params, local, why, sizeof why);
     *ctx = allocate_context(status == BLOOPCL_OK ? local : NULL);
@@ -349,13 +353,10 @@ static bloopcl_status finish_creation(bloopcl_context *ctx, const bloopcl_contex
 
 bloopcl_status bloopcl_context_create(const bloopcl_context_params *params, bloopcl_context **out)
 {
-    if (out == NULL)
-        return BLOOPCL_ERR_NULL_ARGUMENT;
-    *out = NULL;
     bloopcl_context_params local;
-    bloopcl_context *ctx = NULL;
+    bloopcl_context *ctx;
     bloopcl_status status = begin_creation(params, &local, &ctx, out);
-    if (ctx == NULL || status != BLOOPCL_OK)
+    if (status != BLOOPCL_OK)
         return status;
     params = &local;
     const char *spec = params->device_spec;
@@ -433,13 +434,10 @@ bloopcl_status bloopcl_context_create_from_cl(cl_context cl_ctx, cl_device_id de
                                               const bloopcl_context_params *params,
                                               bloopcl_context **out)
 {
-    if (out == NULL)
-        return BLOOPCL_ERR_NULL_ARGUMENT;
-    *out = NULL;
     bloopcl_context_params local;
-    bloopcl_context *ctx = NULL;
+    bloopcl_context *ctx;
     bloopcl_status status = begin_creation(params, &local, &ctx, out);
-    if (ctx == NULL || status != BLOOPCL_OK)
+    if (status != BLOOPCL_OK)
         return status;
     params = &local;
     if (cl_ctx == NULL || device == NULL)
@@ -499,11 +497,10 @@ bloopcl_status bloopcl_context_create_from_mem(cl_mem buffer, const bloopcl_cont
     if (buffer != NULL) {
         /* Queried here so that a failure carries its call and code, like every creation
          * failure, in an error-only context. */
-        *out = NULL;
         bloopcl_context_params local;
-        bloopcl_context *ctx = NULL;
+        bloopcl_context *ctx;
         bloopcl_status status = begin_creation(params, &local, &ctx, out);
-        if (ctx == NULL || status != BLOOPCL_OK)
+        if (status != BLOOPCL_OK)
             return status;
         status = context_of_buffer(ctx, buffer, &cl_ctx, &device);
         if (status != BLOOPCL_OK)
