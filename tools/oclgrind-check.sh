@@ -4,7 +4,10 @@
 # accesses: out-of-bounds reads and writes, data races (--data-races), barrier divergence, and
 # invalid API calls (--check-api).
 #
-# usage: tools/oclgrind-check.sh [BUILD_DIR]      (default: build)
+# usage: tools/oclgrind-check.sh [BUILD_DIR [K/N]]      (default: build, 0/1)
+#
+# K/N runs only every N-th check, starting at the K-th (0-based): N processes with K = 0 .. N-1
+# together run every check once, each on its own core (Oclgrind simulates on one thread).
 #
 # Every run goes through the `oclgrind` wrapper, which LD_PRELOADs Oclgrind's runtime so that
 # the program sees the Oclgrind platform alone; --device oclgrind: makes sure of it. Oclgrind
@@ -29,6 +32,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
+part=${2:-0/1}
+[[ $part =~ ^([0-9]+)/([1-9][0-9]*)$ ]] && [ "${BASH_REMATCH[1]}" -lt "${BASH_REMATCH[2]}" ] ||
+  { echo "oclgrind-check: '$part' is not K/N with 0 <= K < N" >&2; exit 2; }
+part_index=${BASH_REMATCH[1]} part_count=${BASH_REMATCH[2]}
 compare=$build/tools/bloopcl-compare
 oclgrind=${OCLGRIND:-oclgrind}
 command -v "$oclgrind" >/dev/null || { echo "oclgrind-check: $oclgrind not found (apt-get install oclgrind)" >&2; exit 2; }
@@ -36,12 +43,14 @@ command -v "$oclgrind" >/dev/null || { echo "oclgrind-check: $oclgrind not found
 
 logs=$(mktemp -d /tmp/bloopcl-oclgrind.XXXXXX)
 trap 'rm -rf "$logs"' EXIT
-runs=0 cases=0 failed=0 diagnostics=0 bad_runs=0
+runs=0 cases=0 failed=0 diagnostics=0 bad_runs=0 checks_seen=0
 start=$(date +%s)
 
 # One bloopcl-compare run on Oclgrind: the kernel shape (cpu, gpu, or gpu:SLOTS to force the
 # ranges per launch), a label, then the compare options.
 check() {
+  checks_seen=$((checks_seen + 1))
+  [ $(((checks_seen - 1) % part_count)) -eq "$part_index" ] || return 0
   local shape=${1%%:*} slots=${1#*:} label="$2, ${1%%:*} shape"; shift 2
   [ "$slots" != "$shape" ] && label="$label, $slots slots" || slots=
   local log=$logs/run$runs.log out=$logs/run$runs.out err=$logs/run$runs.err status=0
@@ -81,15 +90,17 @@ for shape in cpu gpu; do
 done
 # Segment lists: every method and option over 17 segments of mixed sizes in each layout (work-
 # groups per range follow its size, so small segments cost the simulator little), each layout
-# at another slot count, the non-finite paths, and 300 segments in both kernel shapes.
+# at another slot count, the non-finite paths, and 300 segments in both kernel shapes. Separate
+# and packed run n = 4097 too (segments longer than a work-group: the grid-stride loop turns);
+# gapped and the non-finite run, the costliest under the simulator, take n <= 257.
 check gpu:32 "fused, 17 segments separate, every method and option" --sizes $sizes \
   --segments 17 --layout separate --filter fused --filter " normal"
 check gpu:16 "fused, 17 segments packed, every method and option" --sizes $sizes \
   --segments 17 --layout packed --filter fused --filter " normal"
-check gpu:8 "fused, 17 segments gapped, every method and option" --sizes $sizes \
+check gpu:8 "fused, 17 segments gapped, every method and option" --sizes 1,257 \
   --segments 17 --layout gapped --filter fused --filter " normal"
 check gpu "fused, 17 segments separate, every method, nan_g/skip and nan_g/prop" \
-  --sizes $sizes --segments 17 --filter fused --filter " nan_g/"
+  --sizes 257 --segments 17 --filter fused --filter " nan_g/"
 check gpu "fused, 300 segments separate, bloop and mixed" --sizes 4097 --steps 2 \
   --segments 300 --filter "defaults fused" --filter " normal"
 check cpu "fused, 300 segments separate, bloop and mixed" --sizes 4097 --steps 2 \
@@ -102,6 +113,6 @@ check gpu "clblast, 17 segments packed, pcgrad l=0.5" --sizes 4097 --steps 2 --s
   --layout packed --filter "pcgrad l=0.5 clblast" --filter " normal"
 
 elapsed=$(($(date +%s) - start))
-echo "oclgrind-check: $cases cases in $runs runs on Oclgrind, $failed failed, $bad_runs runs" \
+echo "oclgrind-check${2:+ (part $part)}: $cases cases in $runs runs on Oclgrind, $failed failed, $bad_runs runs" \
      "not clean, $diagnostics Oclgrind diagnostics, ${elapsed} s"
 [ "$failed" -eq 0 ] && [ "$bad_runs" -eq 0 ] && [ "$diagnostics" -eq 0 ]
