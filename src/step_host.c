@@ -187,7 +187,7 @@ static bloopcl_status step_and_download(bloopcl_combiner *comb, float *d,
                                           NULL);
     if (status != BLOOPCL_OK)
         return status;  /* not applied, or BLOOPCL_ERR_STATE_INVALID: bloopcl_step's contract */
-    bloopcl_diagnostics diag;
+    bloopcl_diagnostics diag = {.struct_size = sizeof diag};
     status = download(comb, d);
     if (status == BLOOPCL_OK)
         status = bloopcl__get_diagnostics(comb, &diag);
