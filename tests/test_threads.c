@@ -267,7 +267,8 @@ Test(one_context, calls_during_a_step_are_refused, .timeout = 120)
     cr_assert_eq(bloopcl_reference_init(&config, N, &ref), BLOOPCL_OK);
     support_check_step(comb, &config, &ref, g, a, d, d_reference, 1);
     support_expect_state(comb, BLOOPCL_STATE_EMA, ref.ema, N);
-    cr_assert_eq(bloopcl_reference_init(&config, N, &ref), BLOOPCL_OK);
+    bloopcl_reference_free(&ref);
+    cr_assert_eq(bloopcl_reference_init(&config, N, &ref), BLOOPCL_OK);  /* the other: no step */
     support_expect_state(other, BLOOPCL_STATE_EMA, ref.ema, N);
     cr_assert_eq(bloopcl_get_diagnostics(other, &diag), BLOOPCL_OK);
     cr_expect_eq(diag.steps, 0, "the refused steps were not applied");
