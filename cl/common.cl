@@ -26,32 +26,74 @@
 typedef float floatv;
 #define BLOOPCL_LOADV(p, i) ((p)[i])
 #define BLOOPCL_STOREV(v, p, i) ((p)[i] = (v))
+typedef uint uintv;
+typedef ushort ushortv;
+#define BLOOPCL_LOADV_HALF(p, i) vload_half(0, (p) + (i))
+#define BLOOPCL_STOREV_HALF(v, p, i) vstore_half_rte((v), 0, (p) + (i))
+#define BLOOPCL_CONVERT_UINTV(x) convert_uint(x)
+#define BLOOPCL_CONVERT_USHORTV(x) convert_ushort(x)
+#define BLOOPCL_AS_FLOATV(x) as_float(x)
+#define BLOOPCL_AS_UINTV(x) as_uint(x)
 #define BLOOPCL_LANE_SUM(v) (v)
 #elif BLOOPCL_VECTOR == 2
 typedef float2 floatv;
 #define BLOOPCL_LOADV(p, i) vload2(0, (p) + (i))
 #define BLOOPCL_STOREV(v, p, i) vstore2((v), 0, (p) + (i))
+typedef uint2 uintv;
+typedef ushort2 ushortv;
+#define BLOOPCL_LOADV_HALF(p, i) vload_half2(0, (p) + (i))
+#define BLOOPCL_STOREV_HALF(v, p, i) vstore_half2_rte((v), 0, (p) + (i))
+#define BLOOPCL_CONVERT_UINTV(x) convert_uint2(x)
+#define BLOOPCL_CONVERT_USHORTV(x) convert_ushort2(x)
+#define BLOOPCL_AS_FLOATV(x) as_float2(x)
+#define BLOOPCL_AS_UINTV(x) as_uint2(x)
 #define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM2(v)
 #elif BLOOPCL_VECTOR == 4
 typedef float4 floatv;
 #define BLOOPCL_LOADV(p, i) vload4(0, (p) + (i))
 #define BLOOPCL_STOREV(v, p, i) vstore4((v), 0, (p) + (i))
+typedef uint4 uintv;
+typedef ushort4 ushortv;
+#define BLOOPCL_LOADV_HALF(p, i) vload_half4(0, (p) + (i))
+#define BLOOPCL_STOREV_HALF(v, p, i) vstore_half4_rte((v), 0, (p) + (i))
+#define BLOOPCL_CONVERT_UINTV(x) convert_uint4(x)
+#define BLOOPCL_CONVERT_USHORTV(x) convert_ushort4(x)
+#define BLOOPCL_AS_FLOATV(x) as_float4(x)
+#define BLOOPCL_AS_UINTV(x) as_uint4(x)
 #define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM4(v)
 #elif BLOOPCL_VECTOR == 8
 typedef float8 floatv;
 #define BLOOPCL_LOADV(p, i) vload8(0, (p) + (i))
 #define BLOOPCL_STOREV(v, p, i) vstore8((v), 0, (p) + (i))
+typedef uint8 uintv;
+typedef ushort8 ushortv;
+#define BLOOPCL_LOADV_HALF(p, i) vload_half8(0, (p) + (i))
+#define BLOOPCL_STOREV_HALF(v, p, i) vstore_half8_rte((v), 0, (p) + (i))
+#define BLOOPCL_CONVERT_UINTV(x) convert_uint8(x)
+#define BLOOPCL_CONVERT_USHORTV(x) convert_ushort8(x)
+#define BLOOPCL_AS_FLOATV(x) as_float8(x)
+#define BLOOPCL_AS_UINTV(x) as_uint8(x)
 #define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM8(v)
 #elif BLOOPCL_VECTOR == 16
 typedef float16 floatv;
 #define BLOOPCL_LOADV(p, i) vload16(0, (p) + (i))
 #define BLOOPCL_STOREV(v, p, i) vstore16((v), 0, (p) + (i))
+typedef uint16 uintv;
+typedef ushort16 ushortv;
+#define BLOOPCL_LOADV_HALF(p, i) vload_half16(0, (p) + (i))
+#define BLOOPCL_STOREV_HALF(v, p, i) vstore_half16_rte((v), 0, (p) + (i))
+#define BLOOPCL_CONVERT_UINTV(x) convert_uint16(x)
+#define BLOOPCL_CONVERT_USHORTV(x) convert_ushort16(x)
+#define BLOOPCL_AS_FLOATV(x) as_float16(x)
+#define BLOOPCL_AS_UINTV(x) as_uint16(x)
 #define BLOOPCL_LANE_SUM(v) (BLOOPCL_LANE_SUM8((v).lo) + BLOOPCL_LANE_SUM8((v).hi))
 #else
 #error "BLOOPCL_VECTOR must be 1, 2, 4, 8 or 16"
 #endif
 #define BLOOPCL_LOAD1(p, i) ((p)[i])
 #define BLOOPCL_STORE1(v, p, i) ((p)[i] = (v))
+#define BLOOPCL_LOAD1_HALF(p, i) vload_half(0, (p) + (i))
+#define BLOOPCL_STORE1_HALF(v, p, i) vstore_half_rte((v), 0, (p) + (i))
 
 /* Element-wise rules, written once and instantiated for float and floatv:
  *   ema       m' = m + w (g - m); w = 1 means "no EMA": m' = g exactly, whatever m held
@@ -113,6 +155,7 @@ typedef struct bloopcl_slot {
     uint index;             /* which of the launch's BLOOPCL_SLOTS buffer arguments */
     size_t g_off, a_off, d_off, s_off, count;
     size_t item, items;     /* this work-item among the work-items serving the range */
+    int g_type, a_type, d_type; /* BLOOPCL_KERNEL_F32, _F16, _BF16 */
 } bloopcl_slot;
 
 /* The table holds BLOOPCL_SLOTS rows per launch; this is launch `launch`, with `num_slots`
@@ -136,6 +179,10 @@ bloopcl_slot bloopcl_find_slot(global const ulong *table, uint launch, uint num_
     slot.count = row[BLOOPCL_SLOT_COUNT];
     slot.item = (group - row[BLOOPCL_SLOT_FIRST_GROUP]) * get_local_size(0) + get_local_id(0);
     slot.items = row[BLOOPCL_SLOT_GROUPS] * get_local_size(0);
+    uint types = (uint)row[BLOOPCL_SLOT_DTYPES], mask = (1u << BLOOPCL_DTYPE_BITS) - 1u;
+    slot.g_type = (int)(types & mask);
+    slot.a_type = (int)((types >> BLOOPCL_DTYPE_BITS) & mask);
+    slot.d_type = (int)((types >> (2 * BLOOPCL_DTYPE_BITS)) & mask);
     return slot;
 }
 

@@ -99,11 +99,22 @@ void bloopcl_sum_rows(global const float *partials, ulong slots, int dots_mask, 
     barrier(CLK_LOCAL_MEM_FENCE);  /* scratch may be written again */
 }
 
+/* CLBlast's dots of g and a are of the stored values; the true ones carry the inverse loss
+ * scales (the EMAs are already true: the EMA kernel scaled what it read). Exact for scale 1. */
+void bloopcl_unscale_dots(float *dot, float g_scale, float a_scale)
+{
+    dot[BLOOPCL_DOT_EMA_AUX] *= a_scale;
+    dot[BLOOPCL_DOT_AUX_AUX] = (dot[BLOOPCL_DOT_AUX_AUX] * a_scale) * a_scale;
+    dot[BLOOPCL_DOT_AUXEMA_MAIN] *= g_scale;
+    dot[BLOOPCL_DOT_MAIN_MAIN] = (dot[BLOOPCL_DOT_MAIN_MAIN] * g_scale) * g_scale;
+}
+
 kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots_mask,
                              global float *scalars, global int *flags,
                              int method, int skip_nonfinite,
                              float w, float lambda, float eps, float scale, float cap,
-                             local float *scratch)
+                             local float *scratch, float inv_scale_g, float inv_scale_a,
+                             int scales_on_device)
 {
     size_t lid = get_local_id(0);
     size_t size = get_local_size(0);
@@ -121,6 +132,10 @@ kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots
     }
     if (lid != 0)
         return;
+    if (!scaled_rows)  /* CLBlast */
+        bloopcl_unscale_dots(
+            mid, bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_G, inv_scale_g, scales_on_device),
+            bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_A, inv_scale_a, scales_on_device));
 
     bloopcl_xf dot[BLOOPCL_NUM_DOTS];
     for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)

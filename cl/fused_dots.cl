@@ -51,8 +51,8 @@
     void bloopcl_dots_at##SFX(const bloopcl_dot_inputs *in, size_t i, int check, int both,    \
                              float scale0, float scale1, T *acc0, T *acc1, T *probe)          \
     {                                                                                          \
-        T gi = LOAD(in->g, i);                                                                 \
-        T ai = LOAD(in->a, i);                                                                 \
+        T gi = bloopcl_load##SFX(in->in.g, i, in->in.g_type, in->in.g_scale);                  \
+        T ai = bloopcl_load##SFX(in->in.a, i, in->in.a_type, in->in.a_scale);                  \
         if (check)                                                                             \
             *probe += bloopcl_probe##SFX(gi, ai);                                              \
         T mi = in->has_ema ? bloopcl_ema##SFX(LOAD(in->m, i), gi, in->w) : (T)(0.0f);          \
@@ -64,7 +64,8 @@
 
 /* What the dots of one range are taken from (the pointers already at the range's start). */
 typedef struct bloopcl_dot_inputs {
-    global const float *g, *a, *m, *q;
+    bloopcl_inputs in;
+    global const float *m, *q;
     float w;
     int has_ema, has_aux_ema;
 } bloopcl_dot_inputs;
@@ -149,13 +150,14 @@ void bloopcl_group_totals(local float *scratch, size_t lid, size_t size, const f
 /* One launch serves up to BLOOPCL_SLOTS ranges (layout.h); every range of a launch lies in
  * the same state buffers m_cur (q_cur). Work-group k of the launch writes partial slot
  * partial_base + k of each row (layout.h: BLOOPCL_PARTIAL_ROWS). */
-kernel void bloopcl_fused_dots(BLOOPCL_SLOT_PARAMS(global const float *, g),
-                               BLOOPCL_SLOT_PARAMS(global const float *, a),
+kernel void bloopcl_fused_dots(BLOOPCL_SLOT_PARAMS(global const uchar *, g),
+                               BLOOPCL_SLOT_PARAMS(global const uchar *, a),
                                global const float *m_cur, global const float *q_cur,
                                global const ulong *table, uint launch, uint num_slots, float w,
                                int has_ema, int has_aux_ema, int check_finite,
                                global int *flags, global float *partials,
-                               ulong partial_stride, ulong partial_base, local float *scratch)
+                               ulong partial_stride, ulong partial_base, local float *scratch,
+                               float inv_scale_g, float inv_scale_a, int scales_on_device)
 {
     local int group_rescued;
     size_t lid = get_local_id(0);
@@ -163,12 +165,15 @@ kernel void bloopcl_fused_dots(BLOOPCL_SLOT_PARAMS(global const float *, g),
     if (lid == 0)
         group_rescued = 0;
     float w_step = flags[BLOOPCL_FLAG_INITIALIZED] ? w : 1.0f;
-    global const float *g_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(g);
-    global const float *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
+    global const uchar *g_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(g);
+    global const uchar *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
     bloopcl_slot slot = bloopcl_find_slot(table, launch, num_slots);
-    bloopcl_dot_inputs in = {g_slots[slot.index] + slot.g_off, a_slots[slot.index] + slot.a_off,
-                             m_cur + slot.s_off, q_cur + slot.s_off, w_step, has_ema,
-                             has_aux_ema};
+    bloopcl_dot_inputs in = {
+        bloopcl_slot_inputs(
+            g_slots[slot.index], a_slots[slot.index], &slot,
+            bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_G, inv_scale_g, scales_on_device),
+            bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_A, inv_scale_a, scales_on_device)),
+        m_cur + slot.s_off, q_cur + slot.s_off, w_step, has_ema, has_aux_ema};
     bloopcl_range r = bloopcl_slot_range(&slot);
 
     float mid[BLOOPCL_NUM_DOTS], lo[BLOOPCL_NUM_DOTS], hi[BLOOPCL_NUM_DOTS], probe;

@@ -49,7 +49,9 @@
 #define BLOOPCL_FLAG_BACKUP_INITIALIZED 3 /* INITIALIZED and ACCEPTED as they were before the */
 #define BLOOPCL_FLAG_BACKUP_ACCEPTED 4    /* last finalize, to undo a step that failed to enqueue */
 #define BLOOPCL_FLAG_RESCUED 5         /* set by a fused work-group that wrote scaled rows of its own */
-#define BLOOPCL_NUM_FLAGS 6
+#define BLOOPCL_FLAG_INV_SCALE_G 6     /* the step's inverse loss scales, as float bits, when */
+#define BLOOPCL_FLAG_INV_SCALE_A 7     /* the caller keeps them on the device (copied there) */
+#define BLOOPCL_NUM_FLAGS 8
 
 /* Multi-range launches: each launch of the element-wise and fused kernels takes up to
  * BLOOPCL_SLOTS ranges (OpenCL 1.2 has no pointer tables, so each range's buffers are kernel
@@ -67,7 +69,15 @@
 #define BLOOPCL_SLOT_COUNT 4           /* elements in the range */
 #define BLOOPCL_SLOT_FIRST_GROUP 5     /* first work-group of the launch serving the range */
 #define BLOOPCL_SLOT_GROUPS 6          /* work-groups serving it (>= 1) */
-#define BLOOPCL_SLOT_WORDS 8           /* padded to a power of two */
+#define BLOOPCL_SLOT_DTYPES 7          /* element types of g, a, d: g | a << 4 | d << 8 */
+#define BLOOPCL_SLOT_WORDS 8           /* a power of two */
+
+/* Element types of g, a and d as the kernels see them (same values as enum bloopcl_dtype);
+ * the state and every sum are fp32 whatever they are (cl/dtype.cl). */
+#define BLOOPCL_KERNEL_F32 0
+#define BLOOPCL_KERNEL_F16 1           /* IEEE binary16 */
+#define BLOOPCL_KERNEL_BF16 2          /* bfloat16: the upper 16 bits of a float */
+#define BLOOPCL_DTYPE_BITS 4           /* bits per tensor in BLOOPCL_SLOT_DTYPES */
 
 /* Method codes as the kernels see them (same values as enum bloopcl_method). */
 #define BLOOPCL_KERNEL_BLOOP 0

@@ -12,7 +12,8 @@
  * by the same work-item). A rejected step writes d = 0 and leaves the state alone: in place
  * nothing is written; double-buffered, m_cur is copied into m_next, so the state after the
  * host's buffer flip is exactly the state before the step. g and a are read before d is
- * written, so d may alias them. */
+ * written, so d may alias them. g and a are read as their types and inverse loss scales say,
+ * d is written in its own type (dtype.cl). */
 
 typedef struct bloopcl_step_scalars {
     int method, ratio_only, has_ema, has_aux_ema, recompute_ema, accepted;  /* recompute_ema:
@@ -22,20 +23,22 @@ typedef struct bloopcl_step_scalars {
 
 /* One element (T = float) or one vector (T = floatv) at index i. */
 #define BLOOPCL_DEFINE_PROJECT_AT(T, SFX, LOAD, STORE)                                         \
-    void bloopcl_project_at##SFX(global const float *g, global const float *a, global float *d,\
+    void bloopcl_project_at##SFX(const bloopcl_inputs *in, global uchar *d, int d_type,      \
                                  global const float *m_cur, global float *m_next,             \
                                  global const float *q_cur, global float *q_next, size_t i,   \
                                  const bloopcl_step_scalars *k)                                \
     {                                                                                          \
         if (!k->accepted) {                                                                    \
-            STORE((T)(0.0f), d, i);                                                            \
+            bloopcl_store##SFX((T)(0.0f), d, i, d_type);                                       \
             if (k->has_ema && !k->recompute_ema)                                               \
                 STORE(LOAD(m_cur, i), m_next, i);                                              \
             if (k->has_aux_ema && !k->recompute_ema)                                           \
                 STORE(LOAD(q_cur, i), q_next, i);                                              \
             return;                                                                            \
         }                                                                                      \
-        T gi = LOAD(g, i), ai = LOAD(a, i), mi = (T)(0.0f), qi = (T)(0.0f), di;               \
+        T gi = bloopcl_load##SFX(in->g, i, in->g_type, in->g_scale);                           \
+        T ai = bloopcl_load##SFX(in->a, i, in->a_type, in->a_scale);                           \
+        T mi = (T)(0.0f), qi = (T)(0.0f), di;                                                  \
         if (k->has_ema) {                                                                      \
             mi = k->recompute_ema ? bloopcl_ema##SFX(LOAD(m_cur, i), gi, k->w)                 \
                                   : LOAD(m_next, i);                                           \
@@ -57,40 +60,43 @@ typedef struct bloopcl_step_scalars {
             di = k->s * ((1.0f - k->lambda * k->r) * gi + k->lambda * ai);                     \
         else                                                                                   \
             di = k->s * (gi + k->lambda * (ai - k->r * mi));                                   \
-        STORE(di, d, i);                                                                       \
+        bloopcl_store##SFX(di, d, i, d_type);                                                  \
     }
 BLOOPCL_DEFINE_PROJECT_AT(floatv, _v, BLOOPCL_LOADV, BLOOPCL_STOREV)
 BLOOPCL_DEFINE_PROJECT_AT(float, , BLOOPCL_LOAD1, BLOOPCL_STORE1)
 
 /* One launch serves up to BLOOPCL_SLOTS ranges (layout.h), all in the same state buffers. */
-kernel void bloopcl_project(BLOOPCL_SLOT_PARAMS(global const float *, g),
-                            BLOOPCL_SLOT_PARAMS(global const float *, a),
-                            BLOOPCL_SLOT_PARAMS(global float *, d),
+kernel void bloopcl_project(BLOOPCL_SLOT_PARAMS(global const uchar *, g),
+                            BLOOPCL_SLOT_PARAMS(global const uchar *, a),
+                            BLOOPCL_SLOT_PARAMS(global uchar *, d),
                             global const float *m_cur, global float *m_next,
                             global const float *q_cur, global float *q_next,
                             global const ulong *table, uint launch, uint num_slots,
                             int method, int ratio_only, int has_ema, int has_aux_ema,
                             int recompute_ema, float lambda,
-                            global const float *scalars, global const int *flags)
+                            global const float *scalars, global const int *flags,
+                            float inv_scale_g, float inv_scale_a, int scales_on_device)
 {
     bloopcl_step_scalars k = {
         method, ratio_only, has_ema, has_aux_ema, recompute_ema,
         flags[BLOOPCL_FLAG_ACCEPTED], lambda, scalars[BLOOPCL_SCALAR_SCALE],
         scalars[BLOOPCL_SCALAR_RATIO], scalars[BLOOPCL_SCALAR_AUX_RATIO],
         scalars[BLOOPCL_SCALAR_EMA_WEIGHT]};
-    global const float *g_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(g);
-    global const float *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
-    global float *d_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(d);
+    global const uchar *g_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(g);
+    global const uchar *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
+    global uchar *d_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(d);
     bloopcl_slot slot = bloopcl_find_slot(table, launch, num_slots);
-    global const float *gp = g_slots[slot.index] + slot.g_off;
-    global const float *ap = a_slots[slot.index] + slot.a_off;
-    global float *dp = d_slots[slot.index] + slot.d_off;
+    bloopcl_inputs in = bloopcl_slot_inputs(
+        g_slots[slot.index], a_slots[slot.index], &slot,
+        bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_G, inv_scale_g, scales_on_device),
+        bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_A, inv_scale_a, scales_on_device));
+    global uchar *dp = d_slots[slot.index] + (slot.d_off << bloopcl_dtype_shift(slot.d_type));
     global const float *mc = m_cur + slot.s_off, *qc = q_cur + slot.s_off;
     global float *mn = m_next + slot.s_off, *qn = q_next + slot.s_off;
     bloopcl_range r = bloopcl_slot_range(&slot);
     size_t i = r.begin;
     for (; i + BLOOPCL_VECTOR <= r.end; i += r.step)
-        bloopcl_project_at_v(gp, ap, dp, mc, mn, qc, qn, i, &k);
+        bloopcl_project_at_v(&in, dp, slot.d_type, mc, mn, qc, qn, i, &k);
     for (; i < r.end; ++i)
-        bloopcl_project_at(gp, ap, dp, mc, mn, qc, qn, i, &k);
+        bloopcl_project_at(&in, dp, slot.d_type, mc, mn, qc, qn, i, &k);
 }

@@ -101,11 +101,11 @@ extern "C" {
  * Version
  * ------------------------------------------------------------------------------------------- */
 #define BLOOPCL_VERSION_MAJOR 0
-#define BLOOPCL_VERSION_MINOR 2
+#define BLOOPCL_VERSION_MINOR 3
 #define BLOOPCL_VERSION_PATCH 0
 #define BLOOPCL_VERSION_NUMBER \
     (BLOOPCL_VERSION_MAJOR * 10000 + BLOOPCL_VERSION_MINOR * 100 + BLOOPCL_VERSION_PATCH)
-#define BLOOPCL_VERSION_STRING "0.2.0"
+#define BLOOPCL_VERSION_STRING "0.3.0"
 
 /** The version of the library actually linked (compare with BLOOPCL_VERSION_NUMBER). */
 BLOOPCL_API unsigned bloopcl_version_number(void);
@@ -386,15 +386,48 @@ BLOOPCL_API const char *bloopcl_method_name(bloopcl_method method);
  * validated again. To make that safe, the combiner holds a reference (clRetainMemObject) on
  * the buffers of its last segment lists until other lists are used or it is destroyed.
  * ------------------------------------------------------------------------------------------- */
+/*
+ * Element types. Each segment of g, a and d has its own (a model may mix them; d need not
+ * match g or a). Whatever they are, the state (the EMAs) is fp32 and every dot product is
+ * summed in fp32 with the same compensation: a value is widened as it is read (exactly: every
+ * F16 and BF16 value is a float), multiplied by its inverse loss scale (bloopcl_step_options),
+ * and d is rounded once into its own type as it is written, to nearest with ties to even;
+ * beyond the type's range it becomes an infinity of its sign, and a NaN stays a NaN (BF16: with
+ * its sign and upper payload bits, the quiet bit set). F16 uses OpenCL's vload_half and
+ * vstore_half_rte (core OpenCL 1.2, no cl_khr_fp16 needed). The FUSED backend takes every
+ * type; CLBLAST reads g and a with CLBlastSdot, which takes fp32 only (BLOOPCL_ERR_UNSUPPORTED
+ * for other types there). bloopcl_convert converts on the host by exactly the same rules.
+ * Memory moved per element (FUSED, pass 1 + pass 2, state fp32): BLOOP 4 (g) + 4 (a) + 4 (m)
+ * read, then g, a, m read and m, d written: 12 + 12 + 8 = 32 B with everything F32; with g, a
+ * and d in 2-byte types 2 + 2 + 4 + (2 + 2 + 4) + 4 + 2 = 22 B. README "Mixed precision" has
+ * the table for every method and combination.
+ */
 typedef enum bloopcl_dtype {
-    BLOOPCL_DTYPE_F32 = 0   /* float; other element types are reserved for later versions */
+    BLOOPCL_DTYPE_F32 = 0,  /* float (4 bytes) */
+    BLOOPCL_DTYPE_F16 = 1,  /* IEEE 754 binary16, half (2 bytes) */
+    BLOOPCL_DTYPE_BF16 = 2  /* bfloat16: the upper 16 bits of a float (2 bytes) */
 } bloopcl_dtype;
+
+/** Bytes per element of a type (4, 2, 2); 0 for a value that is no bloopcl_dtype. */
+BLOOPCL_API size_t bloopcl_dtype_size(bloopcl_dtype dtype);
+
+/** "f32", "f16", "bf16"; "unknown" for any other value. Never NULL. */
+BLOOPCL_API const char *bloopcl_dtype_name(bloopcl_dtype dtype);
+
+/**
+ * Converts `count` elements on the host, by the kernels' rules (above): widening is exact,
+ * narrowing rounds to nearest even. src and dst may be the same array only when the two types
+ * have the same size. BLOOPCL_ERR_NULL_ARGUMENT for a NULL array (with count > 0),
+ * BLOOPCL_ERR_INVALID_ARGUMENT for an unknown type.
+ */
+BLOOPCL_API bloopcl_status bloopcl_convert(const void *src, bloopcl_dtype src_dtype, void *dst,
+                                           bloopcl_dtype dst_dtype, size_t count);
 
 typedef struct bloopcl_segment {
     cl_mem buffer;          /* in the context's cl_context */
-    size_t offset_bytes;    /* multiple of the element size */
+    size_t offset_bytes;    /* a multiple of the element size (bloopcl_dtype_size) */
     size_t count;           /* elements (0 allowed: the segment is skipped) */
-    bloopcl_dtype dtype;
+    bloopcl_dtype dtype;    /* the element type of this segment (BLOOPCL_DTYPE_F32: 0) */
     uint32_t reserved;      /* must be 0 (memory kind, for later versions) */
 } bloopcl_segment;
 
@@ -533,6 +566,51 @@ BLOOPCL_API bloopcl_status bloopcl_step(bloopcl_combiner *combiner, const bloopc
                                         cl_uint num_wait_events, const cl_event *wait_list,
                                         cl_event *done);
 
+/**
+ * Options of one step (bloopcl_step_with_options).
+ *
+ * Loss scaling: mixed-precision trainers multiply the loss by a scale S before the backward
+ * pass so that small fp16 gradients do not underflow; the stored gradient is then S times the
+ * true one. The step reads g_true = g_stored * inv_scale_g and a_true = a_stored * inv_scale_a
+ * (in fp32, after widening, before anything else), so the EMA, the dots (the gradient norm
+ * among them: BLOOPCL_OUTPUT_GRAD_NORM_SQ is ||g_true||^2) and d are those of the true
+ * gradients, and d is unscaled. Non-finite detection (policy SKIP) looks at the scaled values:
+ * an Inf or NaN stored in g or a (an overflow in the backward pass), or a product that
+ * overflows, skips the step (state unchanged, BLOOPCL_OUTPUT_ACCEPTED = 0 on the device):
+ * what a dynamic loss scaler needs to back off, without a host read.
+ * The inverse scales come from the host (inv_scale_g, inv_scale_a: finite and > 0, rounded to
+ * float) or, when inv_scale_buffer is not NULL, from that buffer on the device, read by this
+ * step after its wait list (floats at the given indices; the caller's scaler kernels keep
+ * them there; any value is used as it is, and a non-finite one makes the step non-finite).
+ */
+typedef struct bloopcl_step_options {
+    size_t struct_size;         /* sizeof(bloopcl_step_options): set by *_default or _INIT */
+    double inv_scale_g;         /* 1: unscaled */
+    double inv_scale_a;
+    cl_mem inv_scale_buffer;    /* NULL: the two values above; else a buffer of floats */
+    size_t inv_scale_g_index;   /* the float index of g's inverse scale in that buffer */
+    size_t inv_scale_a_index;   /* and of a's (may be the same index) */
+} bloopcl_step_options;
+
+#define BLOOPCL_STEP_OPTIONS_INIT \
+    { .struct_size = sizeof(bloopcl_step_options), .inv_scale_g = 1.0, .inv_scale_a = 1.0 }
+
+/** Fills `options` with the defaults: struct_size set, scales 1, no buffer. */
+BLOOPCL_API void bloopcl_step_options_default(bloopcl_step_options *options);
+
+/**
+ * bloopcl_step with options (NULL: the defaults, which make it bloopcl_step). Bad options are
+ * refused before anything is enqueued: a host scale that is not finite and > 0, a buffer of
+ * another cl_context or smaller than its indices need, BLOOPCL_ERR_INVALID_ARGUMENT.
+ */
+BLOOPCL_API bloopcl_status bloopcl_step_with_options(bloopcl_combiner *combiner,
+                                                     const bloopcl_tensor *g,
+                                                     const bloopcl_tensor *a,
+                                                     const bloopcl_tensor *d,
+                                                     const bloopcl_step_options *options,
+                                                     cl_uint num_wait_events,
+                                                     const cl_event *wait_list, cl_event *done);
+
 /** bloopcl_step for three single buffers holding n floats each at offset 0. A NULL segment
  * list with num_segments > 0 is BLOOPCL_ERR_NULL_ARGUMENT; num_segments = 0 is
  * BLOOPCL_ERR_SIZE_MISMATCH. */
@@ -600,6 +678,17 @@ BLOOPCL_API bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
                                                   bloopcl_reference_state *state, const float *g,
                                                   const float *a, float *d,
                                                   bloopcl_diagnostics *diagnostics);
+
+/**
+ * One step on the host over gradients of any type, with inverse loss scales, as the device
+ * step takes them: g and a are widened and scaled exactly as the kernels do (bloopcl_convert,
+ * then one fp32 multiplication by the scale rounded to float), the step is
+ * bloopcl_reference_step's, and d is rounded into d_dtype. Scales must be finite and > 0.
+ */
+BLOOPCL_API bloopcl_status bloopcl_reference_step_typed(
+    const bloopcl_config *config, bloopcl_reference_state *state, const void *g,
+    bloopcl_dtype g_dtype, const void *a, bloopcl_dtype a_dtype, void *d, bloopcl_dtype d_dtype,
+    double inv_scale_g, double inv_scale_a, bloopcl_diagnostics *diagnostics);
 
 /** The N(0,1) stream used by BLOOPCL_INIT_RANDOM: element i of stream `seed`. */
 BLOOPCL_API void bloopcl_reference_normal(uint64_t seed, size_t first, size_t count, float *out);

@@ -1,7 +1,7 @@
 /* abi.c — the public structs across library versions.
  *
  * Every public struct that crosses the API (bloopcl_config, bloopcl_context_params,
- * bloopcl_device_info, bloopcl_diagnostics) begins with `size_t struct_size`, set by the
+ * bloopcl_device_info, bloopcl_diagnostics, bloopcl_step_options) begins with `size_t struct_size`, set by the
  * caller's *_default() function or BLOOPCL_*_INIT macro to sizeof(the struct) as the caller's
  * header saw it. Fields are only ever appended, so the caller's struct is a prefix of ours (an
  * older header) or ours is a prefix of theirs (a newer header):
@@ -9,7 +9,8 @@
  *     the end of our struct (fields of a newer header) must be zero, since a request this
  *     library cannot honour must not be ignored silently (Linux's copy_struct_from_user rule);
  *   - output structs: the library writes the common prefix and leaves the rest alone.
- * The smallest size accepted is the struct as of 0.2.0, the first versioned layout; a
+ * The smallest size accepted is the struct as of 0.2.0, the first versioned layout (0.3.0 for
+ * bloopcl_step_options, which is new there); a
  * struct_size of 0 means the caller did not initialise the struct, which is an error. */
 #include "internal.h"
 
@@ -21,6 +22,7 @@ static const size_t config_v1_size = END_OF(bloopcl_config, dots);
 static const size_t params_v1_size = END_OF(bloopcl_context_params, log_user);
 static const size_t device_info_v1_size = END_OF(bloopcl_device_info, compute_units);
 static const size_t diagnostics_v1_size = END_OF(bloopcl_diagnostics, reason);
+static const size_t step_options_v1_size = END_OF(bloopcl_step_options, inv_scale_a_index);
 
 static size_t declared_size(const void *caller)
 {
@@ -105,6 +107,23 @@ bloopcl_status bloopcl__read_context_params(const bloopcl_context_params *given,
         return BLOOPCL_OK;
     return read_struct(params, sizeof *params, params_v1_size, given, "params", message,
                        message_size);
+}
+
+void bloopcl_step_options_default(bloopcl_step_options *options)
+{
+    if (options != NULL)
+        *options = (bloopcl_step_options)BLOOPCL_STEP_OPTIONS_INIT;
+}
+
+bloopcl_status bloopcl__read_step_options(const bloopcl_step_options *given,
+                                          bloopcl_step_options *options, char *message,
+                                          size_t message_size)
+{
+    bloopcl_step_options_default(options);
+    if (given == NULL)
+        return BLOOPCL_OK;
+    return read_struct(options, sizeof *options, step_options_v1_size, given, "options",
+                       message, message_size);
 }
 
 bloopcl_status bloopcl__write_config(bloopcl_config *out, const bloopcl_config *config,

@@ -79,15 +79,18 @@ static bloopcl_status enqueue_ema_launch(bloopcl_combiner *comb, cl_uint index)
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
+    bloopcl_kernel_scales scales = bloopcl__kernel_scales(comb);
     const bloopcl_arg rest[] = {
         {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.m_next)}, {BLOOPCL_ARG(state.q_cur)},
         {BLOOPCL_ARG(state.q_next)},
         {BLOOPCL_ARG(plan->table)}, {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)},
         {BLOOPCL_ARG(comb->w)}, {BLOOPCL_ARG(has_ema)}, {BLOOPCL_ARG(has_aux)},
-        {BLOOPCL_ARG(check)}, {BLOOPCL_ARG(comb->flags)}};
-    /* the state (flipped by the double buffer) and w (schedules) change between steps */
+        {BLOOPCL_ARG(check)}, {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(scales.g)},
+        {BLOOPCL_ARG(scales.a)}, {BLOOPCL_ARG(scales.on_device)}};
+    /* the state (flipped by the double buffer), w (schedules) and the loss scales change
+     * between steps */
     const bool changes[] = {true, true, true, true, false, false, false, true, false, false,
-                            false, false};
+                            false, false, true, true, true};
     _Static_assert(sizeof changes / sizeof changes[0] == sizeof rest / sizeof rest[0],
                    "one entry per argument");
     bloopcl_status status = bloopcl__set_launch_args(comb, BLOOPCL_LAUNCH_EMA, index, name, 2,

@@ -18,15 +18,18 @@ static bloopcl_status enqueue_fused_launch(bloopcl_combiner *comb, cl_uint index
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int check = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
     size_t local = ctx->kernels.fused_group_size;
+    bloopcl_kernel_scales scales = bloopcl__kernel_scales(comb);
     const bloopcl_arg rest[] = {
         {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.q_cur)}, {BLOOPCL_ARG(plan->table)},
         {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)}, {BLOOPCL_ARG(comb->w)},
         {BLOOPCL_ARG(has_ema)}, {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(check)},
         {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(comb->partials)}, {BLOOPCL_ARG(stride)},
-        {BLOOPCL_ARG(base)}, {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}};
-    /* w (schedules) and the partials buffer (it grows when a plan needs more) may change */
+        {BLOOPCL_ARG(base)}, {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL},
+        {BLOOPCL_ARG(scales.g)}, {BLOOPCL_ARG(scales.a)}, {BLOOPCL_ARG(scales.on_device)}};
+    /* w (schedules), the partials buffer (it grows when a plan needs more) and the loss
+     * scales may change */
     const bool changes[] = {false, false, false, false, false, true, false, false, false, false,
-                            true, false, false, false};
+                            true, false, false, false, true, true, true};
     _Static_assert(sizeof changes / sizeof changes[0] == sizeof rest / sizeof rest[0],
                    "one entry per argument");
     bloopcl_status status = bloopcl__set_launch_args(comb, BLOOPCL_LAUNCH_FUSED, index, name, 2,

@@ -68,7 +68,8 @@ struct bloopcl_context {
  * lie end to end in all three, merged) and in one state chunk. */
 typedef struct bloopcl_piece {
     cl_mem g, a, d;
-    size_t g_offset, a_offset, d_offset;  /* elements */
+    bloopcl_dtype g_dtype, a_dtype, d_dtype;
+    size_t g_offset, a_offset, d_offset;  /* elements of each one's own type */
     size_t state_chunk;                   /* index into the combiner's state chunks */
     size_t state_offset;                  /* elements within that chunk */
     size_t count;
@@ -158,6 +159,7 @@ struct bloopcl_combiner {
     cl_mem *staging[3];        /* bloopcl_step_host's device copies of g, a, d, per segment */
     size_t staging_segments;
     uint64_t steps;
+    bloopcl_step_options options;  /* of the step being enqueued (validated) */
     unsigned kernels_last_step;  /* kernels the last step enqueued (diagnostics) */
     cl_ulong reserved_bytes;     /* of ctx->held_bytes, this combiner's share */
     bool live;                   /* created: counted in ctx->combiners */
@@ -182,6 +184,15 @@ void bloopcl__unreserve_bytes(bloopcl_combiner *comb, cl_ulong bytes);
  * initialises process-wide caches without a lock of its own. */
 void bloopcl__clblast_lock(void);
 void bloopcl__clblast_unlock(void);
+
+/* --- element types on the host (dtype.c: bit for bit as cl/dtype.cl) ----------------------- */
+float bloopcl__f16_to_float(uint16_t bits);
+uint16_t bloopcl__float_to_f16(float x);
+float bloopcl__bf16_to_float(uint16_t bits);
+uint16_t bloopcl__float_to_bf16(float x);
+/* Element i of an array of `dtype` (a known type), widened; and narrowed into it. */
+float bloopcl__load_element(const void *array, bloopcl_dtype dtype, size_t i);
+void bloopcl__store_element(void *array, bloopcl_dtype dtype, size_t i, float x);
 
 /* --- errors (error.c) ---------------------------------------------------------------------- */
 bloopcl_status bloopcl__fail(bloopcl_context *ctx, bloopcl_status status, const char *format, ...)
@@ -241,6 +252,9 @@ bloopcl_status bloopcl__read_config(const bloopcl_config *given, bloopcl_config 
 bloopcl_status bloopcl__read_context_params(const bloopcl_context_params *given,
                                             bloopcl_context_params *params, char *message,
                                             size_t message_size);
+bloopcl_status bloopcl__read_step_options(const bloopcl_step_options *given,
+                                          bloopcl_step_options *options, char *message,
+                                          size_t message_size);
 /* Outputs: the prefix of the library's struct that the caller's struct_size holds. */
 bloopcl_status bloopcl__write_config(bloopcl_config *out, const bloopcl_config *config,
                                      char *message, size_t message_size);
@@ -312,7 +326,15 @@ typedef struct bloopcl_arg {
 /* bloopcl_step and bloopcl_get_diagnostics inside a call that has already entered. */
 bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
                              const bloopcl_tensor *a, const bloopcl_tensor *d,
-                             cl_uint num_wait_events, const cl_event *wait_list, cl_event *done);
+                             const bloopcl_step_options *options, cl_uint num_wait_events,
+                             const cl_event *wait_list, cl_event *done);
+/* The inverse loss scales of the step being enqueued, as the kernels take them (three
+ * arguments each: host values, and whether to read the device copies in the flags instead). */
+typedef struct bloopcl_kernel_scales {
+    cl_float g, a;
+    cl_int on_device;
+} bloopcl_kernel_scales;
+bloopcl_kernel_scales bloopcl__kernel_scales(const bloopcl_combiner *comb);
 bloopcl_status bloopcl__get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnostics *diagnostics);
 /* Checks the lists (or finds them unchanged since the last step) and leaves their plan in
  * comb->plan. On failure the previous plan is kept and nothing was enqueued. */

@@ -156,7 +156,8 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
     const float w = (float)config->ema_weight;
     const double lambda = (float)config->lambda;
     const double eps = (float)config->eps;
-    const double s = config->rescale ? (double)(1.0f / (1.0f + (float)lambda)) : 1.0;
+    /* s = 1/(1+lambda) divided in double, rounded once to float, as the step does */
+    const double s = config->rescale ? (double)(float)(1.0 / (1.0 + config->lambda)) : 1.0;
 
     const bool skip_zeros = config->nonfinite == BLOOPCL_NONFINITE_SKIP;
     if (config->nonfinite == BLOOPCL_NONFINITE_SKIP && !(all_finite(g, n) && all_finite(a, n))) {
@@ -200,4 +201,47 @@ bloopcl_status bloopcl_reference_step(const bloopcl_config *config,
     if (diagnostics != NULL)
         bloopcl__write_diagnostics(diagnostics, &diag, NULL, 0);  /* size checked above */
     return BLOOPCL_OK;
+}
+
+/* g or a as the kernels see it: widened from its type, then times its inverse scale in fp32. */
+static float *widen_scaled(const void *x, bloopcl_dtype dtype, float inv_scale, size_t n)
+{
+    float *out = malloc(n * sizeof *out);
+    for (size_t i = 0; out != NULL && i < n; ++i)
+        out[i] = bloopcl__load_element(x, dtype, i) * inv_scale;
+    return out;
+}
+
+static bool positive_finite_float(double x)
+{
+    return x > 0.0 && (float)x > 0.0f && isfinite((float)x);
+}
+
+bloopcl_status bloopcl_reference_step_typed(const bloopcl_config *config,
+                                            bloopcl_reference_state *state, const void *g,
+                                            bloopcl_dtype g_dtype, const void *a,
+                                            bloopcl_dtype a_dtype, void *d, bloopcl_dtype d_dtype,
+                                            double inv_scale_g, double inv_scale_a,
+                                            bloopcl_diagnostics *diagnostics)
+{
+    if (config == NULL || state == NULL || g == NULL || a == NULL || d == NULL)
+        return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (bloopcl_dtype_size(g_dtype) == 0 || bloopcl_dtype_size(a_dtype) == 0 ||
+        bloopcl_dtype_size(d_dtype) == 0 || !positive_finite_float(inv_scale_g) ||
+        !positive_finite_float(inv_scale_a))
+        return BLOOPCL_ERR_INVALID_ARGUMENT;
+    size_t n = state->n;
+    float *g_true = widen_scaled(g, g_dtype, (float)inv_scale_g, n);
+    float *a_true = widen_scaled(a, a_dtype, (float)inv_scale_a, n);
+    float *d_wide = malloc((n ? n : 1) * sizeof *d_wide);
+    bloopcl_status status = BLOOPCL_ERR_OUT_OF_MEMORY;
+    if (g_true != NULL && a_true != NULL && d_wide != NULL)
+        status = bloopcl_reference_step(config, state, g_true, a_true, d_wide, diagnostics);
+    if (status == BLOOPCL_OK || status == BLOOPCL_ERR_NONFINITE_INPUT)  /* d written */
+        for (size_t i = 0; i < n; ++i)
+            bloopcl__store_element(d, d_dtype, i, d_wide[i]);
+    free(g_true);
+    free(a_true);
+    free(d_wide);
+    return status;
 }

@@ -7,6 +7,8 @@
  * device throughout. */
 #include "internal.h"
 
+#include <math.h>
+
 bloopcl_status bloopcl__set_arg_list(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                      cl_uint first, const bloopcl_arg *args, size_t count)
 {
@@ -123,6 +125,35 @@ cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl
     return kind == BLOOPCL_STATE_EMA ? c->ema[which] : c->aux_ema[which];
 }
 
+bloopcl_kernel_scales bloopcl__kernel_scales(const bloopcl_combiner *comb)
+{
+    const bloopcl_step_options *options = &comb->options;
+    return (bloopcl_kernel_scales){(cl_float)options->inv_scale_g,
+                                   (cl_float)options->inv_scale_a,
+                                   options->inv_scale_buffer != NULL};
+}
+
+/* The caller's device-side inverse scales are copied into the flags (as float bits), after
+ * the step's wait list, so that every kernel of the step reads the same two values. */
+static bloopcl_status copy_device_scales(bloopcl_combiner *comb)
+{
+    const bloopcl_step_options *options = &comb->options;
+    if (options->inv_scale_buffer == NULL)
+        return BLOOPCL_OK;
+    const size_t from[2] = {options->inv_scale_g_index, options->inv_scale_a_index};
+    const size_t to[2] = {BLOOPCL_FLAG_INV_SCALE_G, BLOOPCL_FLAG_INV_SCALE_A};
+    for (int k = 0; k < 2; ++k) {
+        cl_int err = clEnqueueCopyBuffer(comb->ctx->queue, options->inv_scale_buffer,
+                                         comb->flags, from[k] * sizeof(cl_float),
+                                         to[k] * sizeof(cl_int), sizeof(cl_float), 0, NULL,
+                                         NULL);
+        if (err != CL_SUCCESS)
+            return bloopcl__fail_cl(comb->ctx, err, "clEnqueueCopyBuffer", "reading the inverse "
+                                    "loss scales from options->inv_scale_buffer");
+    }
+    return BLOOPCL_OK;
+}
+
 int bloopcl__dots_mask(const bloopcl_combiner *comb)
 {
     int mask = 1 << BLOOPCL_DOT_MAIN_MAIN;  /* the gradient norm, always */
@@ -170,7 +201,10 @@ static bloopcl_status enqueue_finalize(bloopcl_combiner *comb)
     cl_int mask = bloopcl__dots_mask(comb);
     cl_int method = (cl_int)comb->config.method;
     cl_int skip = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
-    cl_float scale = comb->config.rescale ? 1.0f / (1.0f + comb->lambda) : 1.0f;
+    /* 1/(1+lambda) divided in double and rounded once (in float it is one ulp off the
+     * correctly rounded value at lambda = 0.1) */
+    cl_float scale = comb->config.rescale ? (cl_float)(1.0 / (1.0 + comb->config.lambda)) : 1.0f;
+    bloopcl_kernel_scales scales = bloopcl__kernel_scales(comb);
     /* 1/lambda is divided here, correctly rounded, rather than by a device that may be
      * allowed 2.5 ulp: the dynamic barrier's cap is then the same float everywhere. */
     cl_float cap = comb->lambda > 0.0f ? 1.0f / comb->lambda : 0.0f;
@@ -179,7 +213,8 @@ static bloopcl_status enqueue_finalize(bloopcl_combiner *comb)
         {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(method)},
         {BLOOPCL_ARG(skip)}, {BLOOPCL_ARG(comb->w)}, {BLOOPCL_ARG(comb->lambda)},
         {BLOOPCL_ARG(comb->eps)}, {BLOOPCL_ARG(scale)}, {BLOOPCL_ARG(cap)},
-        {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}};
+        {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}, {BLOOPCL_ARG(scales.g)},
+        {BLOOPCL_ARG(scales.a)}, {BLOOPCL_ARG(scales.on_device)}};
     bloopcl_status status = bloopcl__set_arg_list(ctx, k, "bloopcl_finalize", 0, args,
                                                   sizeof args / sizeof args[0]);
     if (status != BLOOPCL_OK)
@@ -201,16 +236,19 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
     cl_int has_ema = bloopcl__method_has_ema(comb->config.method);
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int in_place = comb->config.dots == BLOOPCL_DOTS_FUSED;
+    bloopcl_kernel_scales scales = bloopcl__kernel_scales(comb);
     const bloopcl_arg rest[] = {
         {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.m_next)}, {BLOOPCL_ARG(state.q_cur)},
         {BLOOPCL_ARG(state.q_next)},
         {BLOOPCL_ARG(plan->table)}, {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)},
         {BLOOPCL_ARG(method)}, {BLOOPCL_ARG(ratio_only)}, {BLOOPCL_ARG(has_ema)},
         {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(in_place)}, {BLOOPCL_ARG(comb->lambda)},
-        {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}};
-    /* the state (flipped when double-buffered) and lambda (schedules) change between steps */
+        {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(scales.g)},
+        {BLOOPCL_ARG(scales.a)}, {BLOOPCL_ARG(scales.on_device)}};
+    /* the state (flipped when double-buffered), lambda (schedules) and the loss scales change
+     * between steps */
     const bool changes[] = {true, true, true, true, false, false, false, false, false, false,
-                            false, false, true, false, false};
+                            false, false, true, false, false, true, true, true};
     _Static_assert(sizeof changes / sizeof changes[0] == sizeof rest / sizeof rest[0],
                    "one entry per argument");
     bloopcl_status status = bloopcl__set_launch_args(comb, BLOOPCL_LAUNCH_PROJECT, index, name,
@@ -285,9 +323,11 @@ typedef struct step_progress {
 static bloopcl_status enqueue_passes(bloopcl_combiner *comb, step_progress *progress,
                                      cl_event *done)
 {
-    bloopcl_status status = comb->config.dots == BLOOPCL_DOTS_FUSED
-                                ? bloopcl__enqueue_fused_pass(comb, &progress->kernels)
-                                : bloopcl__enqueue_clblast_pass(comb, &progress->kernels);
+    bloopcl_status status = copy_device_scales(comb);
+    if (status == BLOOPCL_OK)
+        status = comb->config.dots == BLOOPCL_DOTS_FUSED
+                     ? bloopcl__enqueue_fused_pass(comb, &progress->kernels)
+                     : bloopcl__enqueue_clblast_pass(comb, &progress->kernels);
     if (status == BLOOPCL_OK)
         status = enqueue_finalize(comb);
     if (status != BLOOPCL_OK)
@@ -345,12 +385,72 @@ static bloopcl_status check_state_valid(bloopcl_combiner *comb)
                          "(bloopcl_write_state) or reset it (bloopcl_reset_state) first");
 }
 
+/* A host scale must be a positive finite float: it multiplies every element, so 0 would
+ * erase the gradient and a NaN or infinity would make every step non-finite. */
+static bloopcl_status check_host_scale(bloopcl_context *ctx, const char *name, double value)
+{
+    if (value > 0.0 && (double)(float)value > 0.0 && isfinite((float)value))
+        return BLOOPCL_OK;
+    return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: options->%s = %g "
+                         "is not a finite positive float (1 means unscaled)", name, value);
+}
+
+/* The scale buffer: a buffer of this cl_context that holds both indices. */
+static bloopcl_status check_scale_buffer(bloopcl_context *ctx, const bloopcl_step_options *o)
+{
+    cl_mem buffer = o->inv_scale_buffer;
+    cl_context owner = NULL;
+    cl_mem_object_type type = 0;
+    size_t size = 0;
+    cl_int err = clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetMemObjectInfo(buffer, CL_MEM_TYPE, sizeof type, &type, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(ctx, err, "clGetMemObjectInfo", "checking "
+                                "options->inv_scale_buffer");
+    if (owner != ctx->cl_ctx)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_WRONG_CONTEXT, "bloopcl_step: "
+                             "options->inv_scale_buffer belongs to another cl_context");
+    if (type != CL_MEM_OBJECT_BUFFER)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: "
+                             "options->inv_scale_buffer is not a buffer");
+    size_t floats = size / sizeof(cl_float);
+    if (o->inv_scale_g_index >= floats || o->inv_scale_a_index >= floats)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_BUFFER_TOO_SMALL, "bloopcl_step: "
+                             "options->inv_scale_buffer holds %zu floats (%zu bytes) but the "
+                             "indices are %zu (g) and %zu (a)", floats, size,
+                             o->inv_scale_g_index, o->inv_scale_a_index);
+    return BLOOPCL_OK;
+}
+
+static bloopcl_status check_options(bloopcl_combiner *comb, const bloopcl_step_options *given)
+{
+    char message[512];
+    bloopcl_step_options options;
+    bloopcl_status status = bloopcl__read_step_options(given, &options, message, sizeof message);
+    if (status != BLOOPCL_OK)
+        return bloopcl__fail(comb->ctx, status, "bloopcl_step: %s", message);
+    status = check_host_scale(comb->ctx, "inv_scale_g", options.inv_scale_g);
+    if (status == BLOOPCL_OK)
+        status = check_host_scale(comb->ctx, "inv_scale_a", options.inv_scale_a);
+    if (status == BLOOPCL_OK && options.inv_scale_buffer != NULL)
+        status = check_scale_buffer(comb->ctx, &options);
+    if (status == BLOOPCL_OK)
+        comb->options = options;
+    return status;
+}
+
 /* Everything that can be refused is refused here, before anything is enqueued. */
 static bloopcl_status prepare_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
                                    const bloopcl_tensor *a, const bloopcl_tensor *d,
-                                   cl_uint num_wait, const cl_event *wait_list)
+                                   const bloopcl_step_options *options, cl_uint num_wait,
+                                   const cl_event *wait_list)
 {
     bloopcl_status status = check_state_valid(comb);
+    if (status == BLOOPCL_OK)
+        status = check_options(comb, options);
     if (status == BLOOPCL_OK)
         status = check_events(comb, num_wait, wait_list);
     if (status == BLOOPCL_OK)
@@ -364,14 +464,15 @@ static bloopcl_status prepare_step(bloopcl_combiner *comb, const bloopcl_tensor 
 
 bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
                              const bloopcl_tensor *a, const bloopcl_tensor *d,
-                             cl_uint num_wait_events, const cl_event *wait_list, cl_event *done)
+                             const bloopcl_step_options *options, cl_uint num_wait_events,
+                             const cl_event *wait_list, cl_event *done)
 {
     if (done != NULL)
         *done = NULL;
     if (comb == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     bloopcl__clear_error(comb->ctx);
-    bloopcl_status status = prepare_step(comb, g, a, d, num_wait_events, wait_list);
+    bloopcl_status status = prepare_step(comb, g, a, d, options, num_wait_events, wait_list);
     if (status != BLOOPCL_OK)
         return status;  /* nothing of this step was enqueued */
 
@@ -398,9 +499,11 @@ bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
     return BLOOPCL_OK;
 }
 
-bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
-                            const bloopcl_tensor *a, const bloopcl_tensor *d,
-                            cl_uint num_wait_events, const cl_event *wait_list, cl_event *done)
+bloopcl_status bloopcl_step_with_options(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                                         const bloopcl_tensor *a, const bloopcl_tensor *d,
+                                         const bloopcl_step_options *options,
+                                         cl_uint num_wait_events, const cl_event *wait_list,
+                                         cl_event *done)
 {
     if (done != NULL)
         *done = NULL;
@@ -408,9 +511,17 @@ bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = bloopcl__step(comb, g, a, d, num_wait_events, wait_list, done);
+    bloopcl_status status = bloopcl__step(comb, g, a, d, options, num_wait_events, wait_list,
+                                          done);
     bloopcl__leave(comb->ctx);
     return status;
+}
+
+bloopcl_status bloopcl_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                            const bloopcl_tensor *a, const bloopcl_tensor *d,
+                            cl_uint num_wait_events, const cl_event *wait_list, cl_event *done)
+{
+    return bloopcl_step_with_options(comb, g, a, d, NULL, num_wait_events, wait_list, done);
 }
 
 bloopcl_status bloopcl_step_buffers(bloopcl_combiner *comb, cl_mem g, cl_mem a, cl_mem d)

@@ -183,7 +183,7 @@ static bloopcl_status step_and_download(bloopcl_combiner *comb, float *d,
     bloopcl_tensor tensors[3];
     for (int k = 0; k < 3; ++k)
         tensors[k] = (bloopcl_tensor){lists[k], comb->staging_segments};
-    bloopcl_status status = bloopcl__step(comb, &tensors[0], &tensors[1], &tensors[2], 0, NULL,
+    bloopcl_status status = bloopcl__step(comb, &tensors[0], &tensors[1], &tensors[2], NULL, 0, NULL,
                                           NULL);
     if (status != BLOOPCL_OK)
         return status;  /* not applied, or BLOOPCL_ERR_STATE_INVALID: bloopcl_step's contract */

@@ -117,16 +117,19 @@ static bloopcl_status check_buffer(bloopcl_combiner *comb, const bloopcl_segment
     if (owner != ctx->cl_ctx)
         return bloopcl__fail(ctx, BLOOPCL_ERR_WRONG_CONTEXT, "%s segment %zu: the buffer "
                              "belongs to another cl_context", name, index);
-    /* offset + 4 count, computed only where it cannot wrap */
-    if (seg->count > (SIZE_MAX - seg->offset_bytes) / sizeof(float))
+    /* offset + count elements, computed only where it cannot wrap */
+    size_t element = bloopcl_dtype_size(seg->dtype);
+    const char *type = bloopcl_dtype_name(seg->dtype);
+    if (seg->count > (SIZE_MAX - seg->offset_bytes) / element)
         return bloopcl__fail(ctx, BLOOPCL_ERR_BUFFER_TOO_SMALL, "%s segment %zu: offset %zu + "
-                             "%zu floats passes the end of the address space (the buffer has "
-                             "%zu bytes)", name, index, seg->offset_bytes, seg->count, size);
-    size_t end = seg->offset_bytes + seg->count * sizeof(float);
+                             "%zu %s elements passes the end of the address space (the buffer "
+                             "has %zu bytes)", name, index, seg->offset_bytes, seg->count, type,
+                             size);
+    size_t end = seg->offset_bytes + seg->count * element;
     if (end > size)
         return bloopcl__fail(ctx, BLOOPCL_ERR_BUFFER_TOO_SMALL, "%s segment %zu: offset %zu + "
-                             "%zu floats needs %zu bytes but the buffer has %zu", name, index,
-                             seg->offset_bytes, seg->count, end, size);
+                             "%zu %s elements needs %zu bytes but the buffer has %zu", name,
+                             index, seg->offset_bytes, seg->count, type, end, size);
     if (written && (flags & CL_MEM_READ_ONLY))
         return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s segment %zu: the buffer is "
                              "CL_MEM_READ_ONLY but d is written", name, index);
@@ -139,7 +142,7 @@ static bloopcl_status check_buffer(bloopcl_combiner *comb, const bloopcl_segment
                              "this combiner's output buffer (bloopcl_combiner_outputs), which "
                              "its step writes", name, index);
     where->start = origin + seg->offset_bytes;
-    where->end = where->start + (uint64_t)seg->count * sizeof(float);
+    where->end = where->start + (uint64_t)seg->count * element;
     return BLOOPCL_OK;
 }
 
@@ -149,17 +152,27 @@ static bloopcl_status check_segment(bloopcl_combiner *comb, const bloopcl_segmen
 {
     bloopcl_context *ctx = comb->ctx;
     const char *name = tensor_names[tensor];
-    if (seg->dtype != BLOOPCL_DTYPE_F32 || seg->reserved != 0)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_UNSUPPORTED, "%s segment %zu: only dtype F32 with "
-                             "reserved = 0 is supported", name, index);
+    if (bloopcl_dtype_size(seg->dtype) == 0)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s segment %zu: dtype %d is "
+                             "not a bloopcl_dtype (F32 = 0, F16 = 1, BF16 = 2)", name, index,
+                             (int)seg->dtype);
+    if (seg->reserved != 0)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_UNSUPPORTED, "%s segment %zu: reserved = %u (it "
+                             "must be 0)", name, index, (unsigned)seg->reserved);
+    if (seg->dtype != BLOOPCL_DTYPE_F32 && comb->config.dots == BLOOPCL_DOTS_CLBLAST)
+        return bloopcl__fail(ctx, BLOOPCL_ERR_UNSUPPORTED, "%s segment %zu: dtype %s needs the "
+                             "FUSED dot backend (the CLBLAST backend's CLBlastSdot reads fp32 "
+                             "only)", name, index, bloopcl_dtype_name(seg->dtype));
     if (seg->count == 0)
         return BLOOPCL_OK;
     if (seg->buffer == NULL)
         return bloopcl__fail(ctx, BLOOPCL_ERR_NULL_ARGUMENT, "%s segment %zu: buffer is NULL "
                              "(count %zu)", name, index, seg->count);
-    if (seg->offset_bytes % sizeof(float) != 0)
+    if (seg->offset_bytes % bloopcl_dtype_size(seg->dtype) != 0)
         return bloopcl__fail(ctx, BLOOPCL_ERR_SIZE_MISMATCH, "%s segment %zu: offset %zu bytes "
-                             "is not a multiple of 4", name, index, seg->offset_bytes);
+                             "is not a multiple of %zu (the size of %s)", name, index,
+                             seg->offset_bytes, bloopcl_dtype_size(seg->dtype),
+                             bloopcl_dtype_name(seg->dtype));
     bloopcl_status status = check_is_buffer(ctx, seg->buffer, name, index);
     if (status != BLOOPCL_OK)
         return status;

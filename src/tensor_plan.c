@@ -1,7 +1,8 @@
 /* tensor_plan.c — plans the step of the caller's segment lists, once tensor_check.c has found
  * them sound:
  *   pieces    runs of elements that lie in one segment of g, a and d (consecutive segments
- *             that lie end to end in all three are merged) and in one chunk of the state;
+ *             of the same types that lie end to end in all three are merged) and in one
+ *             chunk of the state; each piece's types go to the kernels in its table row;
  *   groups    work-groups per piece: its share of its launch's elements times the budget, so
  *             every launch spreads over the whole device (a bias gets one);
  *   launches  up to `slots` (8-32) pieces of one state chunk per kernel launch, described by a
@@ -43,15 +44,22 @@ static bool push(void **array, size_t *count, size_t *capacity, size_t size, con
     return true;
 }
 
-/* Segment s continues the range `run` in g, a and d alike: same buffers, no gap. */
+/* The offset of a segment in elements of its own type (tensor_check.c: a whole number). */
+static size_t element_offset(const bloopcl_segment *segment)
+{
+    return segment->offset_bytes / bloopcl_dtype_size(segment->dtype);
+}
+
+/* Segment s continues the range `run` in g, a and d alike: same buffers and types, no gap. */
 static bool continues(const bloopcl_piece *run, const bloopcl_tensor *const t[3], size_t s)
 {
     const bloopcl_segment *g = &t[0]->segments[s], *a = &t[1]->segments[s],
                           *d = &t[2]->segments[s];
     return g->buffer == run->g && a->buffer == run->a && d->buffer == run->d &&
-           g->offset_bytes / sizeof(float) == run->g_offset + run->count &&
-           a->offset_bytes / sizeof(float) == run->a_offset + run->count &&
-           d->offset_bytes / sizeof(float) == run->d_offset + run->count;
+           g->dtype == run->g_dtype && a->dtype == run->a_dtype && d->dtype == run->d_dtype &&
+           element_offset(g) == run->g_offset + run->count &&
+           element_offset(a) == run->a_offset + run->count &&
+           element_offset(d) == run->d_offset + run->count;
 }
 
 /* Cuts one merged run (starting at global element `base`) at state-chunk and size limits. */
@@ -94,12 +102,12 @@ static bool make_pieces(const bloopcl_tensor *const t[3], const bloopcl_plan_lim
         } else {
             if (run.count > 0 && !cut_run(&run, run_base, limits, plan, &capacity))
                 return false;
+            const bloopcl_segment *a = &t[1]->segments[s], *d = &t[2]->segments[s];
             run = (bloopcl_piece){
-                .g = g->buffer, .a = t[1]->segments[s].buffer, .d = t[2]->segments[s].buffer,
-                .g_offset = g->offset_bytes / sizeof(float),
-                .a_offset = t[1]->segments[s].offset_bytes / sizeof(float),
-                .d_offset = t[2]->segments[s].offset_bytes / sizeof(float),
-                .count = g->count};
+                .g = g->buffer, .a = a->buffer, .d = d->buffer,
+                .g_dtype = g->dtype, .a_dtype = a->dtype, .d_dtype = d->dtype,
+                .g_offset = element_offset(g), .a_offset = element_offset(a),
+                .d_offset = element_offset(d), .count = g->count};
             run_base = base;
         }
         base += g->count;
@@ -236,6 +244,9 @@ static bloopcl_status upload_table(bloopcl_combiner *comb, bloopcl_plan *plan)
             row[BLOOPCL_SLOT_COUNT] = p->count;
             row[BLOOPCL_SLOT_FIRST_GROUP] = first_group;
             row[BLOOPCL_SLOT_GROUPS] = p->groups;
+            row[BLOOPCL_SLOT_DTYPES] = (cl_ulong)p->g_dtype |
+                                       (cl_ulong)p->a_dtype << BLOOPCL_DTYPE_BITS |
+                                       (cl_ulong)p->d_dtype << (2 * BLOOPCL_DTYPE_BITS);
             first_group += p->groups;
         }
     }

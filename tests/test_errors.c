@@ -1578,7 +1578,7 @@ Test(errors, bloopcl_dots_env_bogus)
     bloopcl_context_destroy(ctx);
 }
 
-static const char *const kernel_files[] = {"layout.h", "common.cl", "ema.cl", "fused_dots.cl",
+static const char *const kernel_files[] = {"layout.h", "common.cl", "dtype.cl", "ema.cl", "fused_dots.cl",
                                            "finalize.cl", "project.cl"};
 #define NUM_KERNEL_FILES (sizeof kernel_files / sizeof kernel_files[0])
 

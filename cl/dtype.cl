@@ -1,0 +1,81 @@
+/* dtype.cl - reading and writing g, a and d in their own element types (layout.h):
+ *   F32   float, as it is;
+ *   F16   IEEE binary16 through vload_half / vstore_half_rte (core OpenCL 1.2: no cl_khr_fp16
+ *         is needed to convert, only to compute in half, which nothing here does);
+ *   BF16  bfloat16, the upper 16 bits of a float: widening is exact (the bits shifted up);
+ *         narrowing rounds to nearest, ties to even, on the bits (below).
+ * Everything is computed in fp32: a value is widened as it is read, multiplied by its inverse
+ * loss scale (exact when the scale is 1), and d is narrowed once, as it is written. The host
+ * converts by the same rules (src/dtype.c), so the CPU reference sees exactly these values.
+ * The type of a range is uniform over its work-groups (one slot), so the branches below cost
+ * no divergence; the pointers are bytes, offset by the range's own element size. */
+
+/* log2 of the element size of a type: its byte offsets are element offsets shifted by it. */
+uint bloopcl_dtype_shift(int type)
+{
+    return type == BLOOPCL_KERNEL_F32 ? 2u : 1u;
+}
+
+/* float -> bfloat16 bits, round to nearest even: add 0x7fff plus the lowest kept bit and
+ * truncate; a carry out of the mantissa steps the exponent, which is the rounding (up to
+ * infinity beyond the largest bfloat16). NaN is kept a NaN with its sign (truncation could
+ * clear every kept mantissa bit and make it an infinity): the quiet bit is set instead. */
+#define BLOOPCL_DEFINE_DTYPE_IO(T, U, US, SFX, LOAD, STORE, LOAD_HALF, STORE_HALF, TO_U,      \
+                                TO_US, AS_F, AS_U)                                             \
+    US bloopcl_bf16_bits##SFX(T x)                                                             \
+    {                                                                                          \
+        U u = AS_U(x);                                                                         \
+        U rounded = (u + (U)0x7fffu + ((u >> 16) & (U)1u)) >> 16;                              \
+        U quiet = (u >> 16) | (U)0x40u;                                                        \
+        return TO_US(select(rounded, quiet, isnan(x)));                                        \
+    }                                                                                          \
+    T bloopcl_load##SFX(global const uchar *p, size_t i, int type, float inv_scale)           \
+    {                                                                                          \
+        T x;                                                                                   \
+        if (type == BLOOPCL_KERNEL_BF16)                                                       \
+            x = AS_F(TO_U(LOAD((global const ushort *)p, i)) << 16);                           \
+        else if (type == BLOOPCL_KERNEL_F16)                                                   \
+            x = LOAD_HALF((global const half *)p, i);                                          \
+        else                                                                                   \
+            x = LOAD((global const float *)p, i);                                              \
+        return x * inv_scale;                                                                  \
+    }                                                                                          \
+    void bloopcl_store##SFX(T x, global uchar *p, size_t i, int type)                         \
+    {                                                                                          \
+        if (type == BLOOPCL_KERNEL_BF16)                                                       \
+            STORE(bloopcl_bf16_bits##SFX(x), (global ushort *)p, i);                           \
+        else if (type == BLOOPCL_KERNEL_F16)                                                   \
+            STORE_HALF(x, (global half *)p, i);                                                \
+        else                                                                                   \
+            STORE(x, (global float *)p, i);                                                    \
+    }
+BLOOPCL_DEFINE_DTYPE_IO(floatv, uintv, ushortv, _v, BLOOPCL_LOADV, BLOOPCL_STOREV,
+                        BLOOPCL_LOADV_HALF, BLOOPCL_STOREV_HALF, BLOOPCL_CONVERT_UINTV,
+                        BLOOPCL_CONVERT_USHORTV, BLOOPCL_AS_FLOATV, BLOOPCL_AS_UINTV)
+BLOOPCL_DEFINE_DTYPE_IO(float, uint, ushort, , BLOOPCL_LOAD1, BLOOPCL_STORE1,
+                        BLOOPCL_LOAD1_HALF, BLOOPCL_STORE1_HALF, convert_uint, convert_ushort,
+                        as_float, as_uint)
+
+/* Where one range's g and a are read from: bytes, their element types, inverse loss scales. */
+typedef struct bloopcl_inputs {
+    global const uchar *g, *a;
+    int g_type, a_type;
+    float g_scale, a_scale;
+} bloopcl_inputs;
+
+/* The g and a of one range as a work-item of one slot reads them. */
+bloopcl_inputs bloopcl_slot_inputs(global const uchar *g, global const uchar *a,
+                                   const bloopcl_slot *slot, float g_scale, float a_scale)
+{
+    bloopcl_inputs in = {g + (slot->g_off << bloopcl_dtype_shift(slot->g_type)),
+                         a + (slot->a_off << bloopcl_dtype_shift(slot->a_type)),
+                         slot->g_type, slot->a_type, g_scale, a_scale};
+    return in;
+}
+
+/* The inverse loss scales of a step: the host's values, or the caller's device copies (in the
+ * flags, as float bits: copied there by the host at the start of the step). */
+float bloopcl_inv_scale(global const int *flags, int flag, float host_value, int on_device)
+{
+    return on_device ? as_float(flags[flag]) : host_value;
+}
