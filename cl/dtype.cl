@@ -63,14 +63,18 @@ typedef struct bloopcl_inputs {
     float g_scale, a_scale;
 } bloopcl_inputs;
 
-/* The g and a of one range as a work-item of one slot reads them. */
-bloopcl_inputs bloopcl_slot_inputs(global const uchar *g, global const uchar *a,
-                                   const bloopcl_slot *slot, float g_scale, float a_scale)
+/* The g and a of one range as a work-item of one slot reads them. Filled through a pointer:
+ * a struct returned by value is a noalias sret argument, whose inlining leaves an intrinsic
+ * (llvm.experimental.noalias.scope.decl) that Oclgrind cannot run. */
+void bloopcl_slot_inputs(bloopcl_inputs *in, global const uchar *g, global const uchar *a,
+                         const bloopcl_slot *slot, float g_scale, float a_scale)
 {
-    bloopcl_inputs in = {g + (slot->g_off << bloopcl_dtype_shift(slot->g_type)),
-                         a + (slot->a_off << bloopcl_dtype_shift(slot->a_type)),
-                         slot->g_type, slot->a_type, g_scale, a_scale};
-    return in;
+    in->g = g + (slot->g_off << bloopcl_dtype_shift(slot->g_type));
+    in->a = a + (slot->a_off << bloopcl_dtype_shift(slot->a_type));
+    in->g_type = slot->g_type;
+    in->a_type = slot->a_type;
+    in->g_scale = g_scale;
+    in->a_scale = a_scale;
 }
 
 /* The inverse loss scales of a step: the host's values, or the caller's device copies (in the

@@ -168,12 +168,16 @@ kernel void bloopcl_fused_dots(BLOOPCL_SLOT_PARAMS(global const uchar *, g),
     global const uchar *g_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(g);
     global const uchar *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
     bloopcl_slot slot = bloopcl_find_slot(table, launch, num_slots);
-    bloopcl_dot_inputs in = {
-        bloopcl_slot_inputs(
-            g_slots[slot.index], a_slots[slot.index], &slot,
-            bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_G, inv_scale_g, scales_on_device),
-            bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_A, inv_scale_a, scales_on_device)),
-        m_cur + slot.s_off, q_cur + slot.s_off, w_step, has_ema, has_aux_ema};
+    bloopcl_dot_inputs in;
+    bloopcl_slot_inputs(
+        &in.in, g_slots[slot.index], a_slots[slot.index], &slot,
+        bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_G, inv_scale_g, scales_on_device),
+        bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_A, inv_scale_a, scales_on_device));
+    in.m = m_cur + slot.s_off;
+    in.q = q_cur + slot.s_off;
+    in.w = w_step;
+    in.has_ema = has_ema;
+    in.has_aux_ema = has_aux_ema;
     bloopcl_range r = bloopcl_slot_range(&slot);
 
     float mid[BLOOPCL_NUM_DOTS], lo[BLOOPCL_NUM_DOTS], hi[BLOOPCL_NUM_DOTS], probe;

@@ -86,8 +86,9 @@ kernel void bloopcl_project(BLOOPCL_SLOT_PARAMS(global const uchar *, g),
     global const uchar *a_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(a);
     global uchar *d_slots[BLOOPCL_SLOTS] = BLOOPCL_SLOT_TABLE(d);
     bloopcl_slot slot = bloopcl_find_slot(table, launch, num_slots);
-    bloopcl_inputs in = bloopcl_slot_inputs(
-        g_slots[slot.index], a_slots[slot.index], &slot,
+    bloopcl_inputs in;
+    bloopcl_slot_inputs(
+        &in, g_slots[slot.index], a_slots[slot.index], &slot,
         bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_G, inv_scale_g, scales_on_device),
         bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_A, inv_scale_a, scales_on_device));
     global uchar *dp = d_slots[slot.index] + (slot.d_off << bloopcl_dtype_shift(slot.d_type));
