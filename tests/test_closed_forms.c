@@ -193,8 +193,8 @@ BACKEND_TEST(parallel_power_of_two_gives_exact_g)
                     bloopcl_combiner *comb = support_combiner(ctx, &config, n);
                     bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
                     step(ctx, comb, g, a, d, &diag);
-                    float lf = (float)lambdas[li];
-                    float s = rescale ? 1.0f / (1.0f + lf) : 1.0f;
+                    /* 1/(1+lambda) divided in double, rounded once (bloopcl.h) */
+                    float s = rescale ? (float)(1.0 / (1.0 + lambdas[li])) : 1.0f;
                     cr_expect_eq(diag.ratio, (double)cs[ci], "%s n=%zu c=%g: r = %.9g, want c",
                                  backend_name(*dots), n, cs[ci], diag.ratio);
                     cr_expect_eq(diag.ratio_raw, (double)cs[ci]);
@@ -362,7 +362,6 @@ BACKEND_TEST(zero_aux_gives_scaled_g)
         {BLOOPCL_METHOD_BLOOP, 0}, {BLOOPCL_METHOD_DYNAMIC_BARRIER, 0},
         {BLOOPCL_METHOD_PCGRAD, 0}, {BLOOPCL_METHOD_BLOOP, 1}, {BLOOPCL_METHOD_MIXED, 0}};
     const double lambda = 0.5;
-    const float lf = (float)lambda;
     bloopcl_context *ctx = support_context();
     for (size_t k = 0; k < COUNT(sizes); ++k) {
         size_t n = sizes[k];
@@ -374,7 +373,7 @@ BACKEND_TEST(zero_aux_gives_scaled_g)
                 config.ratio_only = variants[vi].ratio_only;
                 config.rescale = rescale;
                 bloopcl_combiner *comb = support_combiner(ctx, &config, n);
-                float s = rescale ? 1.0f / (1.0f + lf) : 1.0f;
+                float s = rescale ? (float)(1.0 / (1.0 + lambda)) : 1.0f;
                 for (int t = 0; t < 3; ++t) {
                     support_fill_normal(g, n, 300 + 10 * n + (size_t)t, 1.0f);
                     bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
@@ -1359,5 +1358,36 @@ BACKEND_TEST(init_buffer)
         free(m0), free(q0), free(m0_copy), free(q0_copy), free(g), free(a), free(d);
         free(expected);
     }
+    bloopcl_context_destroy(ctx);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the rescale factor, correctly rounded
+ * ------------------------------------------------------------------------------------------- */
+
+/* Mixed with rescale, g = 1 and a = 0: d = s (1 + lambda 0) = s exactly. s = 1/(1+lambda) is
+ * divided in double and rounded once: at lambda = 0.1 that is 0x1.d1745ep-1, where the same
+ * division in float (1.0f / (1.0f + 0.1f)) gives 0x1.d1745cp-1, one ulp below (ml-bloop's
+ * outputs showed the difference). Other lambdas: the double quotient rounded to float. */
+BACKEND_TEST(rescale_factor_is_correctly_rounded)
+{
+    static const double lambdas[] = {0.1, 0.3, 1.0 / 3.0, 7.0};
+    const size_t n = 33;
+    bloopcl_context *ctx = support_context();
+    float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
+    for (size_t i = 0; i < n; ++i)
+        g[i] = 1.0f, a[i] = 0.0f;
+    for (size_t li = 0; li < COUNT(lambdas); ++li) {
+        bloopcl_config config = make_config(BLOOPCL_METHOD_MIXED, *dots, 0.1, lambdas[li], 0.0);
+        config.rescale = 1;
+        bloopcl_combiner *comb = support_combiner(ctx, &config, n);
+        step(ctx, comb, g, a, d, NULL);
+        float s = li == 0 ? 0x1.d1745ep-1f : (float)(1.0 / (1.0 + lambdas[li]));
+        for (size_t i = 0; i < n; ++i)
+            cr_expect_eq(d[i], s, "%s lambda=%.17g: d[%zu] = %a, want s = %a",
+                         backend_name(*dots), lambdas[li], i, d[i], s);
+        bloopcl_combiner_destroy(comb);
+    }
+    free(g), free(a), free(d);
     bloopcl_context_destroy(ctx);
 }

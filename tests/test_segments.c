@@ -809,10 +809,10 @@ static void expect_outputs(fixture *f, int t, bool accepted, float w_used)
     expect_output(out, BLOOPCL_OUTPUT_AUX_EMA_NORM_SQ, diag.aux_ema_norm_sq, "<q,q>", f->label,
                   t);
     expect_output(out, BLOOPCL_OUTPUT_GRAD_NORM_SQ, diag.grad_norm_sq, "<g,g>", f->label, t);
-    /* s and w in closed form: s = 1/(1+lambda) in float, as the kernels receive it */
-    float s = f->config.rescale ? 1.0f / (1.0f + (float)f->config.lambda) : 1.0f;
-    cr_expect(fabsf(out[BLOOPCL_OUTPUT_SCALE] - s) <= FLT_EPSILON * s, "%s step %d: scale %.9g, "
-              "expected %.9g", f->label, t, out[BLOOPCL_OUTPUT_SCALE], s);
+    /* s and w in closed form: s = 1/(1+lambda) divided in double and rounded once, exactly */
+    float s = f->config.rescale ? (float)(1.0 / (1.0 + f->config.lambda)) : 1.0f;
+    cr_expect_eq(out[BLOOPCL_OUTPUT_SCALE], s, "%s step %d: scale %a, expected %a", f->label, t,
+                 out[BLOOPCL_OUTPUT_SCALE], s);
     cr_expect_eq(out[BLOOPCL_OUTPUT_EMA_WEIGHT], w_used, "%s step %d: ema weight %.9g, expected "
                  "%.9g", f->label, t, out[BLOOPCL_OUTPUT_EMA_WEIGHT], w_used);
 }

@@ -148,7 +148,8 @@ void direction_model_init(direction_model *dm, const bloopcl_config *config, dou
     float lambda = (float)config->lambda;
     *dm = (direction_model){.method = config->method, .ratio_only = config->ratio_only != 0,
                             .lambda = lambda,
-                            .s = config->rescale ? (double)(1.0f / (1.0f + lambda)) : 1.0};
+                            .s = config->rescale ? (double)(float)(1.0 / (1.0 + config->lambda))
+                                                 : 1.0};
     dm->r_dev = pcgrad ? min_zero(r_dev) : r_dev;
     dm->r_ref = pcgrad ? min_zero(r_ref) : r_ref;
     dm->q_dev = pcgrad ? min_zero(q_dev) : 0.0;
