@@ -1457,6 +1457,13 @@ Test(dtypes, refused_options)
     expect_refused(&f, step_with_options(&f, &options), BLOOPCL_ERR_BUFFER_TOO_SMALL,
                    "a's scale index 100 of 4 floats", "inv_scale_buffer");
     clReleaseMemObject(options.inv_scale_buffer);
+    bloopcl_context *other = support_context();  /* a cl_context of its own */
+    options.inv_scale_buffer = scale_buffer(other, 1.0f, 1.0f);
+    options.inv_scale_g_index = options.inv_scale_a_index = 1;
+    expect_refused(&f, step_with_options(&f, &options), BLOOPCL_ERR_WRONG_CONTEXT,
+                   "a scale buffer of another cl_context", "another cl_context");
+    clReleaseMemObject(options.inv_scale_buffer);
+    bloopcl_context_destroy(other);
     options = (bloopcl_step_options)BLOOPCL_STEP_OPTIONS_INIT;
     options.struct_size = 0;
     expect_refused(&f, step_with_options(&f, &options), BLOOPCL_ERR_INVALID_ARGUMENT,
