@@ -600,8 +600,9 @@ BLOOPCL_API void bloopcl_step_options_default(bloopcl_step_options *options);
 
 /**
  * bloopcl_step with options (NULL: the defaults, which make it bloopcl_step). Bad options are
- * refused before anything is enqueued: a host scale that is not finite and > 0, a buffer of
- * another cl_context or smaller than its indices need, BLOOPCL_ERR_INVALID_ARGUMENT.
+ * refused before anything is enqueued: a host scale that is not finite and > 0 (as a float),
+ * BLOOPCL_ERR_INVALID_ARGUMENT; a buffer of another cl_context, BLOOPCL_ERR_WRONG_CONTEXT;
+ * one smaller than its indices need, BLOOPCL_ERR_BUFFER_TOO_SMALL.
  */
 BLOOPCL_API bloopcl_status bloopcl_step_with_options(bloopcl_combiner *combiner,
                                                      const bloopcl_tensor *g,
