@@ -57,7 +57,7 @@ static void print_help(FILE *out)
           "\n"
           "Options:\n"
           "  --all            check every device in turn (not with --device)\n"
-          "  --quick          a subset (sizes up to 1000003, fewer cases): ~10 s on PoCL\n"
+          "  --quick          a subset (sizes up to 1000003, fewer cases): ~40 s on PoCL\n"
           "  --sizes LIST     comma-separated sizes instead of the mode's (1..33554432)\n"
           "  --steps N        steps per case (1..64) instead of the plan's (3; 2 at 16M)\n"
           "  --filter TEXT    keep cases whose description (\"method options backend input\n"
