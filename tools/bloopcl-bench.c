@@ -10,6 +10,9 @@
  *                 (plus q for PCGrad: 28 B, and nothing of m for Mixed: 12 B), the lower bound;
  *   moved bytes   what the backend really reads and writes (fused: two passes, 32 B for Bloop;
  *                 CLBlast: EMA kernel, three Sdot calls, projection: 56 B for Bloop).
+ * With --dtype f16 or bf16, g, a and d hold 2-byte elements (the state stays fp32) and both
+ * counts follow: fused Bloop moves 22 B per element (backend_bytes); CLBlast takes fp32 only,
+ * so its rows are left out.
  * With --segments the same n elements are handed over as P segments of a model-like size mix
  * (see segment_sizes), each in a buffer of its own or end to end in one buffer per tensor;
  * each row then also shows the kernels the step enqueued (the library's own count, read from
@@ -42,11 +45,13 @@ typedef struct options {
     bool segmented;  /* --segments given: print the segment columns */
     bool packed;     /* --layout packed: segments end to end in one buffer per tensor */
     int reps;
+    bloopcl_dtype dtype;  /* --dtype: of g, a and d */
 } options;
 
 typedef struct measurement {
     const char *method;
     const char *backend;
+    const char *dtype;       /* of g, a and d */
     size_t n;
     size_t segments;         /* P */
     double step_seconds;     /* median */
@@ -216,28 +221,33 @@ static void destroy_workload(workload *w)
     *w = (workload){0};
 }
 
-/* A buffer of `count` floats holding elements first .. first + count - 1 of the N(0,1)
- * stream `seed`, so that the values do not depend on the layout. */
-static cl_mem random_buffer(bloopcl_context *ctx, size_t count, uint64_t seed, size_t first)
+/* A buffer of `count` elements of `dtype` holding elements first .. first + count - 1 of
+ * the N(0,1) stream `seed` (rounded into the type), so that the values do not depend on the
+ * layout. */
+static cl_mem random_buffer(bloopcl_context *ctx, size_t count, uint64_t seed, size_t first,
+                           bloopcl_dtype dtype)
 {
     cl_int err;
+    size_t elem = bloopcl_dtype_size(dtype);
     cl_mem buffer = clCreateBuffer(bloopcl_context_cl_context(ctx), CL_MEM_READ_WRITE,
-                                   count * sizeof(float), NULL, &err);
+                                   count * elem, NULL, &err);
     if (err != CL_SUCCESS)
         return NULL;
     size_t block = (size_t)1 << 20;
     float *host = malloc(block * sizeof *host);
+    unsigned char *typed = malloc(block * elem);   /* not in place: the sizes differ */
     for (size_t done = 0; err == CL_SUCCESS && done < count; done += block) {
         size_t part = count - done < block ? count - done : block;
-        err = host ? CL_SUCCESS : CL_OUT_OF_HOST_MEMORY;
+        err = host && typed ? CL_SUCCESS : CL_OUT_OF_HOST_MEMORY;
         if (err == CL_SUCCESS) {
             bloopcl_reference_normal(seed, first + done, part, host);
-            err = clEnqueueWriteBuffer(bloopcl_context_queue(ctx), buffer, CL_TRUE,
-                                       done * sizeof(float), part * sizeof(float), host, 0, NULL,
-                                       NULL);
+            bloopcl_convert(host, BLOOPCL_DTYPE_F32, typed, dtype, part);
+            err = clEnqueueWriteBuffer(bloopcl_context_queue(ctx), buffer, CL_TRUE, done * elem,
+                                       part * elem, typed, 0, NULL, NULL);
         }
     }
     free(host);
+    free(typed);
     if (err != CL_SUCCESS) {
         clReleaseMemObject(buffer);
         return NULL;
@@ -246,8 +256,9 @@ static cl_mem random_buffer(bloopcl_context *ctx, size_t count, uint64_t seed, s
 }
 
 static int create_workload(bloopcl_context *ctx, size_t n, size_t segments, bool packed,
-                           workload *w)
+                           bloopcl_dtype dtype, workload *w)
 {
+    size_t elem = bloopcl_dtype_size(dtype);
     *w = (workload){.segments = segments, .num_buffers = packed ? 1 : segments};
     size_t *count = malloc(segments * sizeof *count);
     w->buffers = calloc(3 * w->num_buffers, sizeof *w->buffers);
@@ -261,11 +272,11 @@ static int create_workload(bloopcl_context *ctx, size_t n, size_t segments, bool
             cl_mem *buffer = &w->buffers[(size_t)k * w->num_buffers + (packed ? 0 : s)];
             if (*buffer == NULL)
                 *buffer = random_buffer(ctx, packed ? n : count[s], (uint64_t)k + 1,
-                                        packed ? 0 : first);
+                                        packed ? 0 : first, dtype);
             status = *buffer ? 0 : -1;
             w->lists[(size_t)k * segments + s] = (bloopcl_segment){
-                .buffer = *buffer, .offset_bytes = packed ? first * sizeof(float) : 0,
-                .count = count[s], .dtype = BLOOPCL_DTYPE_F32};
+                .buffer = *buffer, .offset_bytes = packed ? first * elem : 0,
+                .count = count[s], .dtype = dtype};
         }
     }
     for (int k = 0; k < 3; ++k)
@@ -278,24 +289,28 @@ static int create_workload(bloopcl_context *ctx, size_t n, size_t segments, bool
 
 /* ---- steps -------------------------------------------------------------------------------- */
 
-static double model_bytes(bloopcl_method method)
+/* The lower bound: read g, a (e bytes each) and the state, write the state (4 B per EMA) and
+ * d (e bytes): 3e + 8 (Bloop, Dynamic Barrier), 3e + 16 (PCGrad: m and q), 3e (Mixed). */
+static double model_bytes(bloopcl_method method, double e)
 {
     switch (method) {
-    case BLOOPCL_METHOD_MIXED: return 12.0;
-    case BLOOPCL_METHOD_PCGRAD: return 28.0;
-    default: return 20.0;
+    case BLOOPCL_METHOD_MIXED: return 3 * e;
+    case BLOOPCL_METHOD_PCGRAD: return 3 * e + 16;
+    default: return 3 * e + 8;
     }
 }
 
 /* Bytes per element each backend really moves, from the structure of src/step.c,
- * dots_fused.c and dots_clblast.c (non-finite check on). */
-static double backend_bytes(bloopcl_method method, bloopcl_dot_backend dots)
+ * dots_fused.c and dots_clblast.c (non-finite check on); g, a and d of e bytes, the state
+ * fp32. Fused: 5e + 12 (Bloop: 32 B in f32, 22 B in 2-byte types), PCGrad 5e + 24 (44, 34),
+ * Mixed 5e (20, 10). */
+static double backend_bytes(bloopcl_method method, bloopcl_dot_backend dots, double e)
 {
     bool pcgrad = method == BLOOPCL_METHOD_PCGRAD, mixed = method == BLOOPCL_METHOD_MIXED;
     if (mixed)  /* pass 1 reads g, a; pass 2 reads g, a, writes d (both backends) */
-        return 8 + 12;
+        return 2 * e + 3 * e;
     if (dots == BLOOPCL_DOTS_FUSED)  /* pass 1 reads g, a, m (q); pass 2 also writes m (q), d */
-        return pcgrad ? 16 + 28 : 12 + 20;
+        return pcgrad ? (2 * e + 8) + (3 * e + 16) : (2 * e + 4) + (3 * e + 8);
     /* EMA kernel: read g, a, m (q), write m' (q'); Sdot reads both operands (8 B each);
      * projection reads g, a, m' (q'), writes d */
     return pcgrad ? 24 + 5 * 8 + 24 : 16 + 3 * 8 + 16;
@@ -365,12 +380,13 @@ static int time_steps(bloopcl_context *ctx, const triad *t, bloopcl_method metho
 
 static void print_header(bool segmented)
 {
-    printf("%-16s %-8s %10s %12s %9s %9s %9s %8s %8s %7s", "method", "backend", "n", "step",
-           "model", "moved", "triad", "moved/", "model/", "kernels");
+    printf("%-16s %-8s %-5s %10s %6s %12s %9s %9s %9s %8s %8s %7s", "method", "backend",
+           "dtype", "n", "moved", "step", "model", "moved", "triad", "moved/", "model/",
+           "kernels");
     if (segmented)
         printf(" %5s %7s %7s", "P", "bound", "vs P=1");
-    printf("\n%-16s %-8s %10s %12s %9s %9s %9s %8s %8s %7s", "", "", "", "(median)", "GB/s",
-           "GB/s", "GB/s", "triad", "triad", "/step");
+    printf("\n%-16s %-8s %-5s %10s %6s %12s %9s %9s %9s %8s %8s %7s", "", "", "", "",
+           "B/elem", "(median)", "GB/s", "GB/s", "GB/s", "triad", "triad", "/step");
     if (segmented)
         printf(" %5s %7s %7s", "", "/step", "time");
     printf("\n");
@@ -380,8 +396,9 @@ static void print_row(const measurement *m, bool segmented)
 {
     double model_gbs = m->model_bytes * (double)m->n / m->step_seconds / 1e9;
     double moved_gbs = m->moved_bytes * (double)m->n / m->step_seconds / 1e9;
-    printf("%-16s %-8s %10zu %9.1f us %9.2f %9.2f %9.2f %8.3f %8.3f %7u", m->method,
-           m->backend, m->n, m->step_seconds * 1e6, model_gbs, moved_gbs, m->triad_gbs,
+    printf("%-16s %-8s %-5s %10zu %6.0f %9.1f us %9.2f %9.2f %9.2f %8.3f %8.3f %7u",
+           m->method, m->backend, m->dtype, m->n, m->moved_bytes, m->step_seconds * 1e6,
+           model_gbs, moved_gbs, m->triad_gbs,
            moved_gbs / m->triad_gbs, model_gbs / m->triad_gbs, m->kernels);
     if (segmented)
         printf(" %5zu %7zu %6.2fx", m->segments, kernel_bound(m->segments), m->ratio_to_p1);
@@ -424,12 +441,14 @@ static void print_json(const measurement *all, size_t count, const options *opt,
     tool_json_device(&json, "device", info);
     tool_json_integer(&json, "reps", opt->reps);
     tool_json_string(&json, "layout", opt->packed ? "packed" : "separate");
+    tool_json_string(&json, "dtype", bloopcl_dtype_name(opt->dtype));
     tool_json_array_begin(&json, "results");
     for (size_t i = 0; i < count; ++i) {
         const measurement *m = &all[i];
         tool_json_object_begin(&json, NULL);
         tool_json_string(&json, "method", m->method);
         tool_json_string(&json, "backend", m->backend);
+        tool_json_string(&json, "dtype", m->dtype);
         tool_json_unsigned(&json, "n", m->n);
         tool_json_unsigned(&json, "segments", m->segments);
         tool_json_number(&json, "step_seconds", m->step_seconds);
@@ -467,8 +486,12 @@ static void help(FILE *to)
           "                    <= 1.10x P = 1 on PoCL and launches per step <= 2 ceil(P/16) + 3.\n"
           "  --layout L        separate (default): each segment in a cl_mem of its own;\n"
           "                    packed: the segments end to end in one cl_mem per tensor.\n"
-          "  --json            stdout is one JSON document: device, reps, layout, results[]\n"
-          "                    (method, backend, n, segments, step_seconds, ratio_to_p1, bytes\n"
+          "  --dtype T         f32 (default), f16 or bf16: the type of g, a and d (the state\n"
+          "                    stays f32); the byte counts follow (fused Bloop 32 B/element in\n"
+          "                    f32, 22 B in a 2-byte type). clblast takes f32 only: its rows\n"
+          "                    are left out for f16 and bf16.\n"
+          "  --json            stdout is one JSON document: device, reps, layout, dtype,\n"
+          "                    results[] (method, backend, dtype, n, segments, step_seconds, ratio_to_p1, bytes\n"
           "                    per element, triad_gbs, kernels_per_step, kernels_bound)\n"
           "Default (no --segments): one buffer per tensor, as a single-buffer trainer does.\n",
           to);
@@ -529,14 +552,26 @@ static bool check_fit(void *user)
     return true;
 }
 
-enum { OPT_SIZES, OPT_REPS, OPT_SEGMENTS, OPT_LAYOUT };
+enum { OPT_SIZES, OPT_REPS, OPT_SEGMENTS, OPT_LAYOUT, OPT_DTYPE };
 
 static const tool_option BENCH_OPTIONS[] = {
     {"sizes", true, OPT_SIZES},
     {"reps", true, OPT_REPS},
     {"segments", true, OPT_SEGMENTS},
     {"layout", true, OPT_LAYOUT},
+    {"dtype", true, OPT_DTYPE},
 };
+
+static bool parse_dtype(const char *text, bloopcl_dtype *dtype)
+{
+    static const bloopcl_dtype ALL[] = {BLOOPCL_DTYPE_F32, BLOOPCL_DTYPE_F16, BLOOPCL_DTYPE_BF16};
+    for (size_t k = 0; k < 3; ++k)
+        if (strcmp(text, bloopcl_dtype_name(ALL[k])) == 0) {
+            *dtype = ALL[k];
+            return true;
+        }
+    return false;
+}
 
 static bool apply_option(int id, const char *value, void *user)
 {
@@ -559,6 +594,11 @@ static bool apply_option(int id, const char *value, void *user)
                                     value);
         opt->packed = strcmp(value, "packed") == 0;
         return true;
+    case OPT_DTYPE:
+        if (!parse_dtype(value, &opt->dtype))
+            return tool_usage_error(&BENCH_TOOL, "--dtype takes f32, f16 or bf16, not \"%s\"",
+                                    value);
+        return true;
     default:   /* OPT_REPS */
         if (!tool_parse_unsigned(value, 1, 1000000, &reps))
             return tool_usage_error(&BENCH_TOOL, "--reps takes 1..1000000, not \"%s\"", value);
@@ -570,7 +610,7 @@ static bool apply_option(int id, const char *value, void *user)
 static const tool_spec BENCH_TOOL = {
     .name = "bloopcl-bench",
     .usage = "usage: bloopcl-bench [--sizes N,N,...] [--segments P,P,...] [--layout L]\n"
-             "                     [--reps R] [--json] [--device SPEC]\n",
+             "                     [--dtype f32|f16|bf16] [--reps R] [--json] [--device SPEC]\n",
     .failure = "a measurement failed",
     .schema = "bloopcl-bench/1",
     .help = help,
@@ -586,6 +626,20 @@ static const bloopcl_dot_backend backends[] = {BLOOPCL_DOTS_FUSED, BLOOPCL_DOTS_
 #define NUM_METHODS (sizeof methods / sizeof methods[0])
 #define NUM_BACKENDS (sizeof backends / sizeof backends[0])
 
+/* CLBlastSdot reads fp32 only: with 2-byte g, a and d its backend is left out. */
+static bool backend_runs(bloopcl_dot_backend dots, const options *opt)
+{
+    return dots == BLOOPCL_DOTS_FUSED || opt->dtype == BLOOPCL_DTYPE_F32;
+}
+
+static size_t backends_run(const options *opt)
+{
+    size_t count = 0;
+    for (size_t b = 0; b < NUM_BACKENDS; ++b)
+        count += backend_runs(backends[b], opt);
+    return count;
+}
+
 /* Every method and backend at size n over every workload (one measurement per workload,
  * in the order of the workloads); returns the measurements written. */
 static size_t bench_workloads(bloopcl_context *ctx, const triad *t, const options *opt,
@@ -597,6 +651,8 @@ static size_t bench_workloads(bloopcl_context *ctx, const triad *t, const option
     unsigned *kernels = malloc(num_workloads * sizeof *kernels);
     for (size_t m = 0; seconds && kernels && m < NUM_METHODS; ++m)
         for (size_t b = 0; b < NUM_BACKENDS; ++b) {
+            if (!backend_runs(backends[b], opt))
+                continue;
             const char *method = bloopcl_method_name(methods[m]);
             const char *backend = backends[b] == BLOOPCL_DOTS_FUSED ? "fused" : "clblast";
             double triad_seconds = 0.0;
@@ -606,11 +662,13 @@ static size_t bench_workloads(bloopcl_context *ctx, const triad *t, const option
                 fprintf(stderr, "bloopcl-bench: failed: %s\n", bloopcl_context_last_error(ctx));
                 continue;
             }
+            double e = (double)bloopcl_dtype_size(opt->dtype);
             for (size_t k = 0; k < num_workloads; ++k)
                 out[count++] = (measurement){
-                    .method = method, .backend = backend, .n = n, .segments = w[k].segments,
-                    .step_seconds = seconds[k], .model_bytes = model_bytes(methods[m]),
-                    .moved_bytes = backend_bytes(methods[m], backends[b]),
+                    .method = method, .backend = backend, .dtype = bloopcl_dtype_name(opt->dtype),
+                    .n = n, .segments = w[k].segments, .step_seconds = seconds[k],
+                    .model_bytes = model_bytes(methods[m], e),
+                    .moved_bytes = backend_bytes(methods[m], backends[b], e),
                     .triad_gbs = 12.0 * (double)n / triad_seconds / 1e9, .kernels = kernels[k]};
         }
     free(seconds);
@@ -622,13 +680,15 @@ static size_t bench_workloads(bloopcl_context *ctx, const triad *t, const option
 static size_t bench_size(bloopcl_context *ctx, const triad *t, const options *opt, size_t n,
                          measurement *out)
 {
-    cl_mem x = random_buffer(ctx, n, 4, 0), y = random_buffer(ctx, n, 5, 0);
-    cl_mem z = random_buffer(ctx, n, 6, 0);
+    cl_mem x = random_buffer(ctx, n, 4, 0, BLOOPCL_DTYPE_F32);
+    cl_mem y = random_buffer(ctx, n, 5, 0, BLOOPCL_DTYPE_F32);
+    cl_mem z = random_buffer(ctx, n, 6, 0, BLOOPCL_DTYPE_F32);
     workload w[MAX_SEGMENT_COUNTS] = {{0}};
     size_t made = 0, count = 0;
     int status = x && y && z ? 0 : -1;
     while (status == 0 && made < opt->num_segments) {
-        status = create_workload(ctx, n, opt->segments[made], opt->packed, &w[made]);
+        status = create_workload(ctx, n, opt->segments[made], opt->packed, opt->dtype,
+                                 &w[made]);
         if (status == 0 && opt->segmented && !opt->common.json)
             printf("n %zu, P %zu (%s): segments of %zu .. %zu elements\n", n, w[made].segments,
                    opt->packed ? "packed" : "separate", w[made].smallest, w[made].largest);
@@ -656,7 +716,8 @@ static void fill_ratios(measurement *all, size_t count)
         for (size_t j = 0; j < count; ++j)
             if (all[j].segments == 1 && all[j].n == all[i].n &&
                 strcmp(all[j].method, all[i].method) == 0 &&
-                strcmp(all[j].backend, all[i].backend) == 0)
+                strcmp(all[j].backend, all[i].backend) == 0 &&
+                strcmp(all[j].dtype, all[i].dtype) == 0)
                 all[i].ratio_to_p1 = all[i].step_seconds / all[j].step_seconds;
 }
 
@@ -675,10 +736,13 @@ static int bench(bloopcl_context *ctx, const triad *t, const options *opt)
     bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     bloopcl_context_device_info(ctx, &info);
     if (!opt->common.json)
-        printf("device %u: %s / %s (%s), %d reps, median per step incl. clFinish\n",
-               info.flat_index, info.platform_name, info.device_name, info.driver_version,
-               opt->reps);
-    size_t expected = opt->num_sizes * opt->num_segments * NUM_METHODS * NUM_BACKENDS, count = 0;
+        printf("device %u: %s / %s (%s), %d reps, median per step incl. clFinish; g, a, d %s, "
+               "state f32%s\n", info.flat_index, info.platform_name, info.device_name,
+               info.driver_version, opt->reps, bloopcl_dtype_name(opt->dtype),
+               opt->dtype == BLOOPCL_DTYPE_F32 ? ""
+                                               : "; clblast left out (it takes f32 only)");
+    size_t expected = opt->num_sizes * opt->num_segments * NUM_METHODS * backends_run(opt);
+    size_t count = 0;
     measurement *all = calloc(expected, sizeof *all);
     for (size_t s = 0; all != NULL && s < opt->num_sizes; ++s)
         count += bench_size(ctx, t, opt, opt->sizes[s], all + count);

@@ -6,7 +6,9 @@ the library's version), an unknown option and a missing option value (exit 2, ge
 and the synopsis on stderr), a bad device (exit 2, stderr names --device), a bad BLOOPCL_LOG
 (exit 2), --list (the hint on stderr, not stdout), --list --json and a small --json run, both
 parsed strictly (python3 -m json.tool, and json.loads refusing NaN and Infinity) with their
-schema checked; and BLOOPCL_LOG=info / error through the log callback.
+schema checked; and BLOOPCL_LOG=info / error through the log callback. The element-type options:
+bloopcl-compare --dtypes / --inv-scale (bad values refused; a typed JSON run whose cases carry
+their dtype, with no clblast case for a 2-byte type) and bloopcl-bench --dtype (the byte model).
 
 usage: test_cli.py VERSION COMPARE BENCH DEMO TRAIN
 Prints one line per failed check and ends with "N passed, N failed"; exit 1 if any failed.
@@ -29,6 +31,9 @@ TOOLS = {
                        "--batch", "128", "--lambdas", "0.1", "--methods", "mixed",
                        "--min-accuracy", "0"]),
 }
+
+# The JSON schema of each tool ("bloopcl-compare/2": the dtype dimension, tools/COMPARE.md).
+SCHEMAS = {"bloopcl-compare": "bloopcl-compare/2"}
 
 passed = failed = 0
 
@@ -151,7 +156,7 @@ def check_json_run(name, program, args):
     document = strict_json(f"{name} --json", result)
     if document is None:
         return
-    check_identity(f"{name} --json", document, f"{name}/1")
+    check_identity(f"{name} --json", document, SCHEMAS.get(name, f"{name}/1"))
     if not isinstance(document, dict):
         return
     if name == "bloopcl-compare":
@@ -179,6 +184,65 @@ def check_log_levels():
           "no BLOOPCL_LOG: no library messages", unset)
 
 
+def check_compare_dtypes():
+    for bad in ("f8", "f16:f32", "f16/loud", "bf16:bf16:f32:f32", "f16/scaled/scaled"):
+        result = run(COMPARE, ["--dtypes", bad])
+        check(result.returncode == 2 and "--dtypes takes" in result.stderr,
+              f"bloopcl-compare --dtypes {bad} is refused", result)
+    for bad in ("0", "2^-41", "2^x", "abc", "-1"):
+        result = run(COMPARE, ["--inv-scale", bad])
+        check(result.returncode == 2 and "--inv-scale takes" in result.stderr,
+              f"bloopcl-compare --inv-scale {bad} is refused", result)
+    args = ["--sizes", "257", "--filter", "bloop defaults", "--filter", " normal", "--dtypes",
+            "f16,bf16:bf16:f32/scaled-dev,f32/scaled", "--inv-scale", "2^-10"]
+    result = run(COMPARE, ["--json"] + args)
+    check(result.returncode == 0, "bloopcl-compare --json --dtypes run", result)
+    document = strict_json("bloopcl-compare --json --dtypes", result)
+    if not isinstance(document, dict):
+        return
+    check([d.get("label") for d in document.get("dtypes") or []]
+          == ["f16", "bf16:bf16:f32/scaled-dev", "f32/scaled"]
+          and document.get("clblast_skips_2byte") is True and document.get("inv_scale") == 2**-10,
+          f"compare --dtypes head: {document.get('dtypes')!r}")
+    cases = ((document.get("devices") or [{}])[0]).get("cases") or []
+    seen = sorted((member(c, "dtype").get("label"), c.get("backend")) for c in cases)
+    check(seen == [("bf16:bf16:f32/scaled-dev", "fused"), ("f16", "fused"),
+                   ("f32/scaled", "clblast"), ("f32/scaled", "fused")],
+          f"compare --dtypes cases (2-byte types on fused only): {seen!r}")
+    scaled = [member(c, "dtype") for c in cases
+              if member(c, "dtype").get("label") == "bf16:bf16:f32/scaled-dev"]
+    check(len(scaled) == 1 and scaled[0].get("g") == "bf16" and scaled[0].get("d") == "f32"
+          and scaled[0].get("scale") == "device" and scaled[0].get("inv_scale_g") == 2**-10
+          and scaled[0].get("inv_scale_a") == 2**-9, f"compare case dtype object {scaled!r}")
+    check(all(c.get("passed") is True for c in cases) and len(cases) == 4,
+          f"compare --dtypes cases pass: {[c.get('verdict') for c in cases]!r}")
+    table = run(COMPARE, args)
+    check(table.returncode == 0 and "clblast skipped" in table.stdout
+          and " dtype " in table.stdout and table.stdout.endswith("4 passed, 0 failed\n"),
+          "compare --dtypes table: the header says clblast is skipped", table)
+
+
+def check_bench_dtype():
+    result = run(BENCH, ["--dtype", "f64"])
+    check(result.returncode == 2 and "--dtype takes" in result.stderr,
+          "bloopcl-bench --dtype f64 is refused", result)
+    result = run(BENCH, ["--json", "--dtype", "f16", "--sizes", "4096", "--reps", "1"])
+    check(result.returncode == 0, "bloopcl-bench --json --dtype f16", result)
+    document = strict_json("bloopcl-bench --dtype f16", result)
+    if not isinstance(document, dict):
+        return
+    rows = document.get("results") or []
+    moved = {r.get("method"): r.get("moved_bytes_per_element") for r in rows}
+    model = {r.get("method"): r.get("model_bytes_per_element") for r in rows}
+    check(document.get("dtype") == "f16" and len(rows) == 4
+          and all(r.get("backend") == "fused" and r.get("dtype") == "f16" for r in rows),
+          f"bench --dtype f16: fused rows only, dtype f16: {rows!r}")
+    # fused: 2 (e_g + e_a) + 12 + e_d (Bloop, DB), + 24 (PCGrad), + 0 (Mixed); bound 3e + 8/16/0
+    check(moved == {"bloop": 22, "dynamic_barrier": 22, "pcgrad": 34, "mixed": 10}
+          and model == {"bloop": 14, "dynamic_barrier": 14, "pcgrad": 22, "mixed": 6},
+          f"bench --dtype f16 byte model: moved {moved!r}, model {model!r}")
+
+
 for tool_name, (path, valued_option, json_args) in TOOLS.items():
     check_help(tool_name, path)
     check_version(tool_name, path)
@@ -186,5 +250,7 @@ for tool_name, (path, valued_option, json_args) in TOOLS.items():
     check_devices(tool_name, path)
     check_json_run(tool_name, path, json_args)
 check_log_levels()
+check_compare_dtypes()
+check_bench_dtype()
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -32,22 +32,26 @@ const config_spec CONFIGS[] = {
 };
 const size_t NUM_CONFIGS = sizeof CONFIGS / sizeof CONFIGS[0];
 
+/* label, kind, policy, medium, large, narrow. The narrow ones fit f16 (|x| far below 65504;
+ * the few tiny N(0,1) draws become f16 subnormals, which the bounds cover); denormal, large,
+ * huge and mixed would mostly overflow to Inf or flush to 0 in the conversion, which the
+ * non-finite inputs already cover. */
 const input_spec INPUTS[] = {
-    {"normal", KIND_NORMAL, POLICY_CONFIG, true, true},
-    {"zeros", KIND_ZEROS, POLICY_CONFIG, false, false},
-    {"denormal", KIND_DENORMAL, POLICY_CONFIG, false, false},
-    {"large", KIND_LARGE, POLICY_CONFIG, true, false},
-    {"huge", KIND_HUGE, POLICY_CONFIG, true, false},
-    {"mixed", KIND_MIXED, POLICY_CONFIG, true, false},
-    {"parallel", KIND_PARALLEL, POLICY_CONFIG, true, true},
-    {"antiparallel", KIND_ANTIPARALLEL, POLICY_CONFIG, false, false},
-    {"orthogonal", KIND_ORTHOGONAL, POLICY_CONFIG, true, false},
-    {"nan_g/prop", KIND_NAN_G, POLICY_PROPAGATE, true, false},
-    {"nan_g/skip", KIND_NAN_G, POLICY_SKIP, false, false},
-    {"inf_a/prop", KIND_INF_A, POLICY_PROPAGATE, false, false},
-    {"inf_a/skip", KIND_INF_A, POLICY_SKIP, true, false},
-    {"ninf_g/prop", KIND_NINF_G, POLICY_PROPAGATE, false, false},
-    {"ninf_g/skip", KIND_NINF_G, POLICY_SKIP, false, false},
+    {"normal", KIND_NORMAL, POLICY_CONFIG, true, true, true},
+    {"zeros", KIND_ZEROS, POLICY_CONFIG, false, false, true},
+    {"denormal", KIND_DENORMAL, POLICY_CONFIG, false, false, false},
+    {"large", KIND_LARGE, POLICY_CONFIG, true, false, false},
+    {"huge", KIND_HUGE, POLICY_CONFIG, true, false, false},
+    {"mixed", KIND_MIXED, POLICY_CONFIG, true, false, false},
+    {"parallel", KIND_PARALLEL, POLICY_CONFIG, true, true, true},
+    {"antiparallel", KIND_ANTIPARALLEL, POLICY_CONFIG, false, false, true},
+    {"orthogonal", KIND_ORTHOGONAL, POLICY_CONFIG, true, false, true},
+    {"nan_g/prop", KIND_NAN_G, POLICY_PROPAGATE, true, false, true},
+    {"nan_g/skip", KIND_NAN_G, POLICY_SKIP, false, false, true},
+    {"inf_a/prop", KIND_INF_A, POLICY_PROPAGATE, false, false, true},
+    {"inf_a/skip", KIND_INF_A, POLICY_SKIP, true, false, true},
+    {"ninf_g/prop", KIND_NINF_G, POLICY_PROPAGATE, false, false, true},
+    {"ninf_g/skip", KIND_NINF_G, POLICY_SKIP, false, false, true},
 };
 const size_t NUM_INPUTS = sizeof INPUTS / sizeof INPUTS[0];
 
@@ -61,6 +65,41 @@ const char *backend_name(bloopcl_dot_backend backend)
 static const size_t FULL_SIZES[] = {1,    2,    3,    63,    64,    65,      255,     256,
                                     257,  1023, 1025, 4097,  65535, 65537,   1000003, 16777217};
 static const size_t QUICK_SIZES[] = {1, 2, 3, 63, 64, 65, 256, 257, 1025, 4097, 65537, 1000003};
+
+/* Sizes of --quick (without --sizes) at which the typed combinations run up to n = 4097. */
+static bool quick_typed_size(size_t n)
+{
+    return n == 1 || n == 257 || n == 4097 || n > 4097;
+}
+
+/* --quick beyond n = 4097: the typed combinations on the inputs of the largest sizes (normal,
+ * parallel), and beyond 65537 on normal with the fused backend only: a typed case goes
+ * through device buffers, and --quick must stay near a minute on two cores. */
+static bool quick_typed_large(const case_def *c)
+{
+    if (c->n <= 4097)
+        return true;
+    if (c->n <= SMALL_LIMIT)
+        return c->input->large;
+    return c->input->kind == KIND_NORMAL && c->backend == BLOOPCL_DOTS_FUSED;
+}
+
+/* The plan for a combination other than plain f32: fused only where a type has 2 bytes
+ * (CLBlastSdot reads fp32 only: BLOOPCL_ERR_UNSUPPORTED), the inputs that fit 2-byte types,
+ * every configuration up to n = 4097 (--quick: the core ones, at three of its small sizes),
+ * the core ones beyond. */
+static bool typed_plan_includes(const options *opt, const case_def *c)
+{
+    if (dtype_combo_narrow(c->dtypes) && c->backend == BLOOPCL_DOTS_CLBLAST)
+        return false;
+    if (!c->input->narrow)
+        return false;
+    if (opt->quick && (!c->config->core || !quick_typed_large(c)))
+        return false;
+    if (opt->quick && opt->num_sizes == 0 && !quick_typed_size(c->n))
+        return false;
+    return c->n <= 4097 || c->config->core;
+}
 
 /* The size plan: which (config, input) pairs run at n, before any --filter. */
 static bool plan_includes(const options *opt, size_t n, const config_spec *cs,
@@ -89,8 +128,9 @@ int plan_steps(const options *opt, size_t n)
 
 void describe_case(const case_def *c, char *text, size_t size)
 {
-    snprintf(text, size, "%s %s %s %s n=%zu", bloopcl_method_name(c->config->method),
-             c->config->label, backend_name(c->backend), c->input->label, c->n);
+    snprintf(text, size, "%s %s %s %s n=%zu dtype=%s", bloopcl_method_name(c->config->method),
+             c->config->label, backend_name(c->backend), c->input->label, c->n,
+             c->dtypes->label);
 }
 
 static bool filters_accept(const options *opt, const case_def *c)
@@ -105,7 +145,11 @@ static bool filters_accept(const options *opt, const case_def *c)
 
 bool case_selected(const options *opt, const case_def *c)
 {
-    return plan_includes(opt, c->n, c->config, c->input) && filters_accept(opt, c);
+    if (!plan_includes(opt, c->n, c->config, c->input))
+        return false;
+    if (!dtype_combo_plain(c->dtypes) && !typed_plan_includes(opt, c))
+        return false;
+    return filters_accept(opt, c);
 }
 
 void sizes_of_run(const options *opt, const size_t **sizes, size_t *count)
@@ -122,6 +166,23 @@ void sizes_of_run(const options *opt, const size_t **sizes, size_t *count)
     }
 }
 
+/* How many cases of `inp` at n are selected (typed_only: those of other combinations than
+ * plain f32). */
+static size_t input_cases(const options *opt, const input_spec *inp, size_t n, bool typed_only)
+{
+    size_t total = 0;
+    for (size_t t = 0; t < opt->num_dtypes; ++t) {
+        if (typed_only && dtype_combo_plain(&opt->dtypes[t]))
+            continue;
+        for (size_t k = 0; k < NUM_CONFIGS; ++k)
+            for (size_t b = 0; b < NUM_BACKENDS; ++b) {
+                case_def c = {&CONFIGS[k], inp, BACKENDS[b], &opt->dtypes[t], n, 0};
+                total += case_selected(opt, &c);
+            }
+    }
+    return total;
+}
+
 /* How many cases the run will have (for the progress counter). */
 size_t count_cases(const options *opt)
 {
@@ -130,22 +191,28 @@ size_t count_cases(const options *opt)
     sizes_of_run(opt, &sizes, &num_sizes);
     for (size_t s = 0; s < num_sizes; ++s)
         for (size_t i = 0; i < NUM_INPUTS; ++i)
-            for (size_t k = 0; k < NUM_CONFIGS; ++k)
-                for (size_t b = 0; b < NUM_BACKENDS; ++b) {
-                    case_def c = {&CONFIGS[k], &INPUTS[i], BACKENDS[b], sizes[s], 0};
-                    total += case_selected(opt, &c);
-                }
+            total += input_cases(opt, &INPUTS[i], sizes[s], false);
     return total;
 }
 
 bool input_has_cases(const options *opt, const input_spec *inp, size_t n)
 {
-    for (size_t k = 0; k < NUM_CONFIGS; ++k)
-        for (size_t b = 0; b < NUM_BACKENDS; ++b) {
-            case_def c = {&CONFIGS[k], inp, BACKENDS[b], n, 0};
-            if (case_selected(opt, &c))
-                return true;
-        }
+    return input_cases(opt, inp, n, false) > 0;
+}
+
+bool typed_cases_at(const options *opt, size_t n)
+{
+    for (size_t i = 0; i < NUM_INPUTS; ++i)
+        if (input_cases(opt, &INPUTS[i], n, true) > 0)
+            return true;
+    return false;
+}
+
+bool run_has_narrow(const options *opt)
+{
+    for (size_t t = 0; t < opt->num_dtypes; ++t)
+        if (dtype_combo_narrow(&opt->dtypes[t]))
+            return true;
     return false;
 }
 

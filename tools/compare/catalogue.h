@@ -35,12 +35,14 @@ typedef struct input_spec {
     input_kind kind;
     policy_override policy;   /* non-finite inputs run under both policies */
     bool medium, large;       /* also run at n > 65537 / at n > 2^21 */
+    bool narrow;              /* fits 2-byte types: runs with every dtype combination */
 } input_spec;
 
 typedef struct case_def {
     const config_spec *config;
     const input_spec *input;
     bloopcl_dot_backend backend;
+    const dtype_combo *dtypes;
     size_t n;
     int steps;
 } case_def;
@@ -58,7 +60,7 @@ const char *backend_name(bloopcl_dot_backend backend);
 /* The steps of every case at n. */
 int plan_steps(const options *opt, size_t n);
 
-/* "method options backend input n=N", what --filter matches. */
+/* "method options backend input n=N dtype=LABEL", what --filter matches. */
 void describe_case(const case_def *c, char *text, size_t size);
 
 /* The size plan and every --filter accept the case. */
@@ -66,6 +68,13 @@ bool case_selected(const options *opt, const case_def *c);
 
 /* Some case of `input` at n is selected. */
 bool input_has_cases(const options *opt, const input_spec *input, size_t n);
+
+/* Some case at n with another combination than plain f32 is selected (it needs device
+ * buffers even without --segments). */
+bool typed_cases_at(const options *opt, size_t n);
+
+/* Some combination of the run has a 2-byte type (the header says clblast skips it). */
+bool run_has_narrow(const options *opt);
 
 /* The sizes of the run: --sizes, else the mode's. */
 void sizes_of_run(const options *opt, const size_t **sizes, size_t *count);

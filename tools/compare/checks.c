@@ -165,7 +165,7 @@ static void check_skipped(const step_view *sv, case_result *res)
 /* ---------------------------------------------------------------------------------------------
  * Dots and ratios (sections 2, 3, 6)
  * ------------------------------------------------------------------------------------------- */
-enum { DOT_MA, DOT_MM, DOT_AA, DOT_QG, DOT_QQ, NUM_DOTS };
+enum { DOT_MA, DOT_MM, DOT_AA, DOT_GG, DOT_QG, DOT_QQ, NUM_DOTS };
 
 typedef struct step_scalars {
     dot_terms dots[NUM_DOTS];
@@ -182,12 +182,14 @@ static void gather_dots(const step_view *sv, step_scalars *sc)
     d[DOT_MA] = (dot_terms){"<m,a>", dv->dot_ema_aux, rf->dot_ema_aux, 0, 0, 0, 0};
     d[DOT_MM] = (dot_terms){"<m,m>", dv->ema_norm_sq, rf->ema_norm_sq, 0, 0, 0, 0};
     d[DOT_AA] = (dot_terms){"<a,a>", dv->aux_norm_sq, rf->aux_norm_sq, 0, 0, 0, 0};
+    d[DOT_GG] = (dot_terms){"<g,g>", dv->grad_norm_sq, rf->grad_norm_sq, 0, 0, 0, 0};
     d[DOT_QG] = (dot_terms){"<q,g>", dv->dot_aux_ema_main, rf->dot_aux_ema_main, 0, 0, 0, 0};
     d[DOT_QQ] = (dot_terms){"<q,q>", dv->aux_ema_norm_sq, rf->aux_ema_norm_sq, 0, 0, 0, 0};
     sum_magnitudes(sv->m_ref, sv->a, sv->n, &d[DOT_MA]);
     sum_magnitudes(sv->m_ref, sv->m_ref, sv->n, &d[DOT_MM]);
     sum_magnitudes(sv->a, sv->a, sv->n, &d[DOT_AA]);
-    sc->num_dots = 3;
+    sum_magnitudes(sv->g, sv->g, sv->n, &d[DOT_GG]);   /* ||g_true||^2, for clipping */
+    sc->num_dots = 4;
     if (has_aux_ema(sv)) {
         sum_magnitudes(sv->q_ref, sv->g, sv->n, &d[DOT_QG]);
         sum_magnitudes(sv->q_ref, sv->q_ref, sv->n, &d[DOT_QQ]);
@@ -281,16 +283,34 @@ typedef struct direction_tally {
     double first_tol;
 } direction_tally;
 
+/* The largest finite value of a 2-byte type (0 for f32). */
+static float type_max(bloopcl_dtype dtype)
+{
+    return dtype == BLOOPCL_DTYPE_F16 ? 65504.0f : dtype == BLOOPCL_DTYPE_BF16 ? 0x1.FEp127f
+                                                                            : 0.0f;
+}
+
+/* d at the top of its 2-byte type: two fp32 values within tolerance of each other may round
+ * one to the largest finite value and the other to the Inf of the same sign (COMPARE.md 4(b)). */
+static bool at_type_edge(bloopcl_dtype dtype, float x, float y)
+{
+    float top = type_max(dtype);
+    if (top == 0.0f || signbit(x) != signbit(y))
+        return false;
+    return (isinf(x) && fabsf(y) == top) || (isinf(y) && fabsf(x) == top);
+}
+
 static void check_direction_element(const step_view *sv, const direction_model *dm, size_t i,
                                     case_result *res, direction_tally *t)
 {
     float dev = sv->d_dev[i], ref = sv->d_ref[i];
     double m = has_ema(sv) ? sv->m_ref[i] : 0.0, q = has_aux_ema(sv) ? sv->q_ref[i] : 0.0;
-    double tol = direction_tolerance(dm, sv->g[i], sv->a[i], m, q, ref);
+    double tol = typed_direction_tolerance(dm, sv->d_dtype, sv->g[i], sv->a[i], m, q, ref);
     bool finite = isfinite(dev) && isfinite(ref);
     if (finite)
         note_direction_error(res, dev, ref, tol);
-    bool agree = finite ? fabs((double)dev - ref) <= tol : classify(dev) == classify(ref);
+    bool agree = finite ? fabs((double)dev - ref) <= tol
+                        : classify(dev) == classify(ref) || at_type_edge(sv->d_dtype, dev, ref);
     if (agree)
         return;
     if (direction_may_overflow(dm, sv->g[i], sv->a[i], m, q)) {

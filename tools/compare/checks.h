@@ -18,8 +18,9 @@ typedef struct step_view {
     const fp_model *fp;
     size_t n;
     int step;
-    const float *g, *a;
-    const float *d_dev, *d_ref;
+    const float *g, *a;                /* the true gradients: widened, times inverse scales */
+    const float *d_dev, *d_ref;        /* d widened from its type */
+    bloopcl_dtype d_dtype;             /* the type both sides stored d in */
     const float *m_dev, *q_dev;        /* device state read back (NULL: none) */
     const float *m_ref, *q_ref;        /* reference state after the step */
     const float *m_before, *q_before;  /* reference state before the step */

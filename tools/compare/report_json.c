@@ -1,10 +1,31 @@
-/* report_json.c — bloopcl-compare's JSON document (schema "bloopcl-compare/1"): the run's
- * settings, devices[] (each with its identity, its bounds and cases[]), then summary. */
+/* report_json.c — bloopcl-compare's JSON document (schema "bloopcl-compare/2": /1 plus the
+ * dtype combinations): the run's settings, devices[] (each with its identity, its bounds and
+ * cases[]), then summary. */
 #include "report.h"
 
 #include "tool_json.h"
 
 #include <stdio.h>
+
+static const char *scale_name(scale_mode mode)
+{
+    return mode == SCALE_HOST ? "host" : mode == SCALE_DEVICE ? "device" : "none";
+}
+
+/* {label, g, a, d, scale, inv_scale_g, inv_scale_a} */
+static void json_dtype(tool_json *json, const char *key, const options *opt,
+                       const dtype_combo *dt)
+{
+    tool_json_object_begin(json, key);
+    tool_json_string(json, "label", dt->label);
+    tool_json_string(json, "g", bloopcl_dtype_name(dt->g));
+    tool_json_string(json, "a", bloopcl_dtype_name(dt->a));
+    tool_json_string(json, "d", bloopcl_dtype_name(dt->d));
+    tool_json_string(json, "scale", scale_name(dt->scale));
+    tool_json_number(json, "inv_scale_g", combo_inv_scale_g(opt, dt));
+    tool_json_number(json, "inv_scale_a", combo_inv_scale_a(opt, dt));
+    tool_json_object_end(json);
+}
 
 void json_begin(report *rp)
 {
@@ -16,6 +37,12 @@ void json_begin(report *rp)
     tool_json_unsigned(&rp->json, "segments", opt->segments);
     tool_json_string(&rp->json, "layout",
                      opt->segments > 0 ? segment_layout_name(opt->layout) : "host");
+    tool_json_number(&rp->json, "inv_scale", opt->inv_scale);
+    tool_json_array_begin(&rp->json, "dtypes");
+    for (size_t t = 0; t < opt->num_dtypes; ++t)
+        json_dtype(&rp->json, NULL, opt, &opt->dtypes[t]);
+    tool_json_array_end(&rp->json);
+    tool_json_bool(&rp->json, "clblast_skips_2byte", run_has_narrow(opt));
     tool_json_array_begin(&rp->json, "devices");
 }
 
@@ -72,6 +99,7 @@ void json_case(report *rp, const case_def *c, const case_result *res)
     tool_json_string(json, "method", bloopcl_method_name(c->config->method));
     tool_json_string(json, "options", c->config->label);
     tool_json_string(json, "backend", backend_name(c->backend));
+    json_dtype(json, "dtype", rp->opt, c->dtypes);
     tool_json_unsigned(json, "n", c->n);
     tool_json_string(json, "input", c->input->label);
     tool_json_integer(json, "steps", c->steps);

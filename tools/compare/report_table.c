@@ -6,18 +6,18 @@
 
 static void print_table_header(void)
 {
-    printf("%-15s %-24s %-7s %8s %-12s %5s %9s %9s %9s %9s %6s %6s %-4s %s\n", "method",
-           "options", "dots", "n", "input", "steps", "max_abs", "max_rel", "max_ulp", "r_rel",
-           "d/tol", "r/tol", "nan", "verdict");
+    printf("%-15s %-24s %-7s %-17s %8s %-12s %5s %9s %9s %9s %9s %6s %6s %-4s %s\n",
+           "method", "options", "dots", "dtype", "n", "input", "steps", "max_abs", "max_rel",
+           "max_ulp", "r_rel", "d/tol", "r/tol", "nan", "verdict");
 }
 
 void table_case(const report *rp, const case_def *c, const case_result *res)
 {
     char verdict[64];
     verdict_text(res, verdict, sizeof verdict);
-    printf("%-15s %-24s %-7s %8zu %-12s %5d %9.2e %9.2e %9.0f %9.2e %6.3f %6.3f %-4s %s\n",
-           bloopcl_method_name(c->config->method), c->config->label, backend_name(c->backend),
-           c->n, c->input->label, c->steps, res->max_abs, res->max_rel, res->max_ulp, res->r_rel,
+    printf("%-15s %-24s %-7s %-17s %8zu %-12s %5d %9.2e %9.2e %9.0f %9.2e %6.3f %6.3f %-4s "
+           "%s\n", bloopcl_method_name(c->config->method), c->config->label,
+           backend_name(c->backend), c->dtypes->label, c->n, c->input->label, c->steps, res->max_abs, res->max_rel, res->max_ulp, res->r_rel,
            res->worst_d, res->worst_r, res->parity_ok ? "ok" : "BAD", verdict);
     size_t shown = res->num_details;
     if (!rp->opt->common.verbose && shown > DETAILS_SHOWN)
@@ -32,6 +32,20 @@ void table_case(const report *rp, const case_def *c, const case_result *res)
         printf("    note: %s\n", res->divergence);
 }
 
+/* The dtype combinations (g:a:d), and what clblast skips. */
+static void print_dtypes(const options *opt)
+{
+    printf("# dtypes (g:a:d, state f32):");
+    for (size_t t = 0; t < opt->num_dtypes; ++t)
+        printf("%s %s", t > 0 ? "," : "", opt->dtypes[t].label);
+    printf("; /scaled: inverse loss scales %.9g (g), %.9g (a)", opt->inv_scale,
+           2.0 * opt->inv_scale);
+    if (run_has_narrow(opt))
+        printf("; 2-byte types run on fused only: clblast skipped (it refuses them, "
+               "BLOOPCL_ERR_UNSUPPORTED), not failed");
+    printf("\n");
+}
+
 void table_device(const report *rp, const device_facts *facts)
 {
     char text[TEXT_SIZE * 2];
@@ -40,6 +54,7 @@ void table_device(const report *rp, const device_facts *facts)
     if (rp->opt->segments > 0)
         printf("# steps through bloopcl_step over %zu segments per tensor, layout %s\n",
                rp->opt->segments, segment_layout_name(rp->opt->layout));
+    print_dtypes(rp->opt);
     print_table_header();
 }
 

@@ -20,25 +20,33 @@ static void run_one(const runner *rn, const case_def *c, const input_set *in, wo
 static void run_input(const runner *rn, const input_spec *inp, size_t n, int steps,
                       const input_set *in, workspace *ws)
 {
-    for (size_t k = 0; k < NUM_CONFIGS; ++k)
-        for (size_t b = 0; b < NUM_BACKENDS; ++b) {
-            case_def c = {&CONFIGS[k], inp, BACKENDS[b], n, steps};
-            if (case_selected(rn->opt, &c))
-                run_one(rn, &c, in, ws);
-        }
+    for (size_t t = 0; t < rn->opt->num_dtypes; ++t)
+        for (size_t k = 0; k < NUM_CONFIGS; ++k)
+            for (size_t b = 0; b < NUM_BACKENDS; ++b) {
+                case_def c = {&CONFIGS[k], inp, BACKENDS[b], &rn->opt->dtypes[t], n, steps};
+                if (case_selected(rn->opt, &c))
+                    run_one(rn, &c, in, ws);
+            }
 }
 
-/* --segments: the buffers of the segment lists for vectors of n elements. */
+/* The buffers of the segment lists for vectors of n elements: --segments P, or one segment
+ * per tensor where typed combinations run without it; and the inverse scales' buffer. */
 static bool make_segments(const runner *rn, size_t n, workspace *ws)
 {
     char why[TEXT_SIZE];
-    if (rn->opt->segments == 0)
+    bool typed = typed_cases_at(rn->opt, n);
+    size_t count = rn->opt->segments > 0 ? rn->opt->segments : 1;
+    if (rn->opt->segments == 0 && !typed)
         return true;
-    ws->segmented = segmented_create(rn->ctx, n, rn->opt->segments, rn->opt->layout, &ws->seg,
-                                     why, sizeof why);
+    ws->segmented = segmented_create(rn->ctx, n, count, rn->opt->layout, &ws->seg, why,
+                                     sizeof why);
     if (!ws->segmented)
         fprintf(stderr, "%s: cannot make %zu segments of n = %zu: %s\n", COMPARE_TOOL.name,
-                rn->opt->segments, n, why);
+                count, n, why);
+    else if (typed && !make_scale_buffer(rn->ctx, ws)) {
+        fprintf(stderr, "%s: cannot make the buffer of the inverse scales\n", COMPARE_TOOL.name);
+        return false;
+    }
     return ws->segmented;
 }
 

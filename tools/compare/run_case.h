@@ -18,11 +18,20 @@
 typedef struct workspace {
     size_t n;
     float *d_dev, *d_ref, *m_dev, *q_dev, *m_before, *q_before;
-    bool segmented;        /* --segments: the device buffers of the segment lists */
+    bool segmented;        /* the device buffers of the segment lists (--segments, or one
+                            * segment per tensor for the typed combinations) */
     segmented_io seg;
+    /* Typed combinations: g and a as stored (n 4-byte elements of room each), the true
+     * gradients the checks see (widened, times the inverse scales), the reference's d in its
+     * type, and the device buffer of the inverse scales (SCALE_DEVICE). */
+    unsigned char *g_stored, *a_stored, *d_stored;
+    float *g_true, *a_true;
+    cl_mem scales;
 } workspace;
 
 bool make_workspace(size_t n, workspace *ws);
+/* The device buffer of the inverse scales (SCALE_DEVICE); false if it cannot be made. */
+bool make_scale_buffer(bloopcl_context *ctx, workspace *ws);
 void free_workspace(workspace *ws);
 
 /* What every case of one device shares. */

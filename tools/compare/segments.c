@@ -8,23 +8,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A quiet NaN with a payload no arithmetic produces: an element that still holds it after a
- * step was never written, and one of g or a that is read shows up as a NaN in the results. */
-#define SENTINEL_BITS 0x7FC0DEADu
+/* A NaN with a payload no arithmetic produces: an element that still holds it after a step
+ * was never written, and one of g or a that is read shows up as a NaN in the results. For the
+ * 2-byte types a signalling NaN (quiet bit clear), which the library's narrowing (it sets the
+ * quiet bit) cannot write. */
+#define SENTINEL_F32 0x7FC0DEADu
+#define SENTINEL_F16 0x7D5Au
+#define SENTINEL_BF16 0x7F9Au
 
-static float sentinel(void)
+/* The element at `index` of a typed array, as unsigned bits. */
+static uint32_t bits_at(const unsigned char *array, size_t elem, size_t index)
 {
-    uint32_t bits = SENTINEL_BITS;
-    float x;
-    memcpy(&x, &bits, sizeof x);
-    return x;
+    uint32_t bits32 = 0;
+    uint16_t bits16 = 0;
+    if (elem == 4) {
+        memcpy(&bits32, array + index * 4, 4);
+        return bits32;
+    }
+    memcpy(&bits16, array + index * 2, 2);
+    return bits16;
 }
 
-static uint32_t bits_of(float x)
+static void set_bits_at(unsigned char *array, size_t elem, size_t index, uint32_t bits)
 {
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    return bits;
+    uint16_t bits16 = (uint16_t)bits;
+    if (elem == 4)
+        memcpy(array + index * 4, &bits, 4);
+    else
+        memcpy(array + index * 2, &bits16, 2);
+}
+
+static uint32_t sentinel_bits(bloopcl_dtype dtype)
+{
+    return dtype == BLOOPCL_DTYPE_F16 ? SENTINEL_F16
+           : dtype == BLOOPCL_DTYPE_BF16 ? SENTINEL_BF16 : SENTINEL_F32;
 }
 
 static const char *const LAYOUT_NAMES[] = {"separate", "packed", "gapped"};
@@ -108,7 +125,10 @@ static bool tensor_alloc(segmented_tensor *t, size_t num_segments, size_t num_bu
     t->segment_start = calloc(num_segments, sizeof *t->segment_start);
     t->buffers = calloc(num_buffers, sizeof *t->buffers);
     t->base = calloc(num_buffers + 1, sizeof *t->base);
-    return t->segments && t->segment_start && t->buffers && t->base;
+    t->element_of = calloc(num_segments, sizeof *t->element_of);
+    t->dtype = BLOOPCL_DTYPE_F32;
+    t->elem = sizeof(float);
+    return t->segments && t->segment_start && t->buffers && t->base && t->element_of;
 }
 
 static void tensor_free(segmented_tensor *t)
@@ -120,6 +140,7 @@ static void tensor_free(segmented_tensor *t)
     free(t->segment_start);
     free(t->buffers);
     free(t->base);
+    free(t->element_of);
     free(t->image);
     memset(t, 0, sizeof *t);
 }
@@ -129,11 +150,10 @@ static bool tensor_create(segmented_tensor *t, cl_context cl_ctx, const size_t *
 {
     size_t num_buffers = layout == LAYOUT_SEPARATE ? num_segments : 1;
     size_t *buffer_of = calloc(num_segments, sizeof *buffer_of);
-    size_t *element_of = calloc(num_segments, sizeof *element_of);
     size_t *floats = calloc(num_buffers, sizeof *floats);
-    bool ok = buffer_of && element_of && floats && tensor_alloc(t, num_segments, num_buffers);
+    bool ok = buffer_of && floats && tensor_alloc(t, num_segments, num_buffers);
     if (ok)
-        place_segments(counts, num_segments, layout, buffer_of, element_of, floats);
+        place_segments(counts, num_segments, layout, buffer_of, t->element_of, floats);
     for (size_t k = 0; ok && k < num_buffers; ++k) {
         cl_int err = CL_SUCCESS;
         t->base[k + 1] = t->base[k] + floats[k];
@@ -145,13 +165,13 @@ static bool tensor_create(segmented_tensor *t, cl_context cl_ctx, const size_t *
         }
     }
     for (size_t s = 0; ok && s < num_segments; ++s) {
-        t->segments[s] = (bloopcl_segment){t->buffers[buffer_of[s]], element_of[s] * sizeof(float),
-                                           counts[s], BLOOPCL_DTYPE_F32, 0};
-        t->segment_start[s] = t->base[buffer_of[s]] + element_of[s];
+        t->segments[s] = (bloopcl_segment){t->buffers[buffer_of[s]],
+                                           t->element_of[s] * sizeof(float), counts[s],
+                                           BLOOPCL_DTYPE_F32, 0};
+        t->segment_start[s] = t->base[buffer_of[s]] + t->element_of[s];
     }
     ok = ok && (t->image = malloc(t->base[num_buffers] * sizeof(float))) != NULL;
     free(buffer_of);
-    free(element_of);
     free(floats);
     return ok;
 }
@@ -172,7 +192,8 @@ bool segmented_create(bloopcl_context *ctx, size_t n, size_t num_segments,
     ok = ok && tensor_create(&io->g, cl_ctx, counts, num_segments, layout, why, why_size) &&
          tensor_create(&io->a, cl_ctx, counts, num_segments, layout, why, why_size) &&
          tensor_create(&io->d, cl_ctx, counts, num_segments, layout, why, why_size) &&
-         (io->scratch = malloc(io->g.base[io->g.num_buffers] * sizeof(float))) != NULL;
+         (io->scratch = malloc(io->g.base[io->g.num_buffers] * sizeof(float))) != NULL &&
+         (io->flat = malloc((n > 0 ? n : 1) * sizeof(float))) != NULL;
     free(counts);
     if (!ok)
         segmented_destroy(io);
@@ -185,33 +206,54 @@ void segmented_destroy(segmented_io *io)
     tensor_free(&io->a);
     tensor_free(&io->d);
     free(io->scratch);
+    free(io->flat);
     io->scratch = NULL;
+    io->flat = NULL;
 }
 
-/* The image of a tensor: the sentinel everywhere, the flat vector x (NULL: none) in the
- * segments. */
-static void make_image(segmented_tensor *t, const float *x)
+static void tensor_set_dtype(segmented_tensor *t, bloopcl_dtype dtype)
 {
-    float fill = sentinel();
+    t->dtype = dtype;
+    t->elem = bloopcl_dtype_size(dtype);
+    for (size_t s = 0; s < t->num_segments; ++s) {
+        t->segments[s].dtype = dtype;
+        t->segments[s].offset_bytes = t->element_of[s] * t->elem;
+    }
+}
+
+void segmented_set_dtypes(segmented_io *io, bloopcl_dtype g, bloopcl_dtype a, bloopcl_dtype d)
+{
+    tensor_set_dtype(&io->g, g);
+    tensor_set_dtype(&io->a, a);
+    tensor_set_dtype(&io->d, d);
+}
+
+/* The image of a tensor: the sentinel everywhere, the flat vector x (NULL: none; in the
+ * tensor's type) in the segments. */
+static void make_image(segmented_tensor *t, const void *x)
+{
+    uint32_t fill = sentinel_bits(t->dtype);
     for (size_t i = 0; i < t->base[t->num_buffers]; ++i)
-        t->image[i] = fill;
+        set_bits_at(t->image, t->elem, i, fill);
     size_t flat = 0;
     for (size_t s = 0; x != NULL && s < t->num_segments; ++s) {
-        memcpy(t->image + t->segment_start[s], x + flat, t->segments[s].count * sizeof(float));
+        memcpy(t->image + t->segment_start[s] * t->elem,
+               (const unsigned char *)x + flat * t->elem, t->segments[s].count * t->elem);
         flat += t->segments[s].count;
     }
 }
 
-static bool transfer(segmented_io *io, segmented_tensor *t, float *host, bool write, char *why,
-                     size_t why_size)
+static bool transfer(segmented_io *io, segmented_tensor *t, unsigned char *host, bool write,
+                     char *why, size_t why_size)
 {
     cl_command_queue queue = bloopcl_context_queue(io->ctx);
     for (size_t k = 0; k < t->num_buffers; ++k) {
-        size_t bytes = (t->base[k + 1] - t->base[k]) * sizeof(float);
-        cl_int err = write ? clEnqueueWriteBuffer(queue, t->buffers[k], CL_TRUE, 0, bytes,
-                                                  host + t->base[k], 0, NULL, NULL)
-                           : clEnqueueReadBuffer(queue, t->buffers[k], CL_TRUE, 0, bytes,
-                                                 host + t->base[k], 0, NULL, NULL);
+        size_t bytes = (t->base[k + 1] - t->base[k]) * t->elem;
+        unsigned char *at = host + t->base[k] * t->elem;
+        cl_int err = write ? clEnqueueWriteBuffer(queue, t->buffers[k], CL_TRUE, 0, bytes, at, 0,
+                                                  NULL, NULL)
+                           : clEnqueueReadBuffer(queue, t->buffers[k], CL_TRUE, 0, bytes, at, 0,
+                                                 NULL, NULL);
         if (err != CL_SUCCESS) {
             snprintf(why, why_size, "%s of buffer %zu failed: %d",
                      write ? "clEnqueueWriteBuffer" : "clEnqueueReadBuffer", k, err);
@@ -221,7 +263,7 @@ static bool transfer(segmented_io *io, segmented_tensor *t, float *host, bool wr
     return true;
 }
 
-bool segmented_upload(segmented_io *io, const float *g, const float *a, char *why,
+bool segmented_upload(segmented_io *io, const void *g, const void *a, char *why,
                       size_t why_size)
 {
     make_image(&io->g, g);
@@ -233,10 +275,11 @@ bool segmented_upload(segmented_io *io, const float *g, const float *a, char *wh
 }
 
 /* The first element of [from, to) whose bits differ from the image, or `to`. */
-static size_t first_change(const segmented_tensor *t, const float *read, size_t from, size_t to)
+static size_t first_change(const segmented_tensor *t, const unsigned char *read, size_t from,
+                           size_t to)
 {
     for (size_t i = from; i < to; ++i)
-        if (bits_of(read[i]) != bits_of(t->image[i]))
+        if (bits_at(read, t->elem, i) != bits_at(t->image, t->elem, i))
             return i;
     return to;
 }
@@ -245,7 +288,7 @@ static size_t first_change(const segmented_tensor *t, const float *read, size_t 
  * the sentinel outside its segments (only_outside true: the segments lie in increasing order
  * in the image, so the gaps between them are walked in one pass). Reports the first
  * difference. */
-static bool image_intact(const segmented_tensor *t, const float *read, bool only_outside,
+static bool image_intact(const segmented_tensor *t, const unsigned char *read, bool only_outside,
                          const char *name, char *why, size_t why_size)
 {
     size_t end = t->base[t->num_buffers], from = 0, bad = end;
@@ -261,15 +304,16 @@ static bool image_intact(const segmented_tensor *t, const float *read, bool only
         return true;
     snprintf(why, why_size, "%s changed where the step may not write: element %zu of its "
              "buffers holds 0x%08" PRIx32 ", expected 0x%08" PRIx32, name, bad,
-             bits_of(read[bad]), bits_of(t->image[bad]));
+             bits_at(read, t->elem, bad), bits_at(t->image, t->elem, bad));
     return false;
 }
 
-static void gather(const segmented_tensor *t, const float *read, float *x)
+static void gather(const segmented_tensor *t, const unsigned char *read, unsigned char *x)
 {
     size_t flat = 0;
     for (size_t s = 0; s < t->num_segments; ++s) {
-        memcpy(x + flat, read + t->segment_start[s], t->segments[s].count * sizeof(float));
+        memcpy(x + flat * t->elem, read + t->segment_start[s] * t->elem,
+               t->segments[s].count * t->elem);
         flat += t->segments[s].count;
     }
 }
@@ -281,7 +325,8 @@ bool segmented_download(segmented_io *io, float *d, bool *violated, char *why,
     *violated = false;
     if (!transfer(io, &io->d, io->scratch, false, why, why_size))
         return false;
-    gather(&io->d, io->scratch, d);
+    gather(&io->d, io->scratch, io->flat);
+    bloopcl_convert(io->flat, io->d.dtype, d, BLOOPCL_DTYPE_F32, io->n);
     *violated = !image_intact(&io->d, io->scratch, true, "d", why, why_size);
     if (!transfer(io, &io->g, io->scratch, false, why, why_size))
         return false;

@@ -148,6 +148,8 @@ void direction_model_init(direction_model *dm, const bloopcl_config *config, dou
     float lambda = (float)config->lambda;
     *dm = (direction_model){.method = config->method, .ratio_only = config->ratio_only != 0,
                             .lambda = lambda,
+                            /* s = 1/(1 + lambda) divided in double, rounded once to
+                             * float, as the device and the reference take it */
                             .s = config->rescale ? (double)(float)(1.0 / (1.0 + config->lambda))
                                                  : 1.0};
     dm->r_dev = pcgrad ? min_zero(r_dev) : r_dev;
@@ -204,4 +206,31 @@ bool direction_may_overflow(const direction_model *dm, double g, double a, doubl
 {
     double unscaled = leaf_sum(dm, g, a, m, q, dm->r_max, dm->q_max) / dm->s;
     return isfinite(unscaled) && unscaled * (1.0 + dm->gamma_dev) >= FLT_MAX;
+}
+
+/* 4(b): the unit roundoff and the largest absolute rounding error below the normal range
+ * (half the subnormal spacing) of rounding to nearest into a type; 0 for f32, which the bound
+ * above already covers. */
+static double narrowing_unit(bloopcl_dtype dtype)
+{
+    return dtype == BLOOPCL_DTYPE_F16 ? 0x1p-11 : dtype == BLOOPCL_DTYPE_BF16 ? 0x1p-8 : 0.0;
+}
+
+static double narrowing_eta(bloopcl_dtype dtype)
+{
+    return dtype == BLOOPCL_DTYPE_F16 ? 0x1p-25 : dtype == BLOOPCL_DTYPE_BF16 ? 0x1p-134 : 0.0;
+}
+
+double typed_direction_tolerance(const direction_model *dm, bloopcl_dtype dtype, double g,
+                                 double a, double m, double q, float d_ref)
+{
+    double u = narrowing_unit(dtype), eta = narrowing_eta(dtype);
+    if (u == 0.0)
+        return direction_tolerance(dm, g, a, m, q, d_ref);
+    /* y: the reference's fp32 d before its narrowing, |y| <= (|rd(y)| + eta) / (1 - u). */
+    double y = (fabs((double)d_ref) + eta) / (1.0 - u);
+    double t = direction_tolerance(dm, g, a, m, q, nextafterf((float)y, INFINITY));
+    /* |rd(x) - rd(y)| <= |x - y| + u (|x| + |y|) + 2 eta, |x| <= |y| + t */
+    double tol = t + u * (2.0 * y + t) + 2.0 * eta;
+    return isfinite(tol) ? tol : 0.0;
 }

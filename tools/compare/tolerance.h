@@ -94,6 +94,10 @@ void direction_model_init(direction_model *dm, const bloopcl_config *config, dou
 /* The tolerance of d at one element (g, a, m, q the inputs and reference state there). */
 double direction_tolerance(const direction_model *dm, double g, double a, double m, double q,
                            float d_ref);
+/* The same for d stored in `dtype` (4(b)): both sides round their fp32 d into it once;
+ * d_ref is the reference's d in that type, widened. */
+double typed_direction_tolerance(const direction_model *dm, bloopcl_dtype dtype, double g,
+                                 double a, double m, double q, float d_ref);
 /* A partial result of d may leave the fp32 range there (6). */
 bool direction_may_overflow(const direction_model *dm, double g, double a, double m, double q);
 
