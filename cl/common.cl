@@ -34,6 +34,7 @@ typedef ushort ushortv;
 #define BLOOPCL_CONVERT_USHORTV(x) convert_ushort(x)
 #define BLOOPCL_AS_FLOATV(x) as_float(x)
 #define BLOOPCL_AS_UINTV(x) as_uint(x)
+#define BLOOPCL_ANYV(c) (c)
 #define BLOOPCL_LANE_SUM(v) (v)
 #elif BLOOPCL_VECTOR == 2
 typedef float2 floatv;
@@ -47,6 +48,7 @@ typedef ushort2 ushortv;
 #define BLOOPCL_CONVERT_USHORTV(x) convert_ushort2(x)
 #define BLOOPCL_AS_FLOATV(x) as_float2(x)
 #define BLOOPCL_AS_UINTV(x) as_uint2(x)
+#define BLOOPCL_ANYV(c) any(c)
 #define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM2(v)
 #elif BLOOPCL_VECTOR == 4
 typedef float4 floatv;
@@ -60,6 +62,7 @@ typedef ushort4 ushortv;
 #define BLOOPCL_CONVERT_USHORTV(x) convert_ushort4(x)
 #define BLOOPCL_AS_FLOATV(x) as_float4(x)
 #define BLOOPCL_AS_UINTV(x) as_uint4(x)
+#define BLOOPCL_ANYV(c) any(c)
 #define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM4(v)
 #elif BLOOPCL_VECTOR == 8
 typedef float8 floatv;
@@ -73,6 +76,7 @@ typedef ushort8 ushortv;
 #define BLOOPCL_CONVERT_USHORTV(x) convert_ushort8(x)
 #define BLOOPCL_AS_FLOATV(x) as_float8(x)
 #define BLOOPCL_AS_UINTV(x) as_uint8(x)
+#define BLOOPCL_ANYV(c) any(c)
 #define BLOOPCL_LANE_SUM(v) BLOOPCL_LANE_SUM8(v)
 #elif BLOOPCL_VECTOR == 16
 typedef float16 floatv;
@@ -86,6 +90,7 @@ typedef ushort16 ushortv;
 #define BLOOPCL_CONVERT_USHORTV(x) convert_ushort16(x)
 #define BLOOPCL_AS_FLOATV(x) as_float16(x)
 #define BLOOPCL_AS_UINTV(x) as_uint16(x)
+#define BLOOPCL_ANYV(c) any(c)
 #define BLOOPCL_LANE_SUM(v) (BLOOPCL_LANE_SUM8((v).lo) + BLOOPCL_LANE_SUM8((v).hi))
 #else
 #error "BLOOPCL_VECTOR must be 1, 2, 4, 8 or 16"

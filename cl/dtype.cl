@@ -16,12 +16,20 @@ uint bloopcl_dtype_shift(int type)
     return type == BLOOPCL_KERNEL_F32 ? 2u : 1u;
 }
 
-/* float -> bfloat16 bits, round to nearest even: add 0x7fff plus the lowest kept bit and
+/* F16 narrowing is vstore_half_rte's, except for NaN, whose bits drivers choose differently
+ * (PoCL 3.1: the payload kept by its vector stores, 0x7fff from its scalar one): a NaN is
+ * written as the quiet NaN of its sign and upper payload bits, as src/dtype.c writes it.
+ * float -> bfloat16 bits, round to nearest even: add 0x7fff plus the lowest kept bit and
  * truncate; a carry out of the mantissa steps the exponent, which is the rounding (up to
  * infinity beyond the largest bfloat16). NaN is kept a NaN with its sign (truncation could
  * clear every kept mantissa bit and make it an infinity): the quiet bit is set instead. */
 #define BLOOPCL_DEFINE_DTYPE_IO(T, U, US, SFX, LOAD, STORE, LOAD_HALF, STORE_HALF, TO_U,      \
-                                TO_US, AS_F, AS_U)                                             \
+                                TO_US, AS_F, AS_U, ANY)                                        \
+    U bloopcl_f16_nan_bits##SFX(T x)                                                           \
+    {                                                                                          \
+        U u = AS_U(x);                                                                         \
+        return ((u >> 16) & (U)0x8000u) | (U)0x7e00u | ((u >> 13) & (U)0x3ffu);                \
+    }                                                                                          \
     US bloopcl_bf16_bits##SFX(T x)                                                             \
     {                                                                                          \
         U u = AS_U(x);                                                                         \
@@ -44,17 +52,22 @@ uint bloopcl_dtype_shift(int type)
     {                                                                                          \
         if (type == BLOOPCL_KERNEL_BF16)                                                       \
             STORE(bloopcl_bf16_bits##SFX(x), (global ushort *)p, i);                           \
-        else if (type == BLOOPCL_KERNEL_F16)                                                   \
+        else if (type == BLOOPCL_KERNEL_F16) {                                                 \
             STORE_HALF(x, (global half *)p, i);                                                \
-        else                                                                                   \
+            if (ANY(isnan(x))) { /* rare: the NaN bits by the host's rule, whatever the */    \
+                global ushort *bits = (global ushort *)p; /* driver's vstore_half wrote */    \
+                U fixed = select(TO_U(LOAD(bits, i)), bloopcl_f16_nan_bits##SFX(x), isnan(x)); \
+                STORE(TO_US(fixed), bits, i);                                                  \
+            }                                                                                  \
+        } else                                                                                 \
             STORE(x, (global float *)p, i);                                                    \
     }
 BLOOPCL_DEFINE_DTYPE_IO(floatv, uintv, ushortv, _v, BLOOPCL_LOADV, BLOOPCL_STOREV,
                         BLOOPCL_LOADV_HALF, BLOOPCL_STOREV_HALF, BLOOPCL_CONVERT_UINTV,
-                        BLOOPCL_CONVERT_USHORTV, BLOOPCL_AS_FLOATV, BLOOPCL_AS_UINTV)
+                        BLOOPCL_CONVERT_USHORTV, BLOOPCL_AS_FLOATV, BLOOPCL_AS_UINTV, BLOOPCL_ANYV)
 BLOOPCL_DEFINE_DTYPE_IO(float, uint, ushort, , BLOOPCL_LOAD1, BLOOPCL_STORE1,
                         BLOOPCL_LOAD1_HALF, BLOOPCL_STORE1_HALF, convert_uint, convert_ushort,
-                        as_float, as_uint)
+                        as_float, as_uint, )
 
 /* Where one range's g and a are read from: bytes, their element types, inverse loss scales. */
 typedef struct bloopcl_inputs {

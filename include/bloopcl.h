@@ -392,9 +392,10 @@ BLOOPCL_API const char *bloopcl_method_name(bloopcl_method method);
  * summed in fp32 with the same compensation: a value is widened as it is read (exactly: every
  * F16 and BF16 value is a float), multiplied by its inverse loss scale (bloopcl_step_options),
  * and d is rounded once into its own type as it is written, to nearest with ties to even;
- * beyond the type's range it becomes an infinity of its sign, and a NaN stays a NaN (BF16: with
- * its sign and upper payload bits, the quiet bit set). F16 uses OpenCL's vload_half and
- * vstore_half_rte (core OpenCL 1.2, no cl_khr_fp16 needed). The FUSED backend takes every
+ * beyond the type's range it becomes an infinity of its sign, and a NaN stays a NaN with its
+ * sign and upper payload bits, the quiet bit set (on every driver: the kernels write NaN bits
+ * themselves). F16 uses OpenCL's vload_half and vstore_half_rte (core OpenCL 1.2, no
+ * cl_khr_fp16 needed). The FUSED backend takes every
  * type; CLBLAST reads g and a with CLBlastSdot, which takes fp32 only (BLOOPCL_ERR_UNSUPPORTED
  * for other types there). bloopcl_convert converts on the host by exactly the same rules.
  * Memory moved per element (FUSED, pass 1 + pass 2, state fp32): BLOOP 4 (g) + 4 (a) + 4 (m)
