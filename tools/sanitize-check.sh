@@ -26,14 +26,9 @@
 # Suppressions (tools/lsan.supp) name the third-party functions that leak, never a whole
 # library: a leak reached from a test body (every stack runs through Criterion) or a cl_mem
 # never released (every stack runs through PoCL) must be reported. Naming frames needs whole
-# stacks, and PoCL and LLVM have no frame pointers, so only the slow unwinder
-# (fast_unwind_on_malloc=0) sees the names. It makes every allocation cost an unwind (LLVM's
-# code generation allocates a lot: the suite takes ~2.7x the CPU time), so the suite first runs
-# with the fast unwinder: with no leak report that is the verdict (a suppressed leak can only
-# be missed, never invented, by short stacks: they can hide a suppressed frame, not add one). If
-# it reports leaks, the suite runs again with whole stacks, and that second run decides. PoCL's
-# kernel cache is seeded from WARM_BUILD_DIR's (the normal test run's: same kernels, same PoCL)
-# when it has one, so that little code is generated at all.
+# stacks, and PoCL and LLVM have no frame pointers, so the slow unwinder is on
+# (fast_unwind_on_malloc=0). It makes LLVM's code generation very slow, so PoCL's kernel cache is
+# seeded from WARM_BUILD_DIR's (the normal test run's: same kernels, same PoCL) when it has one.
 #
 # Exit status: 0 clean, 1 a failed test or a sanitizer report, 2 the build failed.
 set -euo pipefail
@@ -59,15 +54,13 @@ configure_and_build() {
 
 # Every process writes its ASan/LSan report to $reports/asan.PID; whole stacks for the
 # suppressions' names (100 frames: LLVM's deepest allocations still reach PoCL's frame).
-set_sanitizer_options() {  # set_sanitizer_options fast|whole (the unwinder for allocations)
+set_sanitizer_options() {
   rm -rf "$reports"
   mkdir -p "$reports"
-  local stacks="fast_unwind_on_malloc=1:malloc_context_size=30"
-  [ "$1" = whole ] && stacks="fast_unwind_on_malloc=0:malloc_context_size=100"
   # use_sigaltstack=0: ASan 12's thread teardown fails to unmap the alternate signal stack in
   # processes forked from threaded ones (CHECK failed: "unable to unmap"), as device_select's
   # race tests are; bloopcl installs no signal handlers, so nothing needs that stack.
-  local common="log_path=$reports/asan:$stacks:use_sigaltstack=0"
+  local common="log_path=$reports/asan:fast_unwind_on_malloc=0:malloc_context_size=100:use_sigaltstack=0"
   export ASAN_OPTIONS="$common:detect_leaks=1:halt_on_error=1:abort_on_error=1:verify_asan_link_order=0"
   export LSAN_OPTIONS="$common:suppressions=$root/tools/lsan.supp:print_suppressions=0"
   export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
@@ -112,16 +105,9 @@ main() {
   local start
   start=$(date +%s)
   configure_and_build
-  set_sanitizer_options fast
+  set_sanitizer_options
   run_tests "${@:3}"
   read_reports
-  if [ "$leaks" -gt 0 ]; then
-    echo "sanitize-check: $leaks leak reports with short stacks; again with whole stacks," \
-         "which decide (suppressions need every frame)"
-    set_sanitizer_options whole
-    run_tests "${@:3}"
-    read_reports
-  fi
   echo "sanitize-check: $test_count tests (${summary:-no summary}), $leaks leak reports," \
        "$memory_errors ASan error reports, $other other sanitizer reports, $undefined UBSan" \
        "reports, $(($(date +%s) - start)) s"
