@@ -229,7 +229,7 @@ Test(compare_tool, unperturbed_kernel_copy_passes, .timeout = 300)
 {
     require_device();
     char *dir = kernel_copy(NULL, NULL, NULL);
-    tool_run run = run_tool("--sizes 1000 --filter parallel", dir);
+    tool_run run = run_tool("--sizes 1000 --filter parallel --dtypes f32,bf16:f16:bf16", dir);
     long passed = 0, failed = 0;
     expect_summary(&run, &passed, &failed);
     cr_assert_eq(run.status, 0, "exit %d\n%.4000s\n%s", run.status, run.out, run.err);
@@ -243,7 +243,7 @@ Test(compare_tool, catches_perturbed_projection, .timeout = 300)
 {
     require_device();
     char *dir = kernel_copy("project.cl", "(ai - k->r * mi)", "(ai - k->r * 1.0001f * mi)");
-    expect_caught("--sizes 1000 --filter parallel", dir, "d differs");
+    expect_caught("--sizes 1000 --filter parallel --dtypes f32,bf16:f16:bf16", dir, "d differs");
 }
 
 /* w * 1.0001 in the EMA: a state mismatch, found bit for bit. */
@@ -251,7 +251,7 @@ Test(compare_tool, catches_perturbed_ema, .timeout = 300)
 {
     require_device();
     char *dir = kernel_copy("common.cl", "m + w * (g - m)", "m + w * 1.0001f * (g - m)");
-    expect_caught("--sizes 1000 --filter normal", dir, "state m differs");
+    expect_caught("--sizes 1000 --filter normal --dtypes f32,bf16:f16:bf16", dir, "state m differs");
 }
 
 Test(compare_tool, list_numbers_devices_as_bloopcl_device_does, .timeout = 120)

@@ -21,7 +21,8 @@
 # The case list, at n = 1, 257 and 4097 (one element, a partial work-group, several groups),
 # chosen so that every kernel variant runs at least once in as few runs as possible (each run
 # pays Oclgrind's compile of every kernel; inputs beyond normal and non-finite change values,
-# not accesses): the fused backend with every method and option on normal input and on a NaN
+# not accesses; every run names its element types, f32 unless it checks the others): the fused
+# backend with every method and option on normal input and on a NaN
 # in g under both policies (SKIP and PROPAGATE: the " nan_g/" filter) in each kernel shape;
 # every method and option over 17 segments in each layout, at 32, 16 and 8 ranges per launch
 # (BLOOPCL_KERNEL_SLOTS: 1, 2 and 3 launches), and the non-finite paths over 17 segments;
@@ -83,34 +84,44 @@ check() {
 
 sizes=1,257,4097
 for shape in cpu gpu; do
-  check $shape "fused, every method and option, normal" --sizes $sizes --filter fused \
+  check $shape "fused, every method and option, normal" --dtypes f32 --sizes $sizes --filter fused \
     --filter " normal"
-  check $shape "fused, every method and option, nan_g/skip and nan_g/prop" --sizes $sizes \
-    --filter fused --filter " nan_g/"
+  check $shape "fused, every method and option, nan_g/skip and nan_g/prop" --dtypes f32 \
+    --sizes $sizes --filter fused --filter " nan_g/"
 done
 # Segment lists: every method and option over 17 segments of mixed sizes in each layout (work-
 # groups per range follow its size, so small segments cost the simulator little), each layout
 # at another slot count, the non-finite paths, and 300 segments in both kernel shapes. Separate
 # and packed run n = 4097 too (segments longer than a work-group: the grid-stride loop turns);
 # gapped and the non-finite run, the costliest under the simulator, take n <= 257.
-check gpu:32 "fused, 17 segments separate, every method and option" --sizes $sizes \
+check gpu:32 "fused, 17 segments separate, every method and option" --dtypes f32 --sizes $sizes \
   --segments 17 --layout separate --filter fused --filter " normal"
-check gpu:16 "fused, 17 segments packed, every method and option" --sizes $sizes \
+check gpu:16 "fused, 17 segments packed, every method and option" --dtypes f32 --sizes $sizes \
   --segments 17 --layout packed --filter fused --filter " normal"
-check gpu:8 "fused, 17 segments gapped, every method and option" --sizes 1,257 \
+check gpu:8 "fused, 17 segments gapped, every method and option" --dtypes f32 --sizes 1,257 \
   --segments 17 --layout gapped --filter fused --filter " normal"
-check gpu "fused, 17 segments separate, every method, nan_g/skip and nan_g/prop" \
+check gpu "fused, 17 segments separate, every method, nan_g/skip and nan_g/prop" --dtypes f32 \
   --sizes 257 --segments 17 --filter fused --filter " nan_g/"
-check gpu "fused, 300 segments separate, bloop and mixed" --sizes 4097 --steps 2 \
+check gpu "fused, 300 segments separate, bloop and mixed" --dtypes f32 --sizes 4097 --steps 2 \
   --segments 300 --filter "defaults fused" --filter " normal"
-check cpu "fused, 300 segments separate, bloop and mixed" --sizes 4097 --steps 2 \
+check cpu "fused, 300 segments separate, bloop and mixed" --dtypes f32 --sizes 4097 --steps 2 \
   --segments 300 --filter "defaults fused" --filter " normal"
-check gpu "clblast, every method and option, normal" --sizes 257 --steps 2 --filter clblast \
-  --filter " normal"
-check gpu "clblast, 17 segments separate, bloop defaults" --sizes 257 --steps 2 \
+check gpu "clblast, every method and option, normal" --dtypes f32 --sizes 257 --steps 2 \
+  --filter clblast --filter " normal"
+check gpu "clblast, 17 segments separate, bloop defaults" --dtypes f32 --sizes 257 --steps 2 \
   --segments 17 --filter "bloop defaults clblast" --filter " normal"
-check gpu "clblast, 17 segments packed, pcgrad l=0.5" --sizes 4097 --steps 2 --segments 17 \
-  --layout packed --filter "pcgrad l=0.5 clblast" --filter " normal"
+check gpu "clblast, 17 segments packed, pcgrad l=0.5" --dtypes f32 --sizes 4097 --steps 2 \
+  --segments 17 --layout packed --filter "pcgrad l=0.5 clblast" --filter " normal"
+# Element types (the runs above are f32): 2-byte g, a and d and mixed ones, with loss scales
+# from the host and from a device buffer, in both shapes; and a typed segment list gapped over
+# 8 ranges per launch (each range reads and writes its own element size).
+for shape in cpu gpu; do
+  check $shape "fused, every method and option, f16/bf16/mixed types and loss scales" \
+    --sizes 1,257 --dtypes bf16,f16:f32:bf16,f16/scaled-dev --filter fused --filter " normal"
+done
+check gpu:8 "fused, 17 segments gapped, bf16:f16:f32 and f16/scaled, every method" \
+  --sizes 257 --segments 17 --layout gapped --dtypes bf16:f16:f32,f16/scaled --filter fused \
+  --filter " normal"
 
 elapsed=$(($(date +%s) - start))
 echo "oclgrind-check${2:+ (part $part)}: $cases cases in $runs runs on Oclgrind, $failed failed, $bad_runs runs" \
