@@ -4,8 +4,10 @@
 #include <criterion/criterion.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Prefix of the step and state checks' messages (support_set_label); "" unless a test sets it. */
 static const char *case_label = "";
@@ -240,4 +242,38 @@ void support_run_against_reference(const bloopcl_config *config, size_t n, int s
     bloopcl_reference_free(&ref);
     bloopcl_combiner_destroy(comb);
     bloopcl_context_destroy(ctx);
+}
+
+const char *support_source_root(void)
+{
+    static const char *const candidates[] = {".", "..", "../.."};
+    const char *root = getenv("BLOOPCL_TEST_SOURCE_ROOT");
+    if (root != NULL && root[0] != '\0')
+        return root;
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; ++i) {
+        char probe[4096];
+        snprintf(probe, sizeof probe, "%s/cl/common.cl", candidates[i]);
+        if (access(probe, R_OK) == 0)
+            return candidates[i];
+    }
+    cr_assert_fail("kernel sources not found: set BLOOPCL_TEST_SOURCE_ROOT");
+    return NULL;
+}
+
+char *support_read_file(const char *path, size_t *length)
+{
+    FILE *file = fopen(path, "rb");
+    cr_assert_not_null(file, "cannot open %s", path);
+    cr_assert_eq(fseek(file, 0, SEEK_END), 0);
+    long size = ftell(file);
+    cr_assert_geq(size, 0);
+    cr_assert_eq(fseek(file, 0, SEEK_SET), 0);
+    char *text = malloc((size_t)size + 1);
+    cr_assert_not_null(text);
+    size_t got = fread(text, 1, (size_t)size, file);
+    text[got] = '\0';
+    fclose(file);
+    if (length != NULL)
+        *length = got;
+    return text;
 }

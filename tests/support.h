@@ -68,4 +68,10 @@ void support_make_inputs(float *g, float *a, float *noise, size_t n, uint64_t se
 void support_expect_dot(double device, double reference, double abs_sum, const char *name,
                         int step);
 
+/* The source tree: BLOOPCL_TEST_SOURCE_ROOT (meson sets it), else ".", ".." or "../.." when
+ * it holds cl/common.cl (a run by hand); the test fails when none does. */
+const char *support_source_root(void);
+/* A whole file, NUL-terminated (the test fails if it cannot be read); `length` may be NULL. */
+char *support_read_file(const char *path, size_t *length);
+
 #endif

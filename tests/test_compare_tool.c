@@ -4,6 +4,7 @@
  * an unknown --device, --json and a bad option. The tool is run as a user would run it: as a
  * separate program ($BLOOPCL_COMPARE), its stdout, stderr and exit status inspected. */
 #include "bloopcl.h"
+#include "support.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -37,21 +38,6 @@ static void require_device(void)
     cr_assert_eq(bloopcl_list_devices(NULL, 0, &count), BLOOPCL_OK);
     if (count == 0)
         cr_skip_test("no OpenCL device on this machine");
-}
-
-static char *read_text(const char *path)
-{
-    FILE *file = fopen(path, "rb");
-    cr_assert_not_null(file, "cannot open %s", path);
-    fseek(file, 0, SEEK_END);
-    long size = ftell(file);
-    fseek(file, 0, SEEK_SET);
-    char *text = malloc((size_t)size + 1);
-    cr_assert_not_null(text);
-    size_t got = fread(text, 1, (size_t)size, file);
-    text[got] = '\0';
-    fclose(file);
-    return text;
 }
 
 static void write_text(const char *path, const char *text)
@@ -102,7 +88,7 @@ static tool_run run_tool(const char *args, const char *kernel_dir)
         unsetenv("BLOOPCL_KERNEL_DIR");
     int raw = system(command);
     unsetenv("BLOOPCL_KERNEL_DIR");
-    tool_run run = {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_text(out), read_text(err)};
+    tool_run run = {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, support_read_file(out, NULL), support_read_file(err, NULL)};
     remove_temp_dir(dir);
     return run;
 }
@@ -140,14 +126,6 @@ static void expect_summary(const tool_run *run, long *passed, long *failed)
 /* ---------------------------------------------------------------------------------------------
  * Kernel copies
  * ------------------------------------------------------------------------------------------- */
-static const char *source_root(void)
-{
-    const char *root = getenv("BLOOPCL_TEST_SOURCE_ROOT");
-    if (root == NULL || root[0] == '\0')
-        cr_skip_test("BLOOPCL_TEST_SOURCE_ROOT is not set (run through meson test)");
-    return root;
-}
-
 /* `text` with the first occurrence of `from` replaced by `to` (the test fails if absent). */
 static char *replace_once(const char *text, const char *from, const char *to, const char *file)
 {
@@ -166,7 +144,7 @@ static char *replace_once(const char *text, const char *from, const char *to, co
 static char *kernel_copy(const char *file, const char *from, const char *to)
 {
     char source_dir[PATH_SIZE], path[2 * PATH_SIZE];
-    snprintf(source_dir, sizeof source_dir, "%s/cl", source_root());
+    snprintf(source_dir, sizeof source_dir, "%s/cl", support_source_root());
     DIR *handle = opendir(source_dir);
     cr_assert_not_null(handle, "cannot read %s", source_dir);
     char *dir = make_temp_dir();
@@ -176,7 +154,7 @@ static char *kernel_copy(const char *file, const char *from, const char *to)
         if (dot == NULL || (strcmp(dot, ".cl") != 0 && strcmp(dot, ".h") != 0))
             continue;
         snprintf(path, sizeof path, "%s/%s", source_dir, name);
-        char *text = read_text(path);
+        char *text = support_read_file(path, NULL);
         if (file != NULL && strcmp(name, file) == 0) {
             char *changed = replace_once(text, from, to, name);
             free(text);

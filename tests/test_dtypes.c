@@ -113,37 +113,11 @@ static const conversion_build builds[] = {
 };
 #define NUM_BUILDS (sizeof builds / sizeof builds[0])
 
-/* The source tree (meson sets BLOOPCL_TEST_SOURCE_ROOT; by hand, "." or ".." is it). */
-static const char *source_root(void)
-{
-    static const char *const candidates[] = {".", "..", "../.."};
-    const char *root = getenv("BLOOPCL_TEST_SOURCE_ROOT");
-    if (root != NULL && root[0] != '\0')
-        return root;
-    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; ++i) {
-        char probe[4096];
-        snprintf(probe, sizeof probe, "%s/cl/dtype.cl", candidates[i]);
-        if (access(probe, R_OK) == 0)
-            return candidates[i];
-    }
-    cr_assert_fail("kernel sources not found: set BLOOPCL_TEST_SOURCE_ROOT");
-    return NULL;
-}
-
 static char *slurp(const char *name)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/cl/%s", source_root(), name);
-    FILE *file = fopen(path, "rb");
-    cr_assert_not_null(file, "cannot open %s", path);
-    cr_assert_eq(fseek(file, 0, SEEK_END), 0);
-    long size = ftell(file);
-    cr_assert_geq(size, 0);
-    cr_assert_eq(fseek(file, 0, SEEK_SET), 0);
-    char *text = xmalloc((size_t)size + 1);
-    cr_assert_eq(fread(text, 1, (size_t)size, file), (size_t)size);
-    fclose(file);
-    return text;
+    snprintf(path, sizeof path, "%s/cl/%s", support_source_root(), name);
+    return support_read_file(path, NULL);
 }
 
 static cl_device_id context_device(bloopcl_context *ctx)

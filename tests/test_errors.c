@@ -1582,45 +1582,11 @@ static const char *const kernel_files[] = {"layout.h", "common.cl", "dtype.cl", 
                                            "finalize.cl", "project.cl"};
 #define NUM_KERNEL_FILES (sizeof kernel_files / sizeof kernel_files[0])
 
-/* The source tree (meson sets BLOOPCL_TEST_SOURCE_ROOT; run by hand from the source or build
- * directory, "." or ".." is it). */
-static const char *source_root(void)
-{
-    static const char *const candidates[] = {".", "..", "../.."};
-    const char *root = getenv("BLOOPCL_TEST_SOURCE_ROOT");
-    char probe[4096];
-    if (root != NULL && root[0] != '\0')
-        return root;
-    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; ++i) {
-        snprintf(probe, sizeof probe, "%s/cl/common.cl", candidates[i]);
-        if (access(probe, R_OK) == 0)
-            return candidates[i];
-    }
-    cr_skip_test("kernel sources not found: set BLOOPCL_TEST_SOURCE_ROOT");
-    return NULL;
-}
-
-static char *slurp(const char *path, size_t *length)
-{
-    FILE *file = fopen(path, "rb");
-    cr_assert_not_null(file, "cannot open %s", path);
-    cr_assert_eq(fseek(file, 0, SEEK_END), 0);
-    long size = ftell(file);
-    cr_assert_geq(size, 0);
-    cr_assert_eq(fseek(file, 0, SEEK_SET), 0);
-    char *text = malloc((size_t)size + 1);
-    cr_assert_not_null(text);
-    *length = fread(text, 1, (size_t)size, file);
-    text[*length] = '\0';
-    fclose(file);
-    return text;
-}
-
 /* Copies the kernel sources into a fresh temporary folder, appending `injection` to `victim`
  * (NULL: pristine copies). The folder name is written to `dir` (at least 64 bytes). */
 static void copy_kernels(char *dir, const char *victim, const char *injection)
 {
-    const char *root = source_root();
+    const char *root = support_source_root();
     snprintf(dir, 64, "/tmp/bloopcl-kernels-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
     for (size_t i = 0; i < NUM_KERNEL_FILES; ++i) {
@@ -1628,7 +1594,7 @@ static void copy_kernels(char *dir, const char *victim, const char *injection)
         snprintf(from, sizeof from, "%s/cl/%s", root, kernel_files[i]);
         snprintf(to, sizeof to, "%s/%s", dir, kernel_files[i]);
         size_t length = 0;
-        char *text = slurp(from, &length);
+        char *text = support_read_file(from, &length);
         FILE *out = fopen(to, "wb");
         cr_assert_not_null(out, "cannot write %s", to);
         cr_assert_eq(fwrite(text, 1, length, out), length);
