@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define F32 BLOOPCL_DTYPE_F32
 #define F16 BLOOPCL_DTYPE_F16
