@@ -6,8 +6,7 @@ import numpy as np
 from . import _bloopcl
 from ._context import Context
 from ._errors import InvalidArgumentError, SizeMismatchError, StateError, WrongContextError
-from ._tensors import (F32, NUMPY_STORAGE, HostPart, part_count, part_host, realize_tinygrad,
-                       resolve)
+from ._tensors import F32, HostPart, TinygradPart, realize_tinygrad, resolve
 
 METHODS = {"bloop": 0, "dynamic_barrier": 1, "dynamic-barrier": 1, "db": 1, "pcgrad": 2,
            "mixed": 3}
@@ -116,12 +115,12 @@ class Combiner:
             d_parts, _ = resolve(out, "out", True, ctx)
         operands = [g_parts, a_parts] + ([d_parts] if d_parts is not None else [])
         roles = ["g", "a", "out"]
-        hosts = {part_host(p) for parts in operands for p in parts}
+        hosts = {p.host for parts in operands for p in parts}
         if len(hosts) > 1:
             raise InvalidArgumentError("g, a and out must all be host (numpy) arrays or all "
                                        "device buffers/tensors; they are mixed")
         host = hosts.pop()
-        counts = [[part_count(p) for p in parts] for parts in operands]
+        counts = [[p.count for p in parts] for parts in operands]
         for role, c in zip(roles, counts):
             if sum(c) != self.n:
                 raise SizeMismatchError("%s: %d elements, the combiner has n = %d"
@@ -134,7 +133,7 @@ class Combiner:
         if not host:
             for role, parts in zip(roles, operands):
                 for i, p in enumerate(parts):
-                    cl_context = p[3] if isinstance(p, tuple) else p.cl_context
+                    cl_context = p.cl_context
                     if cl_context is not None and cl_context != ctx.cl_context:
                         name = role if len(parts) == 1 else "%s[%d]" % (role, i)
                         raise WrongContextError(
@@ -324,10 +323,10 @@ def _like(parts, as_list, ctx):
 
     made, marked = [], []
     for p in parts:
-        if isinstance(p, tuple):  # a tinygrad tensor (not realized yet)
+        if isinstance(p, TinygradPart):  # not realized yet
             from tinygrad import Tensor
 
-            t = p[1]
+            t = p.tensor
             x = Tensor.empty(*t.shape, dtype=t.dtype, device=t.device)
         elif isinstance(p, HostPart):
             x = np.empty_like(p.array)
@@ -345,7 +344,7 @@ def _like(parts, as_list, ctx):
         else:
             raise InvalidArgumentError("out is required when g is a raw cl_mem handle")
         made.append(x)
-        is_bits = p.dtype == BF16 and not isinstance(p, tuple) and not (
+        is_bits = p.dtype == BF16 and not isinstance(p, TinygradPart) and not (
             isinstance(x, np.ndarray) and x.dtype.name == "bfloat16") and not isinstance(
                 x, Segment)
         marked.append(bf16(x) if is_bits else x)

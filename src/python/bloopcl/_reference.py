@@ -8,11 +8,17 @@ import numpy as np
 from . import _bloopcl
 from ._combiner import REASONS, STATE_AUX_EMA, STATE_EMA, config_kwargs
 from ._errors import InvalidArgumentError, SizeMismatchError
-from ._tensors import BF16, F32, F16
+from ._tensors import BF16, F16, F32, bf16
 
 
 def _host(x, what, n, writable=False):
-    if isinstance(x, np.ndarray) and x.dtype == np.float32:
+    if isinstance(x, bf16):
+        x = x.array
+        if not (isinstance(x, np.ndarray) and x.dtype.itemsize == 2 and x.dtype.kind in "ui"):
+            raise InvalidArgumentError("%s: bloopcl.bf16 needs a numpy array of 16-bit "
+                                       "integers" % what)
+        dtype = BF16
+    elif isinstance(x, np.ndarray) and x.dtype == np.float32:
         dtype = F32
     elif isinstance(x, np.ndarray) and x.dtype == np.float16:
         dtype = F16
@@ -45,14 +51,17 @@ class Reference:
         self.status = 0
 
     def step(self, g, a, out=None, out_dtype=None):
-        """One step over host arrays (float32, float16, or ml_dtypes bfloat16); returns d
-        (float32 unless out or out_dtype says otherwise). A skipped step gives d = 0 and
+        """One step over host arrays (float32, float16, ml_dtypes bfloat16, or bfloat16 bits
+        marked bloopcl.bf16(uint16 array)); returns d (float32 unless out or out_dtype says
+        otherwise). A skipped step gives d = 0 and
         diagnostics["accepted"] False."""
         g_bits, g_dtype = _host(g, "g", self.n)
         a_bits, a_dtype = _host(a, "a", self.n)
         if out is None:
             out = np.empty(self.n, out_dtype or np.float32)
         d_bits, d_dtype = _host(out, "out", self.n, writable=True)
+        if isinstance(out, bf16):
+            out = out.array
         self.status, diag = self._impl.step(g_bits, a_bits, d_bits, g_dtype, a_dtype, d_dtype)
         diag["reason"] = REASONS.get(diag["reason"], str(diag["reason"]))
         self.diagnostics = diag

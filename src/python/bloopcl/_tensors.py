@@ -101,6 +101,15 @@ class DevicePart:
         return (self.mem, self.offset, self.count, self.dtype)
 
 
+class TinygradPart:
+    """A tinygrad tensor before its realization (then it becomes a DevicePart)."""
+    host = False
+
+    def __init__(self, tensor, dtype, cl_context):
+        self.tensor, self.dtype, self.cl_context = tensor, dtype, cl_context
+        self.count = tensor.numel()
+
+
 def _module_of(x):
     return type(x).__module__.split(".", 1)[0]
 
@@ -215,13 +224,12 @@ def _tinygrad_part(t, role, ctx):
     if ctx.tinygrad_device is not None and canonical != ctx.tinygrad_device:
         raise WrongContextError("%s: a tinygrad tensor on %s, the context is on %s"
                                 % (role, canonical, ctx.tinygrad_device))
-    cl_context = handle_value(Device[canonical].context)
-    return ("tinygrad", t, dtype, cl_context)
+    return TinygradPart(t, dtype, handle_value(Device[canonical].context))
 
 
-def _tinygrad_finish(item, role):
+def _tinygrad_finish(part, role):
     """The segment of a tinygrad tensor once it is realized."""
-    _, t, dtype, cl_context = item
+    t, dtype, cl_context = part.tensor, part.dtype, part.cl_context
     try:
         buf = t.uop.buffer
     except (RuntimeError, AssertionError) as e:
@@ -303,7 +311,7 @@ def resolve(x, role, writable, ctx):
 def realize_tinygrad(operands, roles):
     """Realizes the tinygrad tensors among the parts (one tinygrad schedule) and turns them
     into device segments. Every check that needs no realization has passed before."""
-    tensors = [p[1] for parts in operands for p in parts if isinstance(p, tuple)]
+    tensors = [p.tensor for parts in operands for p in parts if isinstance(p, TinygradPart)]
     if not tensors:
         return operands
     from tinygrad import Tensor
@@ -314,14 +322,7 @@ def realize_tinygrad(operands, roles):
         done = []
         for i, p in enumerate(parts):
             name = role if len(parts) == 1 else "%s[%d]" % (role, i)
-            done.append(_tinygrad_finish(p, name) if isinstance(p, tuple) else p)
+            done.append(_tinygrad_finish(p, name) if isinstance(p, TinygradPart) else p)
         result.append(done)
     return result
 
-
-def part_count(p):
-    return p[1].numel() if isinstance(p, tuple) else p.count
-
-
-def part_host(p):
-    return not isinstance(p, tuple) and p.host
