@@ -236,7 +236,8 @@ class Combiner:
                                        c["eps"] if eps is None else float(eps))
 
     def reset_state(self):
-        """Puts the state back as init made it at creation."""
+        """Puts the state back as init made it at creation (zeros, first_gradient, random;
+        an init array is not kept: load_state_dict a checkpoint instead)."""
         self._impl.reset_state()
 
     def _kinds(self):

@@ -50,11 +50,11 @@ class Context:
         """A context on a pyopencl.CommandQueue's context, device and queue (in-order: an
         out-of-order queue is refused). pyopencl arrays and buffers of that context are then
         used in place, on that queue."""
-        if type(queue).__module__.split(".", 1)[0] != "pyopencl" or not hasattr(queue,
-                                                                             "properties"):
+        import pyopencl as cl
+
+        if not isinstance(queue, cl.CommandQueue):
             raise InvalidArgumentError("Context.from_pyopencl takes a pyopencl.CommandQueue, "
                                        "not %s" % type(queue).__name__)
-        import pyopencl as cl
 
         if queue.properties & cl.command_queue_properties.OUT_OF_ORDER_EXEC_MODE_ENABLE:
             raise InvalidArgumentError("the pyopencl queue is out of order; bloopcl needs an "

@@ -133,6 +133,9 @@ def handle_value(handle):
 
 
 def _numpy_part(x, role, writable, dtype=None):
+    if not x.dtype.isnative:
+        raise InvalidArgumentError("%s: the host array (%s) is not in native byte order"
+                                   % (role, x.dtype.str))
     if dtype is None:
         if x.dtype == np.float32:
             dtype = F32
@@ -155,8 +158,6 @@ def _numpy_part(x, role, writable, dtype=None):
         raise InvalidArgumentError(
             "%s: the host array is not contiguous (strides %s, itemsize %d); bloopcl never "
             "copies it silently: pass np.ascontiguousarray(x)" % (role, x.strides, x.itemsize))
-    if not x.dtype.isnative:
-        raise InvalidArgumentError("%s: the host array is not in native byte order" % role)
     if writable and not x.flags.writeable:
         raise InvalidArgumentError("%s: the host array is read-only" % role)
     return HostPart(x, dtype)
