@@ -4,10 +4,13 @@
 # Oclgrind (a simulated GPU that checks every memory access: tools/oclgrind-check.sh and the
 # gpu_policy test), CLBlast, Criterion, meson and ninja, and cmake (tools/consumer-check.sh
 # builds the example as a CMake project would), clang and its runtimes (libFuzzer, for
-# tools/fuzz.sh). Skips apt when everything is already
-# there.
+# tools/fuzz.sh), and Python's venv module and headers (the quickstart's venv, in which
+# `pip install .` builds the bloopcl package's extension; numpy, PyOpenCL, tinygrad and pytest
+# come from PyPI into that venv, pinned in tools/python/requirements.txt). Skips apt when
+# everything is already there.
 set -euo pipefail
-packages=(build-essential pkg-config python3 meson ninja-build cmake clang libclang-rt-dev
+packages=(build-essential pkg-config python3 python3-venv python3-dev meson ninja-build cmake
+          clang libclang-rt-dev
           ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd oclgrind clinfo
           libclblast-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox)
 missing=()

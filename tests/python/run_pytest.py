@@ -6,8 +6,9 @@ Runs tests/python with the venv's pytest against the bloopcl package installed i
 --venv). Fails (exit 1), never skips, when the venv is missing, when bloopcl does not import
 from the venv's site-packages, or when it was built from other sources than --source-root
 (its _build_info fingerprint against src/python/fingerprint.py over this tree): then
-`DIR/bin/pip install .` (or the quickstart) refreshes it. pytest runs in a temporary folder,
-so nothing of the source tree shadows the installed package.
+`DIR/bin/pip install .` (or the quickstart) refreshes it. pytest runs in tests/python (which
+holds no package: nothing of the source tree shadows the installed one), without writing
+bytecode or a cache there.
 """
 import argparse
 import json
@@ -32,7 +33,9 @@ def main():
     python = os.path.join(venv, "bin", "python")
     refresh = "run `bash tools/quickstart.sh`, or `%s -m pip install %s`" % (python, root)
     if not os.access(python, os.X_OK):
-        return fail("no venv at %s (%s has no bin/python): %s" % (venv, venv, refresh))
+        return fail("no venv at %s: run `bash tools/quickstart.sh`, or `/usr/bin/python3 -m venv "
+                    "%s && %s/bin/pip install -r %s/tools/python/requirements.txt %s`"
+                    % (venv, venv, venv, root, root))
 
     sys.path.insert(0, os.path.join(root, "src", "python"))
     from fingerprint import fingerprint  # noqa: E402 (src/python/fingerprint.py)
@@ -55,10 +58,11 @@ def main():
                             venv, info["file"], root, info["fingerprint"][:12],
                             expected[:12], refresh))
         print("run_pytest: bloopcl %s from %s" % (info["version"], info["file"]), flush=True)
-        tests = os.path.join(root, "tests", "python")
-        command = [python, "-m", "pytest", tests, "-v", "-p", "no:cacheprovider",
-                   "--rootdir", tests] + pytest_args
-        return subprocess.run(command, cwd=work).returncode
+    tests = os.path.join(root, "tests", "python")
+    command = [python, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", tests,
+               tests] + pytest_args
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run(command, cwd=tests, env=env).returncode
 
 
 if __name__ == "__main__":
