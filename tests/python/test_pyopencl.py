@@ -194,3 +194,19 @@ def test_arrays_of_another_queue_are_ordered_by_events(ocl_ctx, cl_context, cl_q
     np.testing.assert_allclose(d.get(), expected, rtol=0, atol=1e-5)
     gd2 = gd * 1  # on the other queue, after the step's barrier there
     np.testing.assert_array_equal(gd2.get(), g)
+
+
+def test_segments_of_arrays_and_new_outputs(ocl_ctx, cl_queue, rng):
+    """Segments over parts of pyopencl Arrays; out=None makes a new buffer of the segment's
+    size (a Buffer for f32), returned in g's structure."""
+    n = 200
+    g, a = gradients(rng, n, 1)[0]
+    big_g = cla.to_device(cl_queue, np.concatenate([g, np.ones(50, np.float32)]))
+    big_a = cla.to_device(cl_queue, np.concatenate([np.ones(30, np.float32), a]))
+    comb = bloopcl.Combiner(ocl_ctx, n, lbda=0.5, ema=0.1)
+    d = comb.step(bloopcl.Segment(big_g, 0, n), bloopcl.Segment(big_a, 120, n))
+    assert isinstance(d, cl.Buffer) and d.size == 4 * n
+    got = np.empty(n, np.float32)
+    cl.enqueue_copy(cl_queue, got, d)
+    expected = bloopcl.Reference(n, lbda=0.5, ema=0.1).step(g, a)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)

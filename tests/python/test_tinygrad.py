@@ -117,6 +117,10 @@ def test_refused_tensors(tg_ctx, ctx, rng):
         comb.step(g, ta)
     with pytest.raises(bloopcl.SizeMismatchError):
         comb.step(Tensor(g[:-1]).realize(), Tensor(a[:-1]).realize())
+    dev = Device["CL"]
+    own_queue = bloopcl.Context.from_cl(dev.context, dev.cl_dev)  # tinygrad's context, a new queue
+    with pytest.raises(bloopcl.InvalidArgumentError, match="own queue"):
+        bloopcl.Combiner(own_queue, n).step(tg, ta)
     other = bloopcl.Combiner(ctx, n)  # bloopcl's own cl_context: tinygrad's is another
     with pytest.raises(bloopcl.WrongContextError):
         other.step(tg, ta)

@@ -331,15 +331,17 @@ def _like(parts, as_list, ctx):
             x = Tensor.empty(*t.shape, dtype=t.dtype, device=t.device)
         elif isinstance(p, HostPart):
             x = np.empty_like(p.array)
-        elif p.array is not None:
+        elif p.array is not None and p.array.size == p.count:
             import pyopencl.array as cla
 
             x = (cla.empty_like(p.array) if p.array.queue is not None
                  else cla.empty(ctx.pyopencl_queue(), p.array.shape, p.array.dtype))
-        elif type(p.obj).__module__.split(".", 1)[0] == "pyopencl" and hasattr(p.obj, "size"):
+        elif p.array is not None or (type(p.obj).__module__.split(".", 1)[0] == "pyopencl"
+                                     and hasattr(p.obj, "size")):
             import pyopencl as cl
 
-            buf = cl.Buffer(p.obj.context, cl.mem_flags.READ_WRITE,
+            owner = p.array.base_data if p.array is not None else p.obj
+            buf = cl.Buffer(owner.context, cl.mem_flags.READ_WRITE,
                             p.count * _ITEMSIZE[p.dtype])
             x = Segment(buf, 0, p.count, DTYPE_NAMES[p.dtype]) if p.dtype != 0 else buf
         else:

@@ -225,7 +225,14 @@ def _tinygrad_part(t, role, ctx):
     if ctx.tinygrad_device is not None and canonical != ctx.tinygrad_device:
         raise WrongContextError("%s: a tinygrad tensor on %s, the context is on %s"
                                 % (role, canonical, ctx.tinygrad_device))
-    return TinygradPart(t, dtype, handle_value(Device[canonical].context))
+    dev = Device[canonical]
+    cl_context = handle_value(dev.context)
+    if cl_context == ctx.cl_context and handle_value(dev.queue) != ctx.queue:
+        raise InvalidArgumentError(
+            "%s: tinygrad tensors are combined on tinygrad's own queue, in order with its "
+            "kernels; make the context with bloopcl.Context.from_tinygrad(%r)" % (role,
+                                                                                canonical))
+    return TinygradPart(t, dtype, cl_context)
 
 
 def _tinygrad_finish(part, role):
