@@ -170,7 +170,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=DATA, help="IDX .gz folder (default %(default)s)")
     parser.add_argument("--train-size", type=int, default=4096)
-    parser.add_argument("--test-size", type=int, default=2000)
+    parser.add_argument("--test-size", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam (default %(default)s)")
