@@ -123,7 +123,8 @@ def train(method, args, data, ctx):
     for i, layer in enumerate(model.layers):
         us[i], vs[i] = power_iteration(layer.weight, vs[i])
     Tensor.realize(*us, *vs)
-    opt = nn.optim.Adam(params, lr=args.lr)
+    # fused: one update over all parameters (fewer kernels for PoCL to build the first time)
+    opt = nn.optim.Adam(params, lr=args.lr, fused=True)
     n = sum(p.numel() for p in params)
     ema = args.ema if method == "bloop" else 1.0
     comb = bloopcl.Combiner(ctx, n, method=method, ema=ema, lbda=args.lbda)
