@@ -358,6 +358,7 @@ void bloopcl_combiner_destroy(bloopcl_combiner *comb)
     release(&comb->scalars);
     release(&comb->flags);
     release(&comb->partials);
+    release(&comb->totals);
     bloopcl__plan_release(&comb->plan);
     for (int k = 0; k < 3; ++k) {
         for (size_t s = 0; comb->staging[k] != NULL && s < comb->staging_segments; ++s)
@@ -390,6 +391,16 @@ _Static_assert(BLOOPCL_OUTPUT_ACCEPTED == BLOOPCL_SCALAR_ACCEPTED &&
                BLOOPCL_SKIP_OUT_OF_RANGE == BLOOPCL_REASON_OUT_OF_RANGE &&
                BLOOPCL_NUM_OUTPUTS == BLOOPCL_NUM_SCALARS,
                "bloopcl_output and cl/layout.h disagree");
+
+bloopcl_context *bloopcl_combiner_context(const bloopcl_combiner *comb)
+{
+    return comb != NULL ? comb->ctx : NULL;
+}
+
+size_t bloopcl_combiner_size(const bloopcl_combiner *comb)
+{
+    return comb != NULL ? comb->n : 0;
+}
 
 bloopcl_status bloopcl_combiner_outputs(const bloopcl_combiner *comb, cl_mem *outputs)
 {
@@ -569,7 +580,9 @@ bloopcl_status bloopcl_combiner_set_hyperparameters(bloopcl_combiner *comb, doub
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = set_hyperparameters(comb, ema_weight, lambda, eps);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_combiner_set_hyperparameters");
+    if (status == BLOOPCL_OK)
+        status = set_hyperparameters(comb, ema_weight, lambda, eps);
     bloopcl__leave(comb->ctx);
     return status;
 }
@@ -581,7 +594,9 @@ bloopcl_status bloopcl_read_state(bloopcl_combiner *comb, bloopcl_state_kind kin
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = read_state(comb, kind, host, n);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_read_state");
+    if (status == BLOOPCL_OK)
+        status = read_state(comb, kind, host, n);
     bloopcl__leave(comb->ctx);
     return status;
 }
@@ -593,7 +608,9 @@ bloopcl_status bloopcl_write_state(bloopcl_combiner *comb, bloopcl_state_kind ki
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = write_state(comb, kind, host, n);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_write_state");
+    if (status == BLOOPCL_OK)
+        status = write_state(comb, kind, host, n);
     bloopcl__leave(comb->ctx);
     return status;
 }
@@ -604,7 +621,9 @@ bloopcl_status bloopcl_reset_state(bloopcl_combiner *comb)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = reset_state(comb);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_reset_state");
+    if (status == BLOOPCL_OK)
+        status = reset_state(comb);
     bloopcl__leave(comb->ctx);
     return status;
 }
@@ -615,7 +634,9 @@ bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnosti
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = bloopcl__get_diagnostics(comb, diagnostics);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_get_diagnostics");
+    if (status == BLOOPCL_OK)
+        status = bloopcl__get_diagnostics(comb, diagnostics);
     bloopcl__leave(comb->ctx);
     return status;
 }
