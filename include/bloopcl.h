@@ -349,6 +349,10 @@ typedef struct bloopcl_config {
     const float *initial_aux_ema; /* n floats, PCGRAD with BLOOPCL_INIT_BUFFER */
     bloopcl_nonfinite_policy nonfinite;
     bloopcl_dot_backend dots;
+    /* Since 0.4.0. BLOOPCL_INIT_RANDOM: the element of the stream that element 0 takes (a
+     * shard of a sharded state passes its first global element, so that the shards together
+     * start from the one-device state). */
+    uint64_t random_offset;
 } bloopcl_config;
 
 /**

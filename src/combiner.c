@@ -97,7 +97,7 @@ static bloopcl_status allocate_state(bloopcl_combiner *comb)
 
 /* Writes `count` floats of the N(0,1) stream, starting at element `first`, into `buffer`. */
 static bloopcl_status upload_normal(bloopcl_context *ctx, cl_mem buffer, uint64_t seed,
-                                    size_t first, size_t count)
+                                    uint64_t first, size_t count)
 {
     size_t block = count < UPLOAD_BLOCK ? count : UPLOAD_BLOCK;
     float *host = malloc(block * sizeof *host);
@@ -118,14 +118,15 @@ static bloopcl_status upload_normal(bloopcl_context *ctx, cl_mem buffer, uint64_
 
 /* Fills one chunk buffer from the init rule: host data, the random stream, or zeros. */
 static bloopcl_status fill_chunk(bloopcl_context *ctx, cl_mem buffer, size_t first, size_t count,
-                                 bloopcl_init init, const float *host, uint64_t seed)
+                                 bloopcl_init init, const float *host, uint64_t seed,
+                                 uint64_t random_offset)
 {
     cl_int err;
     if (host != NULL) {
         err = clEnqueueWriteBuffer(ctx->queue, buffer, CL_TRUE, 0, count * sizeof(float),
                                    host + first, 0, NULL, NULL);
     } else if (init == BLOOPCL_INIT_RANDOM) {
-        return upload_normal(ctx, buffer, seed, first, count);
+        return upload_normal(ctx, buffer, seed, random_offset + first, count);
     } else {
         const float zero = 0.0f;
         err = clEnqueueFillBuffer(ctx->queue, buffer, &zero, sizeof zero, 0,
@@ -171,7 +172,8 @@ static bloopcl_status stage_state(bloopcl_combiner *comb, bloopcl_state_kind kin
         bloopcl_state_chunk *chunk = &comb->chunks[c];
         cl_mem buffer = kind == BLOOPCL_STATE_EMA ? chunk->ema[target] : chunk->aux_ema[target];
         bloopcl_status status = fill_chunk(comb->ctx, buffer, c * comb->chunk_capacity,
-                                           chunk->count, init, host, seed);
+                                           chunk->count, init, host, seed,
+                                           comb->config.random_offset);
         if (status != BLOOPCL_OK)
             return fail_in_place(comb, 1u << kind, status);
     }

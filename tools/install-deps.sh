@@ -4,12 +4,13 @@
 # Oclgrind (a simulated GPU that checks every memory access: tools/oclgrind-check.sh and the
 # gpu_policy test), CLBlast, Criterion, meson and ninja, and cmake (tools/consumer-check.sh
 # builds the example as a CMake project would), clang and its runtimes (libFuzzer, for
-# tools/fuzz.sh). Skips apt when everything is already
-# there.
+# tools/fuzz.sh), Open MPI (bloopcl-mpi, its tests under mpirun). Skips apt when everything is
+# already there.
 set -euo pipefail
 packages=(build-essential pkg-config python3 meson ninja-build cmake clang libclang-rt-dev
           ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd oclgrind clinfo
-          libclblast-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox)
+          libclblast-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox
+          openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
