@@ -36,8 +36,12 @@ static void help(FILE *to)
           "  --help       this text\n"
           "\n"
           "Output (rank 0): ranks, n per rank, median sharded step, median local step, median\n"
-          "exchange (MPI_Allgather of the totals + their sum), the exchange's share of the\n"
-          "sharded step, and the sharded step's overhead over the local one.\n",
+          "exchange inside bloopcl_mpi_step (MPI_Allgather of the totals and their sum, which\n"
+          "includes waiting for the slowest rank's pass 1), the same MPI_Allgather alone after\n"
+          "a barrier (the transport's latency), their shares of the sharded step, and the\n"
+          "sharded step's overhead over the local one. Ranks that share cores (mpirun\n"
+          "--oversubscribe on a small machine) slow each other's passes: the exchange then\n"
+          "mostly measures that skew.\n",
           to);
 }
 
@@ -171,6 +175,23 @@ static bool timed_step(rank_setup *rs, bool sharded, double *seconds, double *re
     return status == BLOOPCL_OK;
 }
 
+/* The transport alone: an MPI_Allgather of one row of totals per rank (what bloopcl_mpi_step
+ * exchanges) right after a barrier, so no rank waits for another's pass 1. */
+static double allgather_seconds(int ranks)
+{
+    double row[BLOOPCL_NUM_TOTALS + 1] = {0};
+    double *rows = malloc((size_t)ranks * sizeof row);
+    if (rows == NULL)
+        return 0.0;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double start = tool_seconds();
+    MPI_Allgather(row, BLOOPCL_NUM_TOTALS + 1, MPI_DOUBLE, rows, BLOOPCL_NUM_TOTALS + 1,
+                  MPI_DOUBLE, MPI_COMM_WORLD);
+    double seconds = tool_seconds() - start;
+    free(rows);
+    return seconds;
+}
+
 /* The median over ranks of each rank's median (what a typical rank sees). */
 static double median_over_ranks(double mine, int ranks)
 {
@@ -189,23 +210,27 @@ static bool run(const bench_options *opt, int me, int ranks)
     bool ok = setup(opt, &rs);
     int all_ok = 0, mine_ok = ok;
     MPI_Allreduce(&mine_ok, &all_ok, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-    static double sharded[MAX_REPS], local[MAX_REPS], reduce[MAX_REPS];
+    static double sharded[MAX_REPS], local[MAX_REPS], reduce[MAX_REPS], gather[MAX_REPS];
     double unused;
     for (int w = 0; all_ok && w < 3; ++w)  /* kernels built, caches and buffers warm */
         all_ok = timed_step(&rs, true, &unused, &unused) && timed_step(&rs, false, &unused,
                                                                        &unused);
     for (int k = 0; all_ok && k < opt->reps; ++k)
         all_ok = timed_step(&rs, true, &sharded[k], &reduce[k]) &&
-                 timed_step(&rs, false, &local[k], &unused);
+                 timed_step(&rs, false, &local[k], &unused) &&
+                 (gather[k] = allgather_seconds(ranks)) >= 0.0;
     if (all_ok) {
         double step = median_over_ranks(tool_median(sharded, (size_t)opt->reps), ranks);
         double alone = median_over_ranks(tool_median(local, (size_t)opt->reps), ranks);
         double exchange = median_over_ranks(tool_median(reduce, (size_t)opt->reps), ranks);
+        double transport = median_over_ranks(tool_median(gather, (size_t)opt->reps), ranks);
         if (me == 0)
             printf("mpi-bench %-6s ranks %d  n/rank %zu  sharded step %9.1f us  local step "
-                   "%9.1f us  exchange %7.1f us  exchange/step %5.2f%%  overhead %+6.2f%%\n",
+                   "%9.1f us  exchange %7.1f us (allgather alone %6.1f us)  exchange/step "
+                   "%5.2f%%  allgather/step %6.3f%%  overhead %+6.2f%%\n",
                    bloopcl_method_name(opt->method), ranks, opt->n, step * 1e6, alone * 1e6,
-                   exchange * 1e6, 100.0 * exchange / step, 100.0 * (step / alone - 1.0));
+                   exchange * 1e6, transport * 1e6, 100.0 * exchange / step,
+                   100.0 * transport / step, 100.0 * (step / alone - 1.0));
     }
     teardown(&rs);
     return all_ok;
