@@ -67,6 +67,9 @@ train_dp *train_dp_start(int *argc, char ***argv)
     }
     MPI_Comm_rank(dp->comm, &dp->rank);
     MPI_Comm_size(dp->comm, &dp->ranks);
+    /* stdout is rank 0's: the table, the JSON document, --help and --list appear once. */
+    if (dp->rank != 0 && freopen("/dev/null", "w", stdout) == NULL)
+        fprintf(stderr, "%s: rank %d: cannot silence stdout\n", PROGRAM, dp->rank);
     return dp;
 }
 

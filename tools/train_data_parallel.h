@@ -15,7 +15,8 @@
  *   - applies Adam to its shard only (moments sized to the shard), then all-gathers the
  *     parameters (train_dp_gather_parameters: MPI_Allgatherv of the host copies), so every rank
  *     has the full model for the next forward pass and for evaluation.
- * Rank 0 writes the outputs. A single process (dp NULL) is the plain trainer: every function
+ * Rank 0 writes the outputs (stdout of the other ranks goes to /dev/null; stderr stays, for
+ * their errors). A single process (dp NULL) is the plain trainer: every function
  * here takes NULL and then does what one process does (the whole batch, the whole vector).
  *
  * In a build without MPI (BLOOPCL_TRAIN_MPI undefined) the functions below are inline stubs
@@ -39,7 +40,8 @@ typedef struct train_dp train_dp;
  * initialised (a plain run never calls MPI_Init). */
 bool train_dp_requested(int argc, char **argv);
 
-/* MPI_Init and a communicator of its own; NULL after a message on stderr. */
+/* MPI_Init and a communicator of its own (and stdout to /dev/null on ranks other than 0);
+ * NULL after a message on stderr. */
 train_dp *train_dp_start(int *argc, char ***argv);
 
 /* Frees everything and calls MPI_Finalize; NULL: nothing. */
