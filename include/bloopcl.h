@@ -679,7 +679,10 @@ BLOOPCL_API bloopcl_status bloopcl_reset_state(bloopcl_combiner *combiner);
  * pass 2, on the shard. Every shard given the same global totals computes the same scalars, so
  * the shards step as one: the state elementwise exactly as one device would, d within the
  * rounding of the dot products' order. With one shard, begin + end is bloopcl_step bit for
- * bit (d, state, diagnostics).
+ * bit (d, state, diagnostics; diagnostics.kernels counts one kernel more, the totals' sum).
+ * g and a are read again by bloopcl_step_end (pass 2): they must not change between begin
+ * and end (a trainer that overlaps the exchange with the next backward pass needs other
+ * buffers for it).
  *
  * bloopcl_step_begin does every check bloopcl_step does, so a shard that fails there has
  * enqueued nothing and can tell the others before the reduction; after it returns OK the

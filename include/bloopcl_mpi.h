@@ -32,7 +32,8 @@
 extern "C" {
 #endif
 
-/** What a collective call found, on every rank the same (except `seconds`). */
+/** What a collective call found, on every rank the same (except `reduce_seconds`). Output
+ * only: the library writes the prefix of the caller's struct_size (at least this struct's). */
 typedef struct bloopcl_mpi_report {
     size_t struct_size;         /* sizeof(bloopcl_mpi_report): set by BLOOPCL_MPI_REPORT_INIT */
     int failed_rank;            /* the lowest rank that failed its checks; -1: none */
@@ -48,7 +49,10 @@ typedef struct bloopcl_mpi_report {
  * rank's slices). If any rank's bloopcl_step_begin fails, no rank steps: each cancels its half
  * (state unchanged everywhere) and returns its own status, or BLOOPCL_ERR_SHARD_FAILED where
  * its own half was fine; `report` (may be NULL) names the failed rank and its message on every
- * rank. A driver failure in the second half is local to its rank, reported as bloopcl_step
+ * rank. The ranks must take the same step: a rank whose method, dot backend, non-finite
+ * policy, hyperparameters or host-side loss scales differ from the lowest holding rank's
+ * fails every rank (BLOOPCL_ERR_INVALID_ARGUMENT; the report names the two ranks and the
+ * field). A driver failure in the second half is local to its rank, reported as bloopcl_step
  * reports it (the other ranks have stepped: the trainer should stop or restore a checkpoint).
  */
 BLOOPCL_API bloopcl_status bloopcl_mpi_step(bloopcl_combiner *combiner, MPI_Comm comm,
@@ -63,7 +67,10 @@ BLOOPCL_API bloopcl_status bloopcl_mpi_step(bloopcl_combiner *combiner, MPI_Comm
  * each, in rank order of the slices). Each rank writes (reads) its slice at its offset, the
  * sum of the lower ranks' sizes (MPI-IO). So a checkpoint written by R ranks is read back by
  * any other number of ranks, re-sharded by their sizes: the state is elementwise.
- * Reading checks the header (method, total size) and marks the state initialised.
+ * Reading checks the header (method, total size) and the file's size (a truncated file is
+ * refused) and marks the state initialised. Either call fails on every rank if it fails on
+ * one; a failed save leaves no usable file, and a load that fails in its last part (a rank's
+ * bloopcl_write_state) may have loaded the other ranks already: load again or reset.
  */
 BLOOPCL_API bloopcl_status bloopcl_mpi_save_state(bloopcl_combiner *combiner, MPI_Comm comm,
                                       const char *path, bloopcl_mpi_report *report);

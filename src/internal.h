@@ -194,7 +194,8 @@ bloopcl_status bloopcl__fail_step(bloopcl_combiner *comb, const bloopcl_step_pro
 bloopcl_status bloopcl__complete_step(bloopcl_combiner *comb,
                                       const bloopcl_step_progress *progress, cl_event event,
                                       cl_event *done);
-void bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized);
+/* CL_SUCCESS, or the first error (the flags may then be left as the failed step set them). */
+cl_int bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized);
 bloopcl_status bloopcl__enqueue_kernel(bloopcl_context *ctx, cl_kernel kernel, const char *name,
                                       size_t global, size_t local, cl_event *event);
 /* BLOOPCL_ERR_STATE (message naming `call`) while a split step is between begin and end. */

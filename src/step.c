@@ -275,20 +275,27 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
 
 /* A step that failed half-way must not leak into the next one: clear the flags pass 1 sets
  * and, if finalize already ran, put INITIALIZED and ACCEPTED back. */
-void bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized)
+cl_int bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized)
 {
     const cl_int zero = 0;
     cl_command_queue queue = comb->ctx->queue;
     const size_t set_by_pass_1[] = {BLOOPCL_FLAG_NONFINITE, BLOOPCL_FLAG_RESCUED};
-    for (size_t i = 0; i < sizeof set_by_pass_1 / sizeof set_by_pass_1[0]; ++i)
-        clEnqueueWriteBuffer(queue, comb->flags, CL_TRUE, set_by_pass_1[i] * sizeof(cl_int),
-                             sizeof zero, &zero, 0, NULL, NULL);
-    if (finalized)
-        clEnqueueCopyBuffer(queue, comb->flags, comb->flags,
-                            BLOOPCL_FLAG_BACKUP_INITIALIZED * sizeof(cl_int),
-                            BLOOPCL_FLAG_INITIALIZED * sizeof(cl_int), 2 * sizeof(cl_int), 0,
-                            NULL, NULL);
-    clFinish(queue);
+    cl_int first = CL_SUCCESS, err;
+    for (size_t i = 0; i < sizeof set_by_pass_1 / sizeof set_by_pass_1[0]; ++i) {
+        err = clEnqueueWriteBuffer(queue, comb->flags, CL_TRUE,
+                                   set_by_pass_1[i] * sizeof(cl_int), sizeof zero, &zero, 0,
+                                   NULL, NULL);
+        first = first != CL_SUCCESS ? first : err;
+    }
+    if (finalized) {
+        err = clEnqueueCopyBuffer(queue, comb->flags, comb->flags,
+                                  BLOOPCL_FLAG_BACKUP_INITIALIZED * sizeof(cl_int),
+                                  BLOOPCL_FLAG_INITIALIZED * sizeof(cl_int), 2 * sizeof(cl_int),
+                                  0, NULL, NULL);
+        first = first != CL_SUCCESS ? first : err;
+    }
+    err = clFinish(queue);
+    return first != CL_SUCCESS ? first : err;
 }
 
 /* The wait list must be consistent and hold no event that has already failed: the driver

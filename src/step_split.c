@@ -78,11 +78,18 @@ static bloopcl_status read_totals(bloopcl_combiner *comb, double *totals)
     return BLOOPCL_OK;
 }
 
-/* The step is abandoned: pass 1's flags cleared (nothing else changed), nothing pending. */
-static void abandon(bloopcl_combiner *comb)
+/* The step is abandoned: pass 1's flags cleared (nothing else changed), nothing pending.
+ * If the flags cannot be cleared, the next step could be skipped for this one's non-finite
+ * input: an error the caller must see (the state itself is unchanged). */
+static bloopcl_status abandon(bloopcl_combiner *comb)
 {
-    bloopcl__undo_flags(comb, false);
     comb->split_pending = false;
+    cl_int err = bloopcl__undo_flags(comb, false);
+    if (err != CL_SUCCESS)
+        return bloopcl__fail_cl(comb->ctx, err, "resetting the device flags", "cancelling the "
+                                "split step (the state is unchanged, but the next step may see "
+                                "this one's non-finite flag: reset the state to be sure)");
+    return BLOOPCL_OK;
 }
 
 static bloopcl_status begin(bloopcl_combiner *comb, const bloopcl_tensor *g,
@@ -300,7 +307,7 @@ bloopcl_status bloopcl_step_cancel(bloopcl_combiner *comb)
         return status;
     status = check_split_pending(comb, "bloopcl_step_cancel");
     if (status == BLOOPCL_OK)
-        abandon(comb);
+        status = abandon(comb);
     return leave(comb, status);
 }
 

@@ -89,8 +89,12 @@ static bloopcl_status agree(MPI_Comm comm, bloopcl_combiner *comb, const double 
     MPI_Comm_size(comm, &plan->ranks);
     MPI_Comm_rank(comm, &plan->me);
     double *rows = malloc((size_t)plan->ranks * ROW_DOUBLES * sizeof(double));
-    if (rows == NULL)
+    if (!bloopcl__mpi_all_true(comm, rows != NULL)) {  /* every rank stops here together */
+        free(rows);
+        snprintf(local->message, sizeof local->message, "no memory for the ranks' rows on "
+                 "some rank");
         return BLOOPCL_ERR_OUT_OF_MEMORY;
+    }
     if (MPI_Allgather(row, ROW_DOUBLES, MPI_DOUBLE, rows, ROW_DOUBLES, MPI_DOUBLE, comm) !=
         MPI_SUCCESS) {
         free(rows);
@@ -119,8 +123,13 @@ static bloopcl_status agree(MPI_Comm comm, bloopcl_combiner *comb, const double 
         }
     }
     if (failed >= 0) {
+        const char *why = plan->me == failed && row[ROW_STATUS] == BLOOPCL_ERR_UNSUPPORTED &&
+                                  row[ROW_COUNT] < 2147483647.0
+                              ? "its bloopcl_mpi_report's struct_size is not "
+                                "sizeof(bloopcl_mpi_report) (BLOOPCL_MPI_REPORT_INIT)"
+                              : NULL;
         status = bloopcl__mpi_share_failure(comb, comm, failed, rows, ROW_DOUBLES, ROW_STATUS,
-                                            local);
+                                            why, local);
         if (status == BLOOPCL_OK)
             status = row[ROW_STATUS] != 0.0 ? (bloopcl_status)row[ROW_STATUS]
                                             : BLOOPCL_ERR_SHARD_FAILED;
@@ -212,13 +221,14 @@ static void free_state(float **state)
 
 /* The common opening of both calls: checks, this rank's state, the agreement. */
 static bloopcl_status open_collective(bloopcl_combiner *comb, MPI_Comm comm, const char *path,
-                                      bool saving, float **state, shard_plan *plan,
-                                      bloopcl_mpi_report *local)
+                                      bool saving, bloopcl_status refused, float **state,
+                                      shard_plan *plan, bloopcl_mpi_report *local)
 {
     double row[ROW_DOUBLES];
-    bloopcl_status mine = path == NULL ? BLOOPCL_ERR_NULL_ARGUMENT
-                                       : read_local(comb, saving, row, state);
-    if (path == NULL)
+    bloopcl_status mine = refused != BLOOPCL_OK ? refused
+                        : path == NULL          ? BLOOPCL_ERR_NULL_ARGUMENT
+                                                : read_local(comb, saving, row, state);
+    if (refused != BLOOPCL_OK || path == NULL)
         row[ROW_METHOD] = -1.0, row[ROW_COUNT] = 0.0;
     if (mine == BLOOPCL_OK && row[ROW_COUNT] >= 2147483647.0)
         mine = BLOOPCL_ERR_UNSUPPORTED;  /* MPI-IO counts are ints */
@@ -231,41 +241,56 @@ static bloopcl_status open_collective(bloopcl_combiner *comb, MPI_Comm comm, con
     return status;
 }
 
+/* The file's whole size: the header and every kind's n_total floats. */
+static MPI_Offset file_size(const shard_plan *plan)
+{
+    return (MPI_Offset)(HEADER_BYTES + (uint64_t)__builtin_popcount(kinds_of(plan->method)) *
+                                           plan->n_total * sizeof(float));
+}
+
+/* Opens `path` on every rank; OK only where it opened on every rank (else the ranks that
+ * did open it close it again). */
+static bloopcl_status open_everywhere(MPI_Comm comm, const char *path, int mode, MPI_File *file,
+                                      bloopcl_mpi_report *local)
+{
+    int err = MPI_File_open(comm, path, mode, MPI_INFO_NULL, file);
+    bloopcl_status status = agree_on(comm, err == MPI_SUCCESS ? BLOOPCL_OK
+                                                              : BLOOPCL_ERR_TRANSPORT);
+    if (status != BLOOPCL_OK && err == MPI_SUCCESS)
+        MPI_File_close(file);
+    if (status != BLOOPCL_OK)
+        snprintf(local->message, sizeof local->message, "cannot open \"%s\" on some rank",
+                 path);
+    return status;
+}
+
 bloopcl_status bloopcl_mpi_save_state(bloopcl_combiner *comb, MPI_Comm comm, const char *path,
                                       bloopcl_mpi_report *report)
 {
     bloopcl_mpi_report local = BLOOPCL_MPI_REPORT_INIT;
-    bloopcl_status status = bloopcl__mpi_check_report(report);
-    if (status != BLOOPCL_OK)
-        return status;
     float *state[2] = {NULL, NULL};
     shard_plan plan;
-    status = open_collective(comb, comm, path, true, state, &plan, &local);
+    bloopcl_status status = open_collective(comb, comm, path, true,
+                                            bloopcl__mpi_check_report(report), state, &plan,
+                                            &local);
     MPI_File file;
+    if (status == BLOOPCL_OK)
+        status = open_everywhere(comm, path, MPI_MODE_CREATE | MPI_MODE_WRONLY, &file, &local);
     if (status == BLOOPCL_OK) {
-        int err = MPI_File_open(comm, path, MPI_MODE_CREATE | MPI_MODE_WRONLY, MPI_INFO_NULL,
-                                &file);
-        MPI_Offset size = slice_at(&plan, __builtin_popcount(kinds_of(plan.method))) -
-                          (MPI_Offset)(plan.offset * sizeof(float));  /* no stale tail */
-        if (err == MPI_SUCCESS && MPI_File_set_size(file, size) != MPI_SUCCESS)
-            err = MPI_ERR_FILE;
-        status = agree_on(comm, err == MPI_SUCCESS ? BLOOPCL_OK : BLOOPCL_ERR_TRANSPORT);
-        if (status == BLOOPCL_OK) {
-            header h = make_header(&plan);
-            bloopcl_status mine = BLOOPCL_OK;
-            if (plan.me == 0 && MPI_File_write_at(file, 0, &h, (int)sizeof h, MPI_BYTE,
-                                                  MPI_STATUS_IGNORE) != MPI_SUCCESS)
-                mine = BLOOPCL_ERR_TRANSPORT;
-            if (transfer_slices(file, &plan, state, true) != BLOOPCL_OK)
-                mine = BLOOPCL_ERR_TRANSPORT;
-            MPI_File_close(&file);
-            status = agree_on(comm, mine);
-        } else if (err == MPI_SUCCESS) {
-            MPI_File_close(&file);
-        }
-        if (status != BLOOPCL_OK && local.message[0] == '\0')
-            snprintf(local.message, sizeof local.message, "writing \"%s\" failed on some rank",
-                     path);
+        bloopcl_status mine = BLOOPCL_OK;
+        if (MPI_File_set_size(file, file_size(&plan)) != MPI_SUCCESS)  /* no stale tail */
+            mine = BLOOPCL_ERR_TRANSPORT;
+        header h = make_header(&plan);
+        if (plan.me == 0 && MPI_File_write_at(file, 0, &h, (int)sizeof h, MPI_BYTE,
+                                              MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            mine = BLOOPCL_ERR_TRANSPORT;
+        if (transfer_slices(file, &plan, state, true) != BLOOPCL_OK)
+            mine = BLOOPCL_ERR_TRANSPORT;
+        MPI_File_close(&file);
+        status = agree_on(comm, mine);
+        if (status != BLOOPCL_OK)
+            snprintf(local.message, sizeof local.message, "writing \"%s\" failed on some rank; "
+                     "the file is not a checkpoint", path);
     }
     free_state(state);
     bloopcl__mpi_write_report(&local, report);
@@ -284,39 +309,50 @@ static bloopcl_status write_local(bloopcl_combiner *comb, const shard_plan *plan
     return status;
 }
 
+/* The header every rank reads, checked against the ranks' combiners and the file's size. */
+static bloopcl_status read_header(MPI_File file, const shard_plan *plan, char *why,
+                                  size_t why_size)
+{
+    header h;
+    memset(&h, 0, sizeof h);  /* a file shorter than the header leaves no stale bytes */
+    MPI_Status read;
+    int got = 0;
+    if (MPI_File_read_at_all(file, 0, &h, (int)sizeof h, MPI_BYTE, &read) != MPI_SUCCESS ||
+        MPI_Get_count(&read, MPI_BYTE, &got) != MPI_SUCCESS || got != (int)sizeof h) {
+        snprintf(why, why_size, "the file is shorter than a checkpoint's header");
+        return BLOOPCL_ERR_INVALID_ARGUMENT;
+    }
+    bloopcl_status status = check_header(&h, plan, why, why_size);
+    MPI_Offset size = 0;
+    if (status == BLOOPCL_OK && (MPI_File_get_size(file, &size) != MPI_SUCCESS ||
+                                 size != file_size(plan))) {
+        snprintf(why, why_size, "the file holds %lld bytes where a checkpoint of %llu elements "
+                 "holds %lld (truncated, or not written whole)", (long long)size,
+                 (unsigned long long)plan->n_total, (long long)file_size(plan));
+        status = BLOOPCL_ERR_INVALID_ARGUMENT;
+    }
+    return status;
+}
+
 bloopcl_status bloopcl_mpi_load_state(bloopcl_combiner *comb, MPI_Comm comm, const char *path,
                                       bloopcl_mpi_report *report)
 {
     bloopcl_mpi_report local = BLOOPCL_MPI_REPORT_INIT;
-    bloopcl_status status = bloopcl__mpi_check_report(report);
-    if (status != BLOOPCL_OK)
-        return status;
     float *state[2] = {NULL, NULL};
     shard_plan plan;
-    status = open_collective(comb, comm, path, false, state, &plan, &local);
+    bloopcl_status status = open_collective(comb, comm, path, false,
+                                            bloopcl__mpi_check_report(report), state, &plan,
+                                            &local);
     MPI_File file;
+    if (status == BLOOPCL_OK)
+        status = open_everywhere(comm, path, MPI_MODE_RDONLY, &file, &local);
     if (status == BLOOPCL_OK) {
-        int err = MPI_File_open(comm, path, MPI_MODE_RDONLY, MPI_INFO_NULL, &file);
-        status = agree_on(comm, err == MPI_SUCCESS ? BLOOPCL_OK : BLOOPCL_ERR_TRANSPORT);
-        if (status != BLOOPCL_OK && local.message[0] == '\0')
-            snprintf(local.message, sizeof local.message, "cannot open \"%s\" on some rank",
-                     path);
-        if (status == BLOOPCL_OK) {
-            header h;
-            bloopcl_status mine = BLOOPCL_OK;
-            if (MPI_File_read_at_all(file, 0, &h, (int)sizeof h, MPI_BYTE, MPI_STATUS_IGNORE) !=
-                MPI_SUCCESS)
-                mine = BLOOPCL_ERR_TRANSPORT;
-            if (mine == BLOOPCL_OK)
-                mine = check_header(&h, &plan, local.message, sizeof local.message);
-            status = agree_on(comm, mine);  /* every rank read the same header */
-            if (status == BLOOPCL_OK) {
-                status = agree_on(comm, transfer_slices(file, &plan, state, false));
-                if (status == BLOOPCL_OK)  /* nothing is written until every rank has read */
-                    status = agree_on(comm, write_local(comb, &plan, state));
-            }
-            MPI_File_close(&file);
-        }
+        status = agree_on(comm, read_header(file, &plan, local.message, sizeof local.message));
+        if (status == BLOOPCL_OK)
+            status = agree_on(comm, transfer_slices(file, &plan, state, false));
+        if (status == BLOOPCL_OK)  /* nothing is written until every rank has read */
+            status = agree_on(comm, write_local(comb, &plan, state));
+        MPI_File_close(&file);
     }
     free_state(state);
     bloopcl__mpi_write_report(&local, report);

@@ -6,15 +6,26 @@
 
 bloopcl_status bloopcl__mpi_check_report(const bloopcl_mpi_report *report)
 {
-    if (report != NULL && report->struct_size != sizeof(bloopcl_mpi_report))
+    if (report != NULL && report->struct_size < sizeof(bloopcl_mpi_report))
         return BLOOPCL_ERR_UNSUPPORTED;
     return BLOOPCL_OK;
 }
 
 void bloopcl__mpi_write_report(const bloopcl_mpi_report *local, bloopcl_mpi_report *report)
 {
-    if (report != NULL)
-        *report = *local;
+    if (report == NULL || report->struct_size < sizeof *report)
+        return;  /* a newer caller's fields beyond ours stay as they are */
+    size_t caller_size = report->struct_size;
+    memcpy(report, local, sizeof *report);
+    report->struct_size = caller_size;
+}
+
+bool bloopcl__mpi_all_true(MPI_Comm comm, bool mine)
+{
+    int local = mine, all = 0;
+    if (MPI_Allreduce(&local, &all, 1, MPI_INT, MPI_LAND, comm) != MPI_SUCCESS)
+        return false;
+    return all != 0;
 }
 
 bloopcl_status bloopcl__mpi_transport_failed(bloopcl_mpi_report *local,
@@ -22,7 +33,8 @@ bloopcl_status bloopcl__mpi_transport_failed(bloopcl_mpi_report *local,
 {
     local->failed_status = BLOOPCL_ERR_TRANSPORT;
     snprintf(local->message, sizeof local->message, "%s failed (the communicator's error "
-             "handler returned an error); no rank stepped", call);
+             "handler returned an error); this rank did not step, and a rank where the call "
+             "succeeded may have", call);
     bloopcl__mpi_write_report(local, report);
     return BLOOPCL_ERR_TRANSPORT;
 }
@@ -37,7 +49,7 @@ int bloopcl__mpi_first_failure(const double *rows, int ranks, int stride, int st
 
 bloopcl_status bloopcl__mpi_share_failure(bloopcl_combiner *comb, MPI_Comm comm, int failed,
                                           const double *rows, int stride, int status_index,
-                                          bloopcl_mpi_report *local)
+                                          const char *why, bloopcl_mpi_report *local)
 {
     int me = 0;
     MPI_Comm_rank(comm, &me);
@@ -45,9 +57,8 @@ bloopcl_status bloopcl__mpi_share_failure(bloopcl_combiner *comb, MPI_Comm comm,
     local->failed_status =
         (bloopcl_status)rows[(size_t)failed * (size_t)stride + (size_t)status_index];
     if (me == failed) {
-        const char *why = comb != NULL ? bloopcl_context_last_error(
-                                             bloopcl_combiner_context(comb))
-                                       : "";
+        if (why == NULL)
+            why = comb != NULL ? bloopcl_context_last_error(bloopcl_combiner_context(comb)) : "";
         snprintf(local->message, sizeof local->message, "rank %d: %s", failed,
                  why[0] != '\0' ? why : bloopcl_status_string(local->failed_status));
     }

@@ -10,7 +10,10 @@
  *   - one rank given a bad tensor makes every rank fail (its own status there,
  *     BLOOPCL_ERR_SHARD_FAILED elsewhere, the failed rank and message in every report) with
  *     every state unchanged, and the next step goes on;
- *   - a checkpoint saved by R ranks loads, re-sharded, on R - 1 of them with other sizes.
+ *   - ranks about to take different steps (one rank's lambda differs) all fail, as does a
+ *     rank that passes an uninitialised report (no rank left waiting in a collective);
+ *   - a checkpoint saved by R ranks loads, re-sharded, on R - 1 of them with other sizes, and
+ *     a truncated one is refused on every rank.
  * Not Criterion: its tests run in forked workers, which MPI does not survive. Each check
  * prints one line on rank 0; the last line is "mpi: R ranks: N passed, M failed"; the exit
  * status is 1 if any check failed on any rank. */
@@ -81,8 +84,8 @@ typedef struct world {
     float *g, *a;             /* the global inputs of one step */
 } world;
 
-static bloopcl_combiner *make_combiner(world *w, bloopcl_method method,
-                                       bloopcl_dot_backend dots, size_t n)
+static bloopcl_combiner *make_combiner_lambda(world *w, bloopcl_method method,
+                                              bloopcl_dot_backend dots, size_t n, double lambda)
 {
     if (n == 0)
         return NULL;
@@ -90,7 +93,7 @@ static bloopcl_combiner *make_combiner(world *w, bloopcl_method method,
     bloopcl_config_default(&config, method);
     config.dots = dots;
     config.ema_weight = 0.3;
-    config.lambda = 0.7;
+    config.lambda = lambda;
     bloopcl_combiner *comb = NULL;
     if (bloopcl_combiner_create(w->ctx, &config, n, &comb) != BLOOPCL_OK) {
         fprintf(stderr, "rank %d: combiner_create: %s\n", me,
@@ -98,6 +101,12 @@ static bloopcl_combiner *make_combiner(world *w, bloopcl_method method,
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     return comb;
+}
+
+static bloopcl_combiner *make_combiner(world *w, bloopcl_method method,
+                                       bloopcl_dot_backend dots, size_t n)
+{
+    return make_combiner_lambda(w, method, dots, n, 0.7);
 }
 
 static void inputs(world *w, int t)
@@ -321,6 +330,42 @@ static void one_bad_rank_fails_all(world *w)
     free(d), free(before[0]), free(after[0]);
 }
 
+/* The last rank's lambda differs: every rank fails, the report names the field. Then one
+ * rank's report is uninitialised: every rank returns (no deadlock), none steps. */
+static void ranks_must_agree(world *w)
+{
+    size_t size[8], start[8];
+    layout(ranks, false, size, start);
+    size_t n = size[me];
+    bool odd_one = ranks > 1 && me == ranks - 1;
+    bloopcl_combiner *shard = make_combiner_lambda(w, BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED,
+                                                   n, odd_one ? 0.5 : 0.7);
+    float *d = must_alloc((n + 1) * sizeof(float));
+    inputs(w, 0);
+    bloopcl_mpi_report report = BLOOPCL_MPI_REPORT_INIT;
+    bloopcl_status status = step_slice(w, shard, true, start[me], n, d, 0, &report);
+    bloopcl_diagnostics diag = BLOOPCL_DIAGNOSTICS_INIT;
+    bloopcl_get_diagnostics(shard, &diag);
+    if (ranks > 1)
+        check(status == BLOOPCL_ERR_INVALID_ARGUMENT && strstr(report.message, "lambda") &&
+                  report.failed_rank == ranks - 1 && diag.steps == 0,
+              "a rank with another lambda fails every rank: \"%s\"", report.message);
+    bloopcl_combiner_destroy(shard);
+    shard = make_combiner(w, BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED, n);
+    bloopcl_mpi_report bad = BLOOPCL_MPI_REPORT_INIT, good = BLOOPCL_MPI_REPORT_INIT;
+    bad.struct_size = 0;
+    bool bad_here = me == ranks - 1;
+    status = step_slice(w, shard, true, start[me], n, d, 0, bad_here ? &bad : &good);
+    bloopcl_get_diagnostics(shard, &diag);
+    bloopcl_status expected = bad_here ? BLOOPCL_ERR_UNSUPPORTED : BLOOPCL_ERR_SHARD_FAILED;
+    check(status == expected && diag.steps == 0 &&
+              (bad_here || strstr(good.message, "struct_size") != NULL),
+          "an uninitialised report on rank %d fails every rank, none waits: \"%s\"", ranks - 1,
+          good.message);
+    bloopcl_combiner_destroy(shard);
+    free(d);
+}
+
 /* Saved by every rank, loaded by ranks 1.. (R - 1 of them, other sizes) where R > 1. */
 static void checkpoint_reshards(world *w)
 {
@@ -377,6 +422,13 @@ static void checkpoint_reshards(world *w)
     check(exact, "loaded on %d ranks, re-sharded: the state bit for bit; a BLOOP combiner is "
           "refused", ranks > 1 ? ranks - 1 : 1);
     MPI_Barrier(MPI_COMM_WORLD);
+    if (me == 0 && truncate(path, 64 + 4 * 1000) != 0)
+        perror("truncate");
+    MPI_Barrier(MPI_COMM_WORLD);
+    bloopcl_status status = bloopcl_mpi_load_state(shard, MPI_COMM_WORLD, path, &report);
+    check(status == BLOOPCL_ERR_INVALID_ARGUMENT || status == BLOOPCL_ERR_SHARD_FAILED,
+          "a truncated checkpoint is refused on every rank (%d: \"%s\")", (int)status,
+          report.message);
     if (me == 0)
         unlink(path);
     bloopcl_combiner_destroy(shard);
@@ -403,6 +455,7 @@ int main(int argc, char **argv)
     every_method_and_layout(&w);
     repeatable_over_runs(&w);
     one_bad_rank_fails_all(&w);
+    ranks_must_agree(&w);
     checkpoint_reshards(&w);
     if (me == 0)
         printf("mpi: %d ranks: %d passed, %d failed\n", ranks, passed, failed);

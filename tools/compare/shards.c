@@ -126,8 +126,13 @@ bloopcl_status sharded_step(sharded *s, const float *g, const float *a, float *d
         if (s->comb[k] == NULL)
             continue;
         status = bloopcl_step_end(s->comb[k], global, NULL);
-        if (status != BLOOPCL_OK)
-            return shard_failed(s, k, "bloopcl_step_end", status, why, why_size);
+        if (status != BLOOPCL_OK) {
+            shard_failed(s, k, "bloopcl_step_end", status, why, why_size);
+            for (size_t j = k + 1; j < s->count; ++j)  /* nothing left pending */
+                if (s->comb[j] != NULL)
+                    bloopcl_step_cancel(s->comb[j]);
+            return status;
+        }
         if (clEnqueueReadBuffer(bloopcl_context_queue(s->ctx), s->d[k], CL_TRUE, 0,
                                 s->size[k] * sizeof(float), d + s->start[k], 0, NULL,
                                 NULL) != CL_SUCCESS)

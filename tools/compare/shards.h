@@ -1,5 +1,5 @@
 /* shards.h — bloopcl-compare --shards K: a case's gradient split into K uneven slices (the
- * last ones empty when n < K), a combiner per non-empty slice, and one split step over all of
+ * first ones empty when n is small), a combiner per non-empty slice, and one split step over all of
  * them (bloopcl_step_begin on each, bloopcl_sum_totals of their totals in shard order,
  * bloopcl_step_end on each), as K ranks of a sharded trainer would take it. Each shard starts
  * from its slice of the initial state (config.random_offset, initial_ema + start). The checks then
