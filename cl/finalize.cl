@@ -109,46 +109,52 @@ void bloopcl_unscale_dots(float *dot, float g_scale, float a_scale)
     dot[BLOOPCL_DOT_MAIN_MAIN] = (dot[BLOOPCL_DOT_MAIN_MAIN] * g_scale) * g_scale;
 }
 
-kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots_mask,
-                             global float *scalars, global int *flags,
-                             int method, int skip_nonfinite,
-                             float w, float lambda, float eps, float scale, float cap,
-                             local float *scratch, float inv_scale_g, float inv_scale_a,
-                             int scales_on_device)
+/* Whether a dot needs its scaled totals: some work-group rescued one, or a plain total
+ * overflowed although every partial was finite (fused backend only). */
+int bloopcl_needs_rescue(int scaled_rows, int any_rescued, const float *mid)
 {
-    size_t lid = get_local_id(0);
-    size_t size = get_local_size(0);
-    int any_rescued = flags[BLOOPCL_FLAG_RESCUED];
-    barrier(CLK_GLOBAL_MEM_FENCE);  /* every work-item has read it before work-item 0 resets it */
-    int scaled_rows = (dots_mask & BLOOPCL_DOTS_MASK_SCALED_ROWS) != 0;
-    float mid[BLOOPCL_NUM_DOTS], lo[BLOOPCL_NUM_DOTS], hi[BLOOPCL_NUM_DOTS];
-    bloopcl_sum_rows(partials, slots, dots_mask, 0, scratch, lid, size, mid);
     int rescue = scaled_rows && any_rescued;
     for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
-        rescue |= scaled_rows && !isfinite(mid[k]);  /* finite partials, overflowing total */
-    if (rescue) {  /* uniform over the group */
-        bloopcl_sum_rows(partials, slots, dots_mask, BLOOPCL_ROWS_LO, scratch, lid, size, lo);
-        bloopcl_sum_rows(partials, slots, dots_mask, BLOOPCL_ROWS_HI, scratch, lid, size, hi);
-    }
-    if (lid != 0)
-        return;
+        rescue |= scaled_rows && !isfinite(mid[k]);
+    return rescue;
+}
+
+/* What the decision of a step is made from (besides its totals). */
+typedef struct bloopcl_decision_inputs {
+    int dots_mask, method, skip_nonfinite;
+    float w, lambda, eps, scale, cap;
+    float inv_scale_g, inv_scale_a;
+    int scales_on_device;
+} bloopcl_decision_inputs;
+
+/* One work-item: r (and r_q) from the totals, acceptance, the scalars, and the device flags
+ * for the next step. mid[] is unscaled here on CLBlast. */
+void bloopcl_decide(float *mid, const float *lo, const float *hi, int rescue,
+                    int nonfinite_input, const bloopcl_decision_inputs *in,
+                    global float *scalars, global int *flags)
+{
+    int scaled_rows = (in->dots_mask & BLOOPCL_DOTS_MASK_SCALED_ROWS) != 0;
+    float eps = in->eps;
+    int skip_nonfinite = in->skip_nonfinite;
     if (!scaled_rows)  /* CLBlast */
         bloopcl_unscale_dots(
-            mid, bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_G, inv_scale_g, scales_on_device),
-            bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_A, inv_scale_a, scales_on_device));
+            mid, bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_G, in->inv_scale_g,
+                                   in->scales_on_device),
+            bloopcl_inv_scale(flags, BLOOPCL_FLAG_INV_SCALE_A, in->inv_scale_a,
+                              in->scales_on_device));
 
     bloopcl_xf dot[BLOOPCL_NUM_DOTS];
     for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
         dot[k] = rescue ? bloopcl_choose_total(mid[k], lo[k], hi[k]) : (bloopcl_xf){mid[k], 0};
-    int has_ema = (dots_mask & (1 << BLOOPCL_DOT_EMA_EMA)) != 0;
-    int has_aux_ema = (dots_mask & (1 << BLOOPCL_DOT_AUXEMA_AUXEMA)) != 0;
+    int has_ema = (in->dots_mask & (1 << BLOOPCL_DOT_EMA_EMA)) != 0;
+    int has_aux_ema = (in->dots_mask & (1 << BLOOPCL_DOT_AUXEMA_AUXEMA)) != 0;
 
     float ratio_raw = has_ema ? bloopcl_ratio(dot[BLOOPCL_DOT_EMA_AUX],
                                               dot[BLOOPCL_DOT_EMA_EMA], eps, skip_nonfinite)
                               : 0.0f;
     float ratio = ratio_raw;
-    if (method == BLOOPCL_KERNEL_DYNAMIC_BARRIER && lambda > 0.0f)
-        ratio = bloopcl_min_cap(ratio_raw, cap);  /* cap = 1/lambda, divided on the host */
+    if (in->method == BLOOPCL_KERNEL_DYNAMIC_BARRIER && in->lambda > 0.0f)
+        ratio = bloopcl_min_cap(ratio_raw, in->cap);  /* cap = 1/lambda, divided on the host */
     float aux_ratio = has_aux_ema ? bloopcl_ratio(dot[BLOOPCL_DOT_AUXEMA_MAIN],
                                                   dot[BLOOPCL_DOT_AUXEMA_AUXEMA], eps,
                                                   skip_nonfinite)
@@ -156,7 +162,7 @@ kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots
 
     /* The coefficients d is made of (PCGrad's are min(r, 0) and min(r_q, 0)) must be finite;
      * on CLBlast the dots behind them must be trustworthy too. */
-    int pcgrad = method == BLOOPCL_KERNEL_PCGRAD;
+    int pcgrad = in->method == BLOOPCL_KERNEL_PCGRAD;
     float r_used = pcgrad ? bloopcl_min_zero(ratio) : ratio;
     float r_q_used = pcgrad ? bloopcl_min_zero(aux_ratio) : 0.0f;
     int out_of_range = (has_ema && !isfinite(r_used)) || (has_aux_ema && !isfinite(r_q_used));
@@ -168,7 +174,6 @@ kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots
         out_of_range |= bloopcl_unreliable_plain(mid[BLOOPCL_DOT_AUXEMA_MAIN]) ||
                         bloopcl_unreliable_plain(mid[BLOOPCL_DOT_AUXEMA_AUXEMA]) ||
                         mid[BLOOPCL_DOT_AUXEMA_AUXEMA] + eps == 0.0f;
-    int nonfinite_input = flags[BLOOPCL_FLAG_NONFINITE] != 0;  /* only set when checked */
     int reason = nonfinite_input ? BLOOPCL_REASON_NONFINITE_INPUT
                : out_of_range    ? BLOOPCL_REASON_OUT_OF_RANGE
                                  : BLOOPCL_REASON_NONE;
@@ -177,8 +182,8 @@ kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots
     scalars[BLOOPCL_SCALAR_RATIO] = ratio;
     scalars[BLOOPCL_SCALAR_RATIO_RAW] = ratio_raw;
     scalars[BLOOPCL_SCALAR_AUX_RATIO] = aux_ratio;
-    scalars[BLOOPCL_SCALAR_SCALE] = scale;
-    scalars[BLOOPCL_SCALAR_EMA_WEIGHT] = flags[BLOOPCL_FLAG_INITIALIZED] ? w : 1.0f;
+    scalars[BLOOPCL_SCALAR_SCALE] = in->scale;
+    scalars[BLOOPCL_SCALAR_EMA_WEIGHT] = flags[BLOOPCL_FLAG_INITIALIZED] ? in->w : 1.0f;
     for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)  /* plain totals as they are; others rounded */
         scalars[BLOOPCL_SCALAR_DOTS + k] = dot[k].e == 0 ? dot[k].f : ldexp(dot[k].f, dot[k].e);
     scalars[BLOOPCL_SCALAR_REASON] = (float)reason;
@@ -190,4 +195,89 @@ kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots
     flags[BLOOPCL_FLAG_ACCEPTED] = accepted;
     if (accepted)
         flags[BLOOPCL_FLAG_INITIALIZED] = 1;
+}
+
+/* Sums the partials into mid[] and, when `all_rows` or a rescue needs them, into lo[] and
+ * hi[] (else left as they are); returns whether the dots need rescuing. */
+int bloopcl_sum_partials_into(global const float *partials, ulong slots, int dots_mask,
+                              int any_rescued, int all_rows, local float *scratch, size_t lid,
+                              size_t size, float *mid, float *lo, float *hi)
+{
+    int scaled_rows = (dots_mask & BLOOPCL_DOTS_MASK_SCALED_ROWS) != 0;
+    bloopcl_sum_rows(partials, slots, dots_mask, 0, scratch, lid, size, mid);
+    int rescue = bloopcl_needs_rescue(scaled_rows, any_rescued, mid);
+    if (scaled_rows && (rescue || all_rows)) {  /* uniform over the group */
+        bloopcl_sum_rows(partials, slots, dots_mask, BLOOPCL_ROWS_LO, scratch, lid, size, lo);
+        bloopcl_sum_rows(partials, slots, dots_mask, BLOOPCL_ROWS_HI, scratch, lid, size, hi);
+    }
+    return rescue;
+}
+
+#define BLOOPCL_DECISION_PARAMS                                                                \
+    int method, int skip_nonfinite, float w, float lambda, float eps, float scale, float cap, \
+        float inv_scale_g, float inv_scale_a, int scales_on_device
+#define BLOOPCL_DECISION_INPUTS                                                                \
+    {dots_mask, method, skip_nonfinite, w, lambda, eps, scale, cap, inv_scale_g,             \
+     inv_scale_a, scales_on_device}
+
+/* The whole step's finalize in one work-group: partials -> totals -> decision. */
+kernel void bloopcl_finalize(global const float *partials, ulong slots, int dots_mask,
+                             global float *scalars, global int *flags, local float *scratch,
+                             BLOOPCL_DECISION_PARAMS)
+{
+    size_t lid = get_local_id(0);
+    size_t size = get_local_size(0);
+    int any_rescued = flags[BLOOPCL_FLAG_RESCUED];
+    barrier(CLK_GLOBAL_MEM_FENCE);  /* every work-item has read it before work-item 0 resets it */
+    float mid[BLOOPCL_NUM_DOTS], lo[BLOOPCL_NUM_DOTS], hi[BLOOPCL_NUM_DOTS];
+    int rescue = bloopcl_sum_partials_into(partials, slots, dots_mask, any_rescued, 0, scratch,
+                                           lid, size, mid, lo, hi);
+    if (lid != 0)
+        return;
+    bloopcl_decision_inputs in = BLOOPCL_DECISION_INPUTS;
+    bloopcl_decide(mid, lo, hi, rescue, flags[BLOOPCL_FLAG_NONFINITE] != 0, &in, scalars,
+                   flags);
+}
+
+/* The first half of a split step (bloopcl_step_begin): this shard's totals, every row, summed
+ * as bloopcl_finalize sums them (same work-group size), into totals[BLOOPCL_TOTALS]. */
+kernel void bloopcl_sum_partials(global const float *partials, ulong slots, int dots_mask,
+                                 global const int *flags, local float *scratch,
+                                 global float *totals)
+{
+    size_t lid = get_local_id(0);
+    size_t size = get_local_size(0);
+    float mid[BLOOPCL_NUM_DOTS], lo[BLOOPCL_NUM_DOTS], hi[BLOOPCL_NUM_DOTS];
+    for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k)
+        lo[k] = hi[k] = 0.0f;
+    bloopcl_sum_partials_into(partials, slots, dots_mask, 0, 1, scratch, lid, size, mid, lo, hi);
+    if (lid != 0)
+        return;
+    for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k) {
+        totals[BLOOPCL_TOTAL_MID + k] = mid[k];
+        totals[BLOOPCL_TOTAL_LO + k] = lo[k];
+        totals[BLOOPCL_TOTAL_HI + k] = hi[k];
+    }
+    totals[BLOOPCL_TOTAL_NONFINITE] = flags[BLOOPCL_FLAG_NONFINITE] != 0 ? 1.0f : 0.0f;
+    totals[BLOOPCL_TOTAL_RESCUED] = flags[BLOOPCL_FLAG_RESCUED] != 0 ? 1.0f : 0.0f;
+}
+
+/* The second half's finalize (bloopcl_step_end), one work-item: the decision from the totals
+ * of every shard added up, exactly as bloopcl_finalize decides from one device's. */
+kernel void bloopcl_finalize_totals(global const float *totals, int dots_mask,
+                                    global float *scalars, global int *flags,
+                                    BLOOPCL_DECISION_PARAMS)
+{
+    int scaled_rows = (dots_mask & BLOOPCL_DOTS_MASK_SCALED_ROWS) != 0;
+    float mid[BLOOPCL_NUM_DOTS], lo[BLOOPCL_NUM_DOTS], hi[BLOOPCL_NUM_DOTS];
+    for (int k = 0; k < BLOOPCL_NUM_DOTS; ++k) {
+        int used = (dots_mask & (1 << k)) != 0;  /* unused dots are 0, as finalize sums them */
+        mid[k] = used ? totals[BLOOPCL_TOTAL_MID + k] : 0.0f;
+        lo[k] = used ? totals[BLOOPCL_TOTAL_LO + k] : 0.0f;
+        hi[k] = used ? totals[BLOOPCL_TOTAL_HI + k] : 0.0f;
+    }
+    int rescue = bloopcl_needs_rescue(scaled_rows, totals[BLOOPCL_TOTAL_RESCUED] != 0.0f, mid);
+    bloopcl_decision_inputs in = BLOOPCL_DECISION_INPUTS;
+    bloopcl_decide(mid, lo, hi, rescue, totals[BLOOPCL_TOTAL_NONFINITE] != 0.0f, &in, scalars,
+                   flags);
 }

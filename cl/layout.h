@@ -24,6 +24,18 @@
  * rows (fused backend). */
 #define BLOOPCL_DOTS_MASK_SCALED_ROWS (1 << 8)
 
+/* A step's totals: what the finalize kernel sums the partials into, and what the shards of a
+ * split step (bloopcl_step_begin) add up entrywise before bloopcl_step_end: per dot, the plain,
+ * lo and hi totals (fp32 sums; lo and hi are the scaled rows, 0 on CLBlast), then how many
+ * shards saw a non-finite input and how many rescued a dot (0 or 1 from each). The public
+ * BLOOPCL_NUM_TOTALS is this count. */
+#define BLOOPCL_TOTAL_MID 0
+#define BLOOPCL_TOTAL_LO BLOOPCL_NUM_DOTS
+#define BLOOPCL_TOTAL_HI (2 * BLOOPCL_NUM_DOTS)
+#define BLOOPCL_TOTAL_NONFINITE (3 * BLOOPCL_NUM_DOTS)
+#define BLOOPCL_TOTAL_RESCUED (3 * BLOOPCL_NUM_DOTS + 1)
+#define BLOOPCL_TOTALS (3 * BLOOPCL_NUM_DOTS + 2)
+
 /* Scalars written by the finalize kernel (floats) and read by the projection, the host and
  * the caller's kernels: this is the public output buffer (enum bloopcl_output in bloopcl.h
  * has the same indices; src/combiner.c checks that they agree). */

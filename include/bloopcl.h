@@ -101,11 +101,11 @@ extern "C" {
  * Version
  * ------------------------------------------------------------------------------------------- */
 #define BLOOPCL_VERSION_MAJOR 0
-#define BLOOPCL_VERSION_MINOR 3
+#define BLOOPCL_VERSION_MINOR 4
 #define BLOOPCL_VERSION_PATCH 0
 #define BLOOPCL_VERSION_NUMBER \
     (BLOOPCL_VERSION_MAJOR * 10000 + BLOOPCL_VERSION_MINOR * 100 + BLOOPCL_VERSION_PATCH)
-#define BLOOPCL_VERSION_STRING "0.3.0"
+#define BLOOPCL_VERSION_STRING "0.4.0"
 
 /** The version of the library actually linked (compare with BLOOPCL_VERSION_NUMBER). */
 BLOOPCL_API unsigned bloopcl_version_number(void);
@@ -135,9 +135,12 @@ typedef enum bloopcl_status {
                                            change; write or reset the state to go on */
     BLOOPCL_ERR_BUSY = -16,             /* another thread is inside a call on this context (or
                                            one of its combiners); nothing was done */
-    BLOOPCL_ERR_OUT_OF_RANGE = -17      /* finite g and a, but r (or r_q) is beyond what fp32
+    BLOOPCL_ERR_OUT_OF_RANGE = -17,     /* finite g and a, but r (or r_q) is beyond what fp32
                                            represents (or, on CLBlast, cannot be trusted); the
                                            step was skipped (bloopcl_skip_reason) */
+    BLOOPCL_ERR_SHARD_FAILED = -18,     /* another shard of a sharded step failed its checks;
+                                           this shard cancelled its half (bloopcl-mpi) */
+    BLOOPCL_ERR_TRANSPORT = -19         /* the transport between shards (MPI) failed */
 } bloopcl_status;
 
 /** Static, never NULL text for a status code (also for unknown codes). */
@@ -346,6 +349,10 @@ typedef struct bloopcl_config {
     const float *initial_aux_ema; /* n floats, PCGRAD with BLOOPCL_INIT_BUFFER */
     bloopcl_nonfinite_policy nonfinite;
     bloopcl_dot_backend dots;
+    /* Since 0.4.0. BLOOPCL_INIT_RANDOM: the element of the stream that element 0 takes (a
+     * shard of a sharded state passes its first global element, so that the shards together
+     * start from the one-device state). */
+    uint64_t random_offset;
 } bloopcl_config;
 
 /**
@@ -545,6 +552,13 @@ BLOOPCL_API bloopcl_status bloopcl_combiner_set_hyperparameters(bloopcl_combiner
                                                                 double ema_weight, double lambda,
                                                                 double eps);
 
+/** The context the combiner was created on (its last error holds the combiner's messages);
+ * NULL for NULL. */
+BLOOPCL_API bloopcl_context *bloopcl_combiner_context(const bloopcl_combiner *combiner);
+
+/** The number of elements n the combiner was created for; 0 for NULL. */
+BLOOPCL_API size_t bloopcl_combiner_size(const bloopcl_combiner *combiner);
+
 /** The combiner's output buffer (see bloopcl_output); never NULL for a valid combiner. */
 BLOOPCL_API bloopcl_status bloopcl_combiner_outputs(const bloopcl_combiner *combiner,
                                                     cl_mem *outputs);
@@ -652,6 +666,74 @@ BLOOPCL_API bloopcl_status bloopcl_write_state(bloopcl_combiner *combiner, bloop
 /** Puts the state back as config->init made it at creation (also after
  * BLOOPCL_ERR_STATE_INVALID). */
 BLOOPCL_API bloopcl_status bloopcl_reset_state(bloopcl_combiner *combiner);
+
+/* ---------------------------------------------------------------------------------------------
+ * Split steps: one step over a gradient sharded across devices or processes (ZeRO-1/2,
+ * FSDP), each shard with its own combiner over its slice of g, a, d and the state.
+ *
+ * Bloop's projection is global: r needs the dot products over every shard. A split step runs
+ * pass 1 on the local shard (bloopcl_step_begin), hands out the shard's totals, and, once the
+ * caller has added the totals of all shards entrywise (in any transport: MPI, NCCL, sockets;
+ * bloopcl_sum_totals does it deterministically on the host; bloopcl-mpi does all of it over an
+ * MPI communicator), finishes with the global totals (bloopcl_step_end): the finalize and
+ * pass 2, on the shard. Every shard given the same global totals computes the same scalars, so
+ * the shards step as one: the state elementwise exactly as one device would, d within the
+ * rounding of the dot products' order. With one shard, begin + end is bloopcl_step bit for
+ * bit (d, state, diagnostics; diagnostics.kernels counts one kernel more, the totals' sum).
+ * g and a are read again by bloopcl_step_end (pass 2): they must not change between begin
+ * and end (a trainer that overlaps the exchange with the next backward pass needs other
+ * buffers for it).
+ *
+ * bloopcl_step_begin does every check bloopcl_step does, so a shard that fails there has
+ * enqueued nothing and can tell the others before the reduction; after it returns OK the
+ * combiner takes only bloopcl_step_read_totals, bloopcl_step_copy_totals, bloopcl_step_end,
+ * bloopcl_step_end_buffer and bloopcl_step_cancel (anything else: BLOOPCL_ERR_STATE) until
+ * the step is ended or cancelled. A cancelled step changes nothing (state, flags, step count).
+ *
+ * The totals are BLOOPCL_NUM_TOTALS numbers whose only contract is that the global totals are
+ * the entrywise sums of the shards' (an empty shard contributes zeros). Policy SKIP then skips
+ * the step on every shard if any shard saw a non-finite input.
+ * ------------------------------------------------------------------------------------------- */
+#define BLOOPCL_NUM_TOTALS 20
+
+/** Checks and enqueues pass 1 of a split step on this shard (arguments as
+ * bloopcl_step_with_options). `totals` not NULL: waits for it and writes the shard's
+ * BLOOPCL_NUM_TOTALS totals there (as bloopcl_step_read_totals); NULL: nothing is read (see
+ * bloopcl_step_copy_totals). On an error nothing is pending and the state is unchanged. */
+BLOOPCL_API bloopcl_status bloopcl_step_begin(bloopcl_combiner *combiner, const bloopcl_tensor *g,
+                                              const bloopcl_tensor *a, const bloopcl_tensor *d,
+                                              const bloopcl_step_options *options,
+                                              cl_uint num_wait_events, const cl_event *wait_list,
+                                              double *totals);
+
+/** Blocking: the pending split step's local totals, BLOOPCL_NUM_TOTALS doubles (the fp32
+ * totals widened). */
+BLOOPCL_API bloopcl_status bloopcl_step_read_totals(bloopcl_combiner *combiner, double *totals);
+
+/** Enqueues a copy of the local totals, BLOOPCL_NUM_TOTALS floats, into `buffer` at byte
+ * `offset` (a buffer of the combiner's cl_context), for a device-side reduction. */
+BLOOPCL_API bloopcl_status bloopcl_step_copy_totals(bloopcl_combiner *combiner, cl_mem buffer,
+                                                    size_t offset);
+
+/** Ends the pending split step with the global totals (BLOOPCL_NUM_TOTALS doubles, each
+ * rounded once to fp32): finalize and pass 2, as bloopcl_step (`done` likewise). Afterwards,
+ * OK or not, nothing is pending; a driver failure is reported as bloopcl_step reports it. */
+BLOOPCL_API bloopcl_status bloopcl_step_end(bloopcl_combiner *combiner, const double *totals,
+                                            cl_event *done);
+
+/** bloopcl_step_end with the global totals on the device: BLOOPCL_NUM_TOTALS floats at byte
+ * `offset` of `buffer`, read in queue order (after whatever the caller enqueued there). */
+BLOOPCL_API bloopcl_status bloopcl_step_end_buffer(bloopcl_combiner *combiner, cl_mem buffer,
+                                                   size_t offset, cl_event *done);
+
+/** Abandons the pending split step (for example because another shard failed): the state,
+ * the device flags and the step count stay as they were before bloopcl_step_begin. */
+BLOOPCL_API bloopcl_status bloopcl_step_cancel(bloopcl_combiner *combiner);
+
+/** Adds `shards` rows of BLOOPCL_NUM_TOTALS totals (row-major, in the order given) into `out`,
+ * entrywise, with a compensated sum (exact for one row; the same bits for the same rows in
+ * the same order on any machine). */
+BLOOPCL_API bloopcl_status bloopcl_sum_totals(const double *rows, size_t shards, double *out);
 
 #ifdef BLOOPCL_EXPERIMENTAL
 /* =============================================================================================

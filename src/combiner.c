@@ -97,7 +97,7 @@ static bloopcl_status allocate_state(bloopcl_combiner *comb)
 
 /* Writes `count` floats of the N(0,1) stream, starting at element `first`, into `buffer`. */
 static bloopcl_status upload_normal(bloopcl_context *ctx, cl_mem buffer, uint64_t seed,
-                                    size_t first, size_t count)
+                                    uint64_t first, size_t count)
 {
     size_t block = count < UPLOAD_BLOCK ? count : UPLOAD_BLOCK;
     float *host = malloc(block * sizeof *host);
@@ -118,14 +118,15 @@ static bloopcl_status upload_normal(bloopcl_context *ctx, cl_mem buffer, uint64_
 
 /* Fills one chunk buffer from the init rule: host data, the random stream, or zeros. */
 static bloopcl_status fill_chunk(bloopcl_context *ctx, cl_mem buffer, size_t first, size_t count,
-                                 bloopcl_init init, const float *host, uint64_t seed)
+                                 bloopcl_init init, const float *host, uint64_t seed,
+                                 uint64_t random_offset)
 {
     cl_int err;
     if (host != NULL) {
         err = clEnqueueWriteBuffer(ctx->queue, buffer, CL_TRUE, 0, count * sizeof(float),
                                    host + first, 0, NULL, NULL);
     } else if (init == BLOOPCL_INIT_RANDOM) {
-        return upload_normal(ctx, buffer, seed, first, count);
+        return upload_normal(ctx, buffer, seed, random_offset + first, count);
     } else {
         const float zero = 0.0f;
         err = clEnqueueFillBuffer(ctx->queue, buffer, &zero, sizeof zero, 0,
@@ -171,7 +172,8 @@ static bloopcl_status stage_state(bloopcl_combiner *comb, bloopcl_state_kind kin
         bloopcl_state_chunk *chunk = &comb->chunks[c];
         cl_mem buffer = kind == BLOOPCL_STATE_EMA ? chunk->ema[target] : chunk->aux_ema[target];
         bloopcl_status status = fill_chunk(comb->ctx, buffer, c * comb->chunk_capacity,
-                                           chunk->count, init, host, seed);
+                                           chunk->count, init, host, seed,
+                                           comb->config.random_offset);
         if (status != BLOOPCL_OK)
             return fail_in_place(comb, 1u << kind, status);
     }
@@ -358,6 +360,7 @@ void bloopcl_combiner_destroy(bloopcl_combiner *comb)
     release(&comb->scalars);
     release(&comb->flags);
     release(&comb->partials);
+    release(&comb->totals);
     bloopcl__plan_release(&comb->plan);
     for (int k = 0; k < 3; ++k) {
         for (size_t s = 0; comb->staging[k] != NULL && s < comb->staging_segments; ++s)
@@ -390,6 +393,16 @@ _Static_assert(BLOOPCL_OUTPUT_ACCEPTED == BLOOPCL_SCALAR_ACCEPTED &&
                BLOOPCL_SKIP_OUT_OF_RANGE == BLOOPCL_REASON_OUT_OF_RANGE &&
                BLOOPCL_NUM_OUTPUTS == BLOOPCL_NUM_SCALARS,
                "bloopcl_output and cl/layout.h disagree");
+
+bloopcl_context *bloopcl_combiner_context(const bloopcl_combiner *comb)
+{
+    return comb != NULL ? comb->ctx : NULL;
+}
+
+size_t bloopcl_combiner_size(const bloopcl_combiner *comb)
+{
+    return comb != NULL ? comb->n : 0;
+}
 
 bloopcl_status bloopcl_combiner_outputs(const bloopcl_combiner *comb, cl_mem *outputs)
 {
@@ -569,7 +582,9 @@ bloopcl_status bloopcl_combiner_set_hyperparameters(bloopcl_combiner *comb, doub
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = set_hyperparameters(comb, ema_weight, lambda, eps);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_combiner_set_hyperparameters");
+    if (status == BLOOPCL_OK)
+        status = set_hyperparameters(comb, ema_weight, lambda, eps);
     bloopcl__leave(comb->ctx);
     return status;
 }
@@ -581,7 +596,9 @@ bloopcl_status bloopcl_read_state(bloopcl_combiner *comb, bloopcl_state_kind kin
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = read_state(comb, kind, host, n);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_read_state");
+    if (status == BLOOPCL_OK)
+        status = read_state(comb, kind, host, n);
     bloopcl__leave(comb->ctx);
     return status;
 }
@@ -593,7 +610,9 @@ bloopcl_status bloopcl_write_state(bloopcl_combiner *comb, bloopcl_state_kind ki
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = write_state(comb, kind, host, n);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_write_state");
+    if (status == BLOOPCL_OK)
+        status = write_state(comb, kind, host, n);
     bloopcl__leave(comb->ctx);
     return status;
 }
@@ -604,7 +623,9 @@ bloopcl_status bloopcl_reset_state(bloopcl_combiner *comb)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = reset_state(comb);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_reset_state");
+    if (status == BLOOPCL_OK)
+        status = reset_state(comb);
     bloopcl__leave(comb->ctx);
     return status;
 }
@@ -615,7 +636,9 @@ bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnosti
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = bloopcl__get_diagnostics(comb, diagnostics);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_get_diagnostics");
+    if (status == BLOOPCL_OK)
+        status = bloopcl__get_diagnostics(comb, diagnostics);
     bloopcl__leave(comb->ctx);
     return status;
 }

@@ -24,6 +24,8 @@ typedef struct bloopcl_kernels {
     cl_kernel ema_update;
     cl_kernel fused_dots;
     cl_kernel finalize;
+    cl_kernel sum_partials;     /* the split step's halves of finalize (step_split.c) */
+    cl_kernel finalize_totals;
     cl_kernel project;
     size_t fused_groups;      /* work-groups of the fused dot kernel (fixed: reproducible) */
     size_t fused_group_size;  /* work-items per group of the fused dot kernel */
@@ -163,7 +165,41 @@ struct bloopcl_combiner {
     unsigned kernels_last_step;  /* kernels the last step enqueued (diagnostics) */
     cl_ulong reserved_bytes;     /* of ctx->held_bytes, this combiner's share */
     bool live;                   /* created: counted in ctx->combiners */
+    bool split_pending;          /* bloopcl_step_begin returned OK; bloopcl_step_end is due */
+    cl_mem totals;               /* BLOOPCL_TOTALS floats of a split step (step_split.c) */
+    unsigned split_kernels;      /* kernels bloopcl_step_begin enqueued */
 };
+
+/* --- one step's phases (step.c; step_split.c runs them apart) ------------------------------ */
+/* How far a step got: that decides what a failure has to undo, and whether it can. */
+typedef struct bloopcl_step_progress {
+    bool finalized;         /* a finalize kernel is enqueued: device flags changed */
+    size_t projected;       /* pass-2 launches enqueued */
+    unsigned kernels;
+} bloopcl_step_progress;
+/* Everything a step can refuse, refused before anything is enqueued (then the wait list). */
+bloopcl_status bloopcl__prepare_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                                     const bloopcl_tensor *a, const bloopcl_tensor *d,
+                                     const bloopcl_step_options *options, cl_uint num_wait,
+                                     const cl_event *wait_list);
+bloopcl_status bloopcl__enqueue_first_pass(bloopcl_combiner *comb,
+                                           bloopcl_step_progress *progress);
+/* The finalize kernels' arguments from `first` on (BLOOPCL_DECISION_PARAMS, finalize.cl). */
+bloopcl_status bloopcl__set_decision_args(bloopcl_combiner *comb, cl_kernel kernel,
+                                          const char *name, cl_uint first);
+bloopcl_status bloopcl__enqueue_second_pass(bloopcl_combiner *comb,
+                                            bloopcl_step_progress *progress, cl_event *done);
+bloopcl_status bloopcl__fail_step(bloopcl_combiner *comb, const bloopcl_step_progress *progress,
+                                  bloopcl_status status);
+bloopcl_status bloopcl__complete_step(bloopcl_combiner *comb,
+                                      const bloopcl_step_progress *progress, cl_event event,
+                                      cl_event *done);
+/* CL_SUCCESS, or the first error (the flags may then be left as the failed step set them). */
+cl_int bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized);
+bloopcl_status bloopcl__enqueue_kernel(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                      size_t global, size_t local, cl_event *event);
+/* BLOOPCL_ERR_STATE (message naming `call`) while a split step is between begin and end. */
+bloopcl_status bloopcl__check_no_split_step(bloopcl_combiner *comb, const char *call);
 
 /* --- threads and lifetime (context.c) ------------------------------------------------------ */
 /* A public call that uses the context's queue, kernels or a combiner's state enters first:

@@ -329,7 +329,9 @@ static void choose_geometry(bloopcl_context *ctx)
     limits.item_max = first_item_size(ctx);
     limits.ema_update = kernel_limit(ctx, k->ema_update);
     limits.fused_dots = kernel_limit(ctx, k->fused_dots);
-    limits.finalize = kernel_limit(ctx, k->finalize);
+    /* bloopcl_sum_partials must sum exactly as bloopcl_finalize does: one size for both */
+    size_t finalize = kernel_limit(ctx, k->finalize), sum = kernel_limit(ctx, k->sum_partials);
+    limits.finalize = finalize < sum ? finalize : sum;
     limits.project = kernel_limit(ctx, k->project);
     bloopcl__choose_group_sizes(&limits, ctx->cpu_shape, k);
     size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
@@ -350,6 +352,10 @@ bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_op
     if (status == BLOOPCL_OK)
         status = create_kernel(ctx, "bloopcl_finalize", &ctx->kernels.finalize);
     if (status == BLOOPCL_OK)
+        status = create_kernel(ctx, "bloopcl_sum_partials", &ctx->kernels.sum_partials);
+    if (status == BLOOPCL_OK)
+        status = create_kernel(ctx, "bloopcl_finalize_totals", &ctx->kernels.finalize_totals);
+    if (status == BLOOPCL_OK)
         status = create_kernel(ctx, "bloopcl_project", &ctx->kernels.project);
     if (status == BLOOPCL_OK) {
         choose_geometry(ctx);
@@ -364,7 +370,7 @@ bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_op
 void bloopcl__release_kernels(bloopcl_kernels *kernels)
 {
     cl_kernel *all[] = {&kernels->ema_update, &kernels->fused_dots, &kernels->finalize,
-                        &kernels->project};
+                        &kernels->sum_partials, &kernels->finalize_totals, &kernels->project};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
         if (*all[i] != NULL)
             clReleaseKernel(*all[i]);

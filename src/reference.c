@@ -47,7 +47,7 @@ static void fill_initial(const bloopcl_config *config, size_t n, float *state,
                          const float *buffer, uint64_t seed)
 {
     if (config->init == BLOOPCL_INIT_RANDOM)
-        bloopcl_reference_normal(seed, 0, n, state);
+        bloopcl_reference_normal(seed, (size_t)config->random_offset, n, state);
     else if (config->init == BLOOPCL_INIT_BUFFER)
         memcpy(state, buffer, n * sizeof *state);
     else

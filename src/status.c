@@ -22,6 +22,8 @@ const char *bloopcl_status_string(bloopcl_status status)
     case BLOOPCL_ERR_STATE_INVALID: return "the state is invalid (a driver failed mid-step); write or reset it";
     case BLOOPCL_ERR_BUSY: return "the context is busy: another thread is inside a call on this context or one of its combiners (one call at a time per context); nothing was done";
     case BLOOPCL_ERR_OUT_OF_RANGE: return "the step's ratio is beyond fp32's range; step skipped";
+    case BLOOPCL_ERR_SHARD_FAILED: return "another shard of the step failed; nothing was stepped";
+    case BLOOPCL_ERR_TRANSPORT: return "the transport between shards failed";
     }
     return "unknown status code";
 }

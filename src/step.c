@@ -93,8 +93,8 @@ bloopcl_launch_state bloopcl__launch_state(const bloopcl_combiner *comb,
         .q_next = bloopcl__state_buffer(comb, chunk, BLOOPCL_STATE_AUX_EMA, true)};
 }
 
-static bloopcl_status enqueue(bloopcl_context *ctx, cl_kernel kernel, const char *name,
-                              size_t global, size_t local, cl_event *event)
+bloopcl_status bloopcl__enqueue_kernel(bloopcl_context *ctx, cl_kernel kernel, const char *name,
+                                      size_t global, size_t local, cl_event *event)
 {
     cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 1, NULL, &global, &local, 0, NULL,
                                         event);
@@ -111,7 +111,7 @@ bloopcl_status bloopcl__enqueue_launch(bloopcl_context *ctx, cl_kernel kernel, c
                                        const bloopcl_launch *launch, size_t local,
                                        cl_event *event)
 {
-    return enqueue(ctx, kernel, name, launch->groups * local, local, event);
+    return bloopcl__enqueue_kernel(ctx, kernel, name, launch->groups * local, local, event);
 }
 
 cl_mem bloopcl__state_buffer(const bloopcl_combiner *comb, size_t chunk, bloopcl_state_kind kind,
@@ -192,13 +192,11 @@ bloopcl_status bloopcl__ensure_partials(bloopcl_combiner *comb, size_t slots)
     return BLOOPCL_OK;
 }
 
-static bloopcl_status enqueue_finalize(bloopcl_combiner *comb)
+/* The arguments from `first` on of bloopcl_finalize and bloopcl_finalize_totals
+ * (BLOOPCL_DECISION_PARAMS in finalize.cl). */
+bloopcl_status bloopcl__set_decision_args(bloopcl_combiner *comb, cl_kernel kernel,
+                                          const char *name, cl_uint first)
 {
-    bloopcl_context *ctx = comb->ctx;
-    cl_kernel k = ctx->kernels.finalize;
-    size_t local = ctx->kernels.finalize_group_size;
-    cl_ulong slots_arg = bloopcl__partial_slots(comb);
-    cl_int mask = bloopcl__dots_mask(comb);
     cl_int method = (cl_int)comb->config.method;
     cl_int skip = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
     /* 1/(1+lambda) divided in double and rounded once (in float it is one ulp off the
@@ -209,17 +207,32 @@ static bloopcl_status enqueue_finalize(bloopcl_combiner *comb)
      * allowed 2.5 ulp: the dynamic barrier's cap is then the same float everywhere. */
     cl_float cap = comb->lambda > 0.0f ? 1.0f / comb->lambda : 0.0f;
     const bloopcl_arg args[] = {
+        {BLOOPCL_ARG(method)}, {BLOOPCL_ARG(skip)}, {BLOOPCL_ARG(comb->w)},
+        {BLOOPCL_ARG(comb->lambda)}, {BLOOPCL_ARG(comb->eps)}, {BLOOPCL_ARG(scale)},
+        {BLOOPCL_ARG(cap)}, {BLOOPCL_ARG(scales.g)}, {BLOOPCL_ARG(scales.a)},
+        {BLOOPCL_ARG(scales.on_device)}};
+    return bloopcl__set_arg_list(comb->ctx, kernel, name, first, args,
+                                 sizeof args / sizeof args[0]);
+}
+
+static bloopcl_status enqueue_finalize(bloopcl_combiner *comb)
+{
+    bloopcl_context *ctx = comb->ctx;
+    cl_kernel k = ctx->kernels.finalize;
+    size_t local = ctx->kernels.finalize_group_size;
+    cl_ulong slots_arg = bloopcl__partial_slots(comb);
+    cl_int mask = bloopcl__dots_mask(comb);
+    const bloopcl_arg args[] = {
         {BLOOPCL_ARG(comb->partials)}, {BLOOPCL_ARG(slots_arg)}, {BLOOPCL_ARG(mask)},
-        {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(method)},
-        {BLOOPCL_ARG(skip)}, {BLOOPCL_ARG(comb->w)}, {BLOOPCL_ARG(comb->lambda)},
-        {BLOOPCL_ARG(comb->eps)}, {BLOOPCL_ARG(scale)}, {BLOOPCL_ARG(cap)},
-        {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}, {BLOOPCL_ARG(scales.g)},
-        {BLOOPCL_ARG(scales.a)}, {BLOOPCL_ARG(scales.on_device)}};
-    bloopcl_status status = bloopcl__set_arg_list(ctx, k, "bloopcl_finalize", 0, args,
-                                                  sizeof args / sizeof args[0]);
+        {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)},
+        {BLOOPCL_NUM_DOTS * local * sizeof(float), NULL}};
+    cl_uint count = sizeof args / sizeof args[0];
+    bloopcl_status status = bloopcl__set_arg_list(ctx, k, "bloopcl_finalize", 0, args, count);
+    if (status == BLOOPCL_OK)
+        status = bloopcl__set_decision_args(comb, k, "bloopcl_finalize", count);
     if (status != BLOOPCL_OK)
         return status;
-    return enqueue(ctx, k, "bloopcl_finalize", local, local, NULL);
+    return bloopcl__enqueue_kernel(ctx, k, "bloopcl_finalize", local, local, NULL);
 }
 
 static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint index,
@@ -260,20 +273,29 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
                                    event);
 }
 
-/* A step that failed half-way must not leak into the next one: clear the non-finite flag and,
- * if finalize already ran, put INITIALIZED and ACCEPTED back. */
-static void undo_flags(bloopcl_combiner *comb, bool finalized)
+/* A step that failed half-way must not leak into the next one: clear the flags pass 1 sets
+ * and, if finalize already ran, put INITIALIZED and ACCEPTED back. */
+cl_int bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized)
 {
     const cl_int zero = 0;
     cl_command_queue queue = comb->ctx->queue;
-    clEnqueueWriteBuffer(queue, comb->flags, CL_TRUE, BLOOPCL_FLAG_NONFINITE * sizeof(cl_int),
-                         sizeof zero, &zero, 0, NULL, NULL);
-    if (finalized)
-        clEnqueueCopyBuffer(queue, comb->flags, comb->flags,
-                            BLOOPCL_FLAG_BACKUP_INITIALIZED * sizeof(cl_int),
-                            BLOOPCL_FLAG_INITIALIZED * sizeof(cl_int), 2 * sizeof(cl_int), 0,
-                            NULL, NULL);
-    clFinish(queue);
+    const size_t set_by_pass_1[] = {BLOOPCL_FLAG_NONFINITE, BLOOPCL_FLAG_RESCUED};
+    cl_int first = CL_SUCCESS, err;
+    for (size_t i = 0; i < sizeof set_by_pass_1 / sizeof set_by_pass_1[0]; ++i) {
+        err = clEnqueueWriteBuffer(queue, comb->flags, CL_TRUE,
+                                   set_by_pass_1[i] * sizeof(cl_int), sizeof zero, &zero, 0,
+                                   NULL, NULL);
+        first = first != CL_SUCCESS ? first : err;
+    }
+    if (finalized) {
+        err = clEnqueueCopyBuffer(queue, comb->flags, comb->flags,
+                                  BLOOPCL_FLAG_BACKUP_INITIALIZED * sizeof(cl_int),
+                                  BLOOPCL_FLAG_INITIALIZED * sizeof(cl_int), 2 * sizeof(cl_int),
+                                  0, NULL, NULL);
+        first = first != CL_SUCCESS ? first : err;
+    }
+    err = clFinish(queue);
+    return first != CL_SUCCESS ? first : err;
 }
 
 /* The wait list must be consistent and hold no event that has already failed: the driver
@@ -313,27 +335,25 @@ static bloopcl_status enqueue_wait(bloopcl_context *ctx, cl_uint num_wait, const
     return BLOOPCL_OK;
 }
 
-/* How far a failed step got: that decides what has to be undone, and whether it can be. */
-typedef struct step_progress {
-    bool finalized;         /* the finalize kernel is enqueued: device flags changed */
-    size_t projected;       /* pass-2 launches enqueued */
-    unsigned kernels;
-} step_progress;
-
-static bloopcl_status enqueue_passes(bloopcl_combiner *comb, step_progress *progress,
-                                     cl_event *done)
+/* Pass 1: the caller's device scales into the flags, then the backend's EMA and dots. */
+bloopcl_status bloopcl__enqueue_first_pass(bloopcl_combiner *comb,
+                                           bloopcl_step_progress *progress)
 {
     bloopcl_status status = copy_device_scales(comb);
-    if (status == BLOOPCL_OK)
-        status = comb->config.dots == BLOOPCL_DOTS_FUSED
-                     ? bloopcl__enqueue_fused_pass(comb, &progress->kernels)
-                     : bloopcl__enqueue_clblast_pass(comb, &progress->kernels);
-    if (status == BLOOPCL_OK)
-        status = enqueue_finalize(comb);
     if (status != BLOOPCL_OK)
         return status;
+    return comb->config.dots == BLOOPCL_DOTS_FUSED
+               ? bloopcl__enqueue_fused_pass(comb, &progress->kernels)
+               : bloopcl__enqueue_clblast_pass(comb, &progress->kernels);
+}
+
+/* Pass 2, after a finalize (its kernel counted here): d and the state. */
+bloopcl_status bloopcl__enqueue_second_pass(bloopcl_combiner *comb,
+                                            bloopcl_step_progress *progress, cl_event *done)
+{
     progress->finalized = true;
     progress->kernels++;
+    bloopcl_status status = BLOOPCL_OK;
     size_t launches = comb->plan.num_launches;
     for (size_t l = 0; l < launches && status == BLOOPCL_OK; ++l) {
         /* the last launch's event is the step's: the queue is in order */
@@ -346,10 +366,10 @@ static bloopcl_status enqueue_passes(bloopcl_combiner *comb, step_progress *prog
 
 /* After a failure: only an in-place update that had begun (fused, pass 2 partly enqueued)
  * cannot be undone; the state is then marked invalid until it is written or reset. */
-static bloopcl_status fail_step(bloopcl_combiner *comb, const step_progress *progress,
-                                bloopcl_status status)
+bloopcl_status bloopcl__fail_step(bloopcl_combiner *comb, const bloopcl_step_progress *progress,
+                                  bloopcl_status status)
 {
-    undo_flags(comb, progress->finalized);
+    bloopcl__undo_flags(comb, progress->finalized);
     bool partial = !comb->double_buffered && progress->projected > 0 && comb->num_chunks > 0;
     if (!partial)
         return status;
@@ -366,7 +386,7 @@ static bloopcl_status fail_step(bloopcl_combiner *comb, const step_progress *pro
  * (nothing is flipped); in place, it may or may not be updated: invalid. */
 static bloopcl_status fail_flush(bloopcl_combiner *comb, cl_int err)
 {
-    undo_flags(comb, true);
+    bloopcl__undo_flags(comb, true);
     if (comb->double_buffered || bloopcl__state_kinds(comb) == 0)
         return bloopcl__fail_cl(comb->ctx, err, "clFlush", "submitting the step (it was not "
                                 "applied; d may not be written)");
@@ -374,6 +394,26 @@ static bloopcl_status fail_flush(bloopcl_combiner *comb, cl_int err)
     return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID, "bloopcl_step: the step was "
                          "enqueued but clFlush failed with %s, so whether it runs is unknown; "
                          "write or reset the state", bloopcl__cl_error_name(err));
+}
+
+/* A fully enqueued step: submitted (required before another queue may wait on `done`, and
+ * harmless otherwise), then the state it wrote becomes the current one. */
+bloopcl_status bloopcl__complete_step(bloopcl_combiner *comb,
+                                      const bloopcl_step_progress *progress, cl_event event,
+                                      cl_event *done)
+{
+    cl_int err = clFlush(comb->ctx->queue);
+    if (err != CL_SUCCESS) {
+        if (event != NULL)
+            clReleaseEvent(event);
+        return fail_flush(comb, err);
+    }
+    bloopcl__commit_state(comb);
+    comb->steps++;
+    comb->kernels_last_step = progress->kernels;
+    if (done != NULL)
+        *done = event;
+    return BLOOPCL_OK;
 }
 
 static bloopcl_status check_state_valid(bloopcl_combiner *comb)
@@ -443,12 +483,14 @@ static bloopcl_status check_options(bloopcl_combiner *comb, const bloopcl_step_o
 }
 
 /* Everything that can be refused is refused here, before anything is enqueued. */
-static bloopcl_status prepare_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
-                                   const bloopcl_tensor *a, const bloopcl_tensor *d,
-                                   const bloopcl_step_options *options, cl_uint num_wait,
-                                   const cl_event *wait_list)
+bloopcl_status bloopcl__prepare_step(bloopcl_combiner *comb, const bloopcl_tensor *g,
+                                     const bloopcl_tensor *a, const bloopcl_tensor *d,
+                                     const bloopcl_step_options *options, cl_uint num_wait,
+                                     const cl_event *wait_list)
 {
-    bloopcl_status status = check_state_valid(comb);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_step");
+    if (status == BLOOPCL_OK)
+        status = check_state_valid(comb);
     if (status == BLOOPCL_OK)
         status = check_options(comb, options);
     if (status == BLOOPCL_OK)
@@ -472,31 +514,24 @@ bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
     if (comb == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
     bloopcl__clear_error(comb->ctx);
-    bloopcl_status status = prepare_step(comb, g, a, d, options, num_wait_events, wait_list);
+    bloopcl_status status = bloopcl__prepare_step(comb, g, a, d, options, num_wait_events,
+                                                  wait_list);
     if (status != BLOOPCL_OK)
         return status;  /* nothing of this step was enqueued */
 
-    step_progress progress = {0};
+    bloopcl_step_progress progress = {0};
     cl_event event = NULL;
-    status = enqueue_passes(comb, &progress, done != NULL ? &event : NULL);
+    status = bloopcl__enqueue_first_pass(comb, &progress);
+    if (status == BLOOPCL_OK)
+        status = enqueue_finalize(comb);
+    if (status == BLOOPCL_OK)
+        status = bloopcl__enqueue_second_pass(comb, &progress, done != NULL ? &event : NULL);
     if (status != BLOOPCL_OK) {
         if (event != NULL)
             clReleaseEvent(event);
-        return fail_step(comb, &progress, status);
+        return bloopcl__fail_step(comb, &progress, status);
     }
-    /* Required before another queue may wait on `done` (and harmless otherwise). */
-    cl_int err = clFlush(comb->ctx->queue);
-    if (err != CL_SUCCESS) {
-        if (event != NULL)
-            clReleaseEvent(event);
-        return fail_flush(comb, err);
-    }
-    bloopcl__commit_state(comb);
-    comb->steps++;
-    comb->kernels_last_step = progress.kernels;
-    if (done != NULL)
-        *done = event;
-    return BLOOPCL_OK;
+    return bloopcl__complete_step(comb, &progress, event, done);
 }
 
 bloopcl_status bloopcl_step_with_options(bloopcl_combiner *comb, const bloopcl_tensor *g,

@@ -247,7 +247,9 @@ bloopcl_status bloopcl_step_host(bloopcl_combiner *comb, const float *g, const f
         return BLOOPCL_ERR_NULL_ARGUMENT;
     if (!bloopcl__enter(comb->ctx))
         return BLOOPCL_ERR_BUSY;
-    bloopcl_status status = step_host(comb, g, a, d);
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_step_host");
+    if (status == BLOOPCL_OK)  /* before anything is staged */
+        status = step_host(comb, g, a, d);
     bloopcl__leave(comb->ctx);
     return status;
 }

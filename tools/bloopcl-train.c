@@ -15,12 +15,17 @@
  * the small kernels of kTrainSource below for the rest; both gradients stay in cl_mem.
  * The sweep covers methods x lambdas; each run starts from the same initial weights and sees
  * the same batches. Progress goes to stderr, a final table to stdout, rows to --csv.
+ * Under an MPI launcher (or --data-parallel) it runs data-parallel with sharded optimizer
+ * state: train_data_parallel.h says how; the hooks here are the rows of a batch, the slice of
+ * each tensor whose Adam state this process owns (own_offset, own_count), and the exchanges
+ * around the bloopcl step.
  */
 #include "bloopcl.h"
 #include "tool_cli.h"
 #include "tool_device.h"
 #include "tool_json.h"
 #include "tool_time.h"
+#include "train_data_parallel.h"
 
 #include <clblast_c.h>
 #include <math.h>
@@ -116,18 +121,20 @@ static const char kTrainSource[] =
      * p -= lr (m/c1) / (sqrt(v/c2) + eps), with (c1, c2) = bias[t] = (1 - b1^t, 1 - b2^t).
      * When bloopcl skipped the step (out[OUTPUT_ACCEPTED] = 0: d is 0) nothing is written:
      * stepping along d = 0 would still move p by the momentum and decay m and v (AMP's
-     * skipped-step semantics). The decision is read on the device, never on the host. */
+     * skipped-step semantics). The decision is read on the device, never on the host.
+     * p and d are read from element `base` on (this process's slice of the tensor), m and v
+     * hold that slice only. */
     "__kernel void adam(__global float *p, __global const float *d, __global float *m,\n"
     "                   __global float *v, float lr, float b1, float b2, float eps,\n"
     "                   __global const float *out, __global const int *t,\n"
-    "                   __global const float2 *bias) {\n"
+    "                   __global const float2 *bias, int base) {\n"
     "  if (out[OUTPUT_ACCEPTED] == 0.0f) return;\n"
-    "  int i = get_global_id(0);\n"
+    "  int i = get_global_id(0), k = base + i;\n"
     "  float2 c = bias[t[0]];\n"
-    "  float g = d[i];\n"
+    "  float g = d[k];\n"
     "  float mi = b1 * m[i] + (1.0f - b1) * g, vi = b2 * v[i] + (1.0f - b2) * g * g;\n"
     "  m[i] = mi; v[i] = vi;\n"
-    "  p[i] -= lr * (mi / c.x) / (sqrt(vi / c.y) + eps);\n"
+    "  p[k] -= lr * (mi / c.x) / (sqrt(vi / c.y) + eps);\n"
     "}\n"
     /* t counts the applied steps: one more before the Adam launches of an accepted step. */
     "__kernel void adam_tick(__global int *t, __global const float *out) {\n"
@@ -148,6 +155,8 @@ typedef struct options {
     const char *data_dir, *csv_path;
     size_t train_size, test_size, batch;
     int epochs, power_iters, quick, check, num_lambdas, num_methods;
+    int data_parallel; /* running data-parallel (MPI), over `ranks` ranks; else ranks = 1 */
+    int ranks;
     long inject_step;  /* 0, or the optimizer step whose g gets a NaN (--inject-nonfinite) */
     double lr, bloop_ema, base_ema, min_accuracy;
     double lambdas[MAX_LAMBDAS];
@@ -185,6 +194,16 @@ static void help(FILE *to)
         "                      fail unless bloopcl skips it and Adam leaves the parameters,\n"
         "                      its moments and its step count bit-identical, and every\n"
         "                      other step of the run is applied\n"
+        "  --data-parallel     data-parallel over MPI, implied when an MPI launcher (mpirun)\n"
+        "                      starts the program (a plain run never initialises MPI):\n"
+        "                      rank r of R takes part r of every batch (sizes differ by at\n"
+        "                      most one row, each weighted 1/B of the whole batch),\n"
+        "                      the gradients are summed over the ranks (MPI_Allreduce),\n"
+        "                      bloopcl-mpi combines each rank's shard of the flattened\n"
+        "                      parameters, Adam updates that shard, the parameters are\n"
+        "                      all-gathered. Losses match one process with the same --batch\n"
+        "                      within fp32 rounding. Rank 0 writes the table, CSV and JSON.\n"
+        "                      %s\n"
         "  --quick             8192 images, 2 epochs, lambdas 1e-4,1e-2,1, all methods,\n"
         "                      --check\n"
         "  --json              stdout is one JSON document: device, settings, results[]\n"
@@ -193,6 +212,8 @@ static void help(FILE *to)
         "\n"
         "Plot: gnuplot -e \"csv='run.csv'; png='pareto.png'\" %s/plot_pareto.gp\n"
         "(tools/plot_pareto.gp in the source tree).\n",
+        TRAIN_DP_AVAILABLE ? "Example: mpirun -np 2 bloopcl-train --batch 256"
+                           : "Not in this build (no MPI at build time): refused.",
         BLOOPCL_DATADIR);
 }
 
@@ -246,7 +267,7 @@ static void default_options(options *opt)
     *opt = (options){.data_dir = "/usr/share/datasets/fashion-mnist", .train_size = 10000,
                      .test_size = 10000, .batch = 256, .epochs = 3, .power_iters = 1,
                      .lr = 3e-4, .bloop_ema = 0.01, .base_ema = 1.0, .min_accuracy = 0.5,
-                     .seed = 1};
+                     .seed = 1, .ranks = 1};
     parse_lambdas("-4:0:9", opt);
     parse_methods("bloop,mixed,pcgrad,dynamic_barrier", opt);
 }
@@ -274,6 +295,7 @@ static bool parse_one(int c, const char *arg, options *opt)
     case 'c': opt->csv_path = arg; break;
     case 'q': break;   /* applied first, by apply_quick */
     case 'g': opt->check = 1; break;
+    case 'P': ok = TRAIN_DP_AVAILABLE; break;   /* applied first, by main (MPI_Init) */
     case 'n': ok = tool_parse_unsigned(arg, 1, 60000, &n), opt->train_size = (size_t)n; break;
     case 't': ok = tool_parse_unsigned(arg, 1, 10000, &n), opt->test_size = (size_t)n; break;
     case 'b': ok = tool_parse_unsigned(arg, 1, 8192, &n), opt->batch = (size_t)n; break;
@@ -298,6 +320,7 @@ static const tool_option TRAIN_OPTIONS[] = {
     {"lr", true, 'r'},           {"bloop-ema", true, 'w'},    {"base-ema", true, 'W'},
     {"lambdas", true, 'l'},      {"methods", true, 'm'},      {"min-accuracy", true, 'a'},
     {"check", false, 'g'},       {"inject-nonfinite", true, 'i'},
+    {"data-parallel", false, 'P'},
 };
 #define NUM_TRAIN_OPTIONS (sizeof TRAIN_OPTIONS / sizeof TRAIN_OPTIONS[0])
 
@@ -307,6 +330,9 @@ static bool apply_option(int id, const char *value, void *user)
 {
     if (parse_one(id, value, user))
         return true;
+    if (id == 'P')
+        return tool_usage_error(&TRAIN_TOOL, "--data-parallel: this bloopcl-train was built "
+                                "without MPI");
     const char *name = "";
     for (size_t k = 0; k < NUM_TRAIN_OPTIONS; ++k)
         if (TRAIN_OPTIONS[k].id == id)
@@ -321,6 +347,9 @@ static bool check_options(void *user)
     if (opt->batch > opt->train_size)
         return tool_usage_error(&TRAIN_TOOL, "--batch %zu exceeds --train-size %zu", opt->batch,
                                 opt->train_size);
+    if (opt->batch < (size_t)opt->ranks)
+        return tool_usage_error(&TRAIN_TOOL, "--batch %zu: each of the %d ranks needs a row",
+                                opt->batch, opt->ranks);
     long steps = (long)opt->epochs * (long)(opt->train_size / opt->batch);
     if (opt->inject_step > steps)
         return tool_usage_error(&TRAIN_TOOL, "--inject-nonfinite %ld: a run has only %ld steps",
@@ -475,7 +504,11 @@ typedef struct trainer {
     size_t tensor_size[NUM_TENSORS];
     /* tensor t: W_l for t = 2l (in x out), b_l for t = 2l+1 */
     cl_mem param[NUM_TENSORS], grad[NUM_TENSORS], aux[NUM_TENSORS];
-    cl_mem adam_m[NUM_TENSORS], adam_v[NUM_TENSORS];
+    /* The slice of each tensor whose optimizer state this process owns: elements
+     * [own_offset, own_offset + own_count) (the whole tensor unless data-parallel). The
+     * combiner and the Adam moments cover exactly these slices. */
+    size_t own_offset[NUM_TENSORS], own_count[NUM_TENSORS];
+    cl_mem adam_m[NUM_TENSORS], adam_v[NUM_TENSORS]; /* own_count floats each (NULL if 0) */
     cl_mem adam_t;                 /* int: Adam steps applied in this run */
     cl_mem adam_bias;              /* float2 per t: (1 - b1^t, 1 - b2^t), t = 0 .. max steps */
     cl_mem act[NUM_LAYERS + 1];    /* act[0]: input batch, act[l]: output of layer l */
@@ -485,6 +518,7 @@ typedef struct trainer {
     float *init_param[NUM_TENSORS]; /* host copy of the initial weights (same for all runs) */
     float *init_u[NUM_LAYERS], *init_v[NUM_LAYERS];
     size_t train_count, test_count;
+    train_dp *dp;                  /* NULL: a single process */
 } trainer;
 
 static int cl_check(cl_int err, const char *what)
@@ -592,8 +626,9 @@ static int alloc_tensors(trainer *tr)
         ok = ok && (tr->param[t] = make_buffer(tr, bytes, NULL)) != NULL;
         ok = ok && (tr->grad[t] = make_buffer(tr, bytes, NULL)) != NULL;
         ok = ok && (tr->aux[t] = make_buffer(tr, bytes, zeros)) != NULL; /* biases: a = 0 */
-        ok = ok && (tr->adam_m[t] = make_buffer(tr, bytes, NULL)) != NULL;
-        ok = ok && (tr->adam_v[t] = make_buffer(tr, bytes, NULL)) != NULL;
+        size_t own = tr->own_count[t] * sizeof(float);
+        ok = ok && (!own || (tr->adam_m[t] = make_buffer(tr, own, NULL)) != NULL);
+        ok = ok && (!own || (tr->adam_v[t] = make_buffer(tr, own, NULL)) != NULL);
         free(zeros);
         if (!ok)
             return -1;
@@ -690,12 +725,13 @@ static void trainer_destroy(trainer *tr)
         free(tr->init_u[l]), free(tr->init_v[l]);
 }
 
-static int trainer_init(trainer *tr, bloopcl_context *ctx, const options *opt,
+static int trainer_init(trainer *tr, bloopcl_context *ctx, train_dp *dp, const options *opt,
                         const dataset *train, const dataset *test)
 {
     bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     memset(tr, 0, sizeof *tr);
     tr->ctx = ctx;
+    tr->dp = dp;
     tr->cl = bloopcl_context_cl_context(ctx);
     tr->queue = bloopcl_context_queue(ctx);
     if (bloopcl_context_device_info(ctx, &info) != BLOOPCL_OK)
@@ -704,6 +740,7 @@ static int trainer_init(trainer *tr, bloopcl_context *ctx, const options *opt,
     tr->rows = opt->batch > EVAL_CHUNK ? opt->batch : EVAL_CHUNK;
     long steps = (long)opt->epochs * (long)(train->count / opt->batch);
     if (build_kernels(tr) != 0 || make_initial_values(tr, opt->seed) != 0 ||
+        train_dp_plan(dp, tr->tensor_size, NUM_TENSORS, tr->own_offset, tr->own_count) != 0 ||
         alloc_tensors(tr) != 0 || alloc_adam(tr, steps) != 0 || alloc_work(tr) != 0 ||
         upload_data(tr, train, test) != 0) {
         fprintf(stderr, "%s: could not set up the trainer on the device\n", PROGRAM);
@@ -814,8 +851,9 @@ static int aux_gradient(trainer *tr, int iterations)
     return 0;
 }
 
-/* Adam on every tensor along d (held in grad[]), or nothing where bloopcl's output buffer
- * `outputs` says the step was skipped: the counter and the kernels read it on the device. */
+/* Adam on the own slice of every tensor along d (held in grad[]), or nothing where bloopcl's
+ * output buffer `outputs` says the step was skipped: the counter and the kernels read it on
+ * the device. */
 static int adam_step(trainer *tr, const options *opt, cl_mem outputs)
 {
     float lr = (float)opt->lr, b1 = (float)ADAM_BETA1, b2 = (float)ADAM_BETA2, eps = 1e-8f;
@@ -823,10 +861,11 @@ static int adam_step(trainer *tr, const options *opt, cl_mem outputs)
     if (launch(tr, K_ADAM_TICK, 1, 0, tick, 2) != 0)
         return -1;
     for (int k = 0; k < NUM_TENSORS; ++k) {
+        cl_int base = (cl_int)tr->own_offset[k];
         karg args[] = {KARG(tr->param[k]), KARG(tr->grad[k]), KARG(tr->adam_m[k]),
                        KARG(tr->adam_v[k]), KARG(lr), KARG(b1), KARG(b2), KARG(eps),
-                       KARG(outputs), KARG(tr->adam_t), KARG(tr->adam_bias)};
-        if (launch(tr, K_ADAM, tr->tensor_size[k], 0, args, 11) != 0)
+                       KARG(outputs), KARG(tr->adam_t), KARG(tr->adam_bias), KARG(base)};
+        if (tr->own_count[k] > 0 && launch(tr, K_ADAM, tr->own_count[k], 0, args, 12) != 0)
             return -1;
     }
     return 0;
@@ -861,12 +900,13 @@ static int reset_run(trainer *tr)
         return -1;
     for (int t = 0; t < NUM_TENSORS; ++t) {
         size_t bytes = tr->tensor_size[t] * sizeof(float);
+        size_t own = tr->own_count[t] * sizeof(float);
         float zero = 0.0f;
         if (write_buffer(tr, tr->param[t], tr->init_param[t], bytes) != 0 ||
-            cl_check(clEnqueueFillBuffer(tr->queue, tr->adam_m[t], &zero, sizeof zero, 0, bytes,
-                                         0, NULL, NULL), "clEnqueueFillBuffer") != 0 ||
-            cl_check(clEnqueueFillBuffer(tr->queue, tr->adam_v[t], &zero, sizeof zero, 0, bytes,
-                                         0, NULL, NULL), "clEnqueueFillBuffer") != 0)
+            (own && cl_check(clEnqueueFillBuffer(tr->queue, tr->adam_m[t], &zero, sizeof zero,
+                                                 0, own, 0, NULL, NULL), "clEnqueueFillBuffer")) ||
+            (own && cl_check(clEnqueueFillBuffer(tr->queue, tr->adam_v[t], &zero, sizeof zero,
+                                                 0, own, 0, NULL, NULL), "clEnqueueFillBuffer")))
             return -1;
     }
     for (int l = 0; l < NUM_LAYERS; ++l)
@@ -917,13 +957,14 @@ static int aux_loss(trainer *tr, int iterations, double *out)
     return 0;
 }
 
-/* One segment per tensor over the given buffers. */
+/* One segment per tensor over the given buffers: its own slice (empty when it has none). */
 static void make_tensor(const trainer *tr, cl_mem *bufs, bloopcl_segment *segs,
                         bloopcl_tensor *t)
 {
     for (int k = 0; k < NUM_TENSORS; ++k)
-        segs[k] = (bloopcl_segment){.buffer = bufs[k], .offset_bytes = 0,
-                                    .count = tr->tensor_size[k], .dtype = BLOOPCL_DTYPE_F32};
+        segs[k] = (bloopcl_segment){.buffer = bufs[k],
+                                    .offset_bytes = tr->own_offset[k] * sizeof(float),
+                                    .count = tr->own_count[k], .dtype = BLOOPCL_DTYPE_F32};
     *t = (bloopcl_tensor){segs, NUM_TENSORS};
 }
 
@@ -936,33 +977,42 @@ static int inject_nonfinite(trainer *tr)
 }
 
 /* gather batch -> forward -> cross-entropy -> backward (g) -> aux gradient (a)
- * -> bloopcl: d = combine(g, a) in place over g -> Adam on d unless bloopcl skipped. */
+ * -> bloopcl: d = combine(g, a) in place over g -> Adam on d unless bloopcl skipped.
+ * Data-parallel: this rank's rows of the batch only, each weighted 1/B of the global batch;
+ * g summed over the ranks before the step, which runs on the own slices; the parameters
+ * gathered after Adam. */
 static int train_step(trainer *tr, bloopcl_combiner *comb, const options *opt, size_t first,
                       long t)
 {
-    cl_int width = IMAGE_SIZE, off = (cl_int)first;
+    size_t lo, rows;
+    train_dp_rows(tr->dp, opt->batch, &lo, &rows);
+    cl_int width = IMAGE_SIZE, off = (cl_int)(first + lo);
     karg ga[] = {KARG(tr->train_x), KARG(tr->train_y), KARG(tr->perm), KARG(off), KARG(width),
                  KARG(tr->act[0]), KARG(tr->batch_y)};
-    int rc = launch(tr, K_GATHER, IMAGE_SIZE, opt->batch, ga, 7);
+    int rc = launch(tr, K_GATHER, IMAGE_SIZE, rows, ga, 7);
     bloopcl_segment gs[NUM_TENSORS], as[NUM_TENSORS];
     bloopcl_tensor g, a;
     make_tensor(tr, tr->grad, gs, &g);
     make_tensor(tr, tr->aux, as, &a);
-    if (rc != 0 || forward(tr, tr->act[0], 0, opt->batch) != 0 ||
-        cross_entropy(tr, tr->batch_y, 0, opt->batch, 1.0f / (float)opt->batch) != 0 ||
-        backward(tr, opt->batch) != 0 || aux_gradient(tr, opt->power_iters) != 0 ||
-        (t == opt->inject_step && inject_nonfinite(tr) != 0))
+    if (rc != 0 || forward(tr, tr->act[0], 0, rows) != 0 ||
+        cross_entropy(tr, tr->batch_y, 0, rows, 1.0f / (float)opt->batch) != 0 ||
+        backward(tr, rows) != 0 || aux_gradient(tr, opt->power_iters) != 0 ||
+        (t == opt->inject_step && inject_nonfinite(tr) != 0) ||
+        train_dp_sum_gradients(tr->dp, tr->queue, tr->grad) != 0)
         return -1;
     cl_mem outputs = NULL;
-    bloopcl_status st = bloopcl_step(comb, &g, &a, &g, 0, NULL, NULL);
+    bloopcl_status st = train_dp_step(tr->dp, comb, &g, &a, &g);  /* bloopcl_step alone */
     if (st == BLOOPCL_OK)
         st = bloopcl_combiner_outputs(comb, &outputs);
     if (st != BLOOPCL_OK) {
-        fprintf(stderr, "%s: bloopcl_step: %s: %s\n", PROGRAM, bloopcl_status_string(st),
-                bloopcl_context_last_error(tr->ctx));
+        if (tr->dp == NULL)  /* train_dp_step reports its own failures */
+            fprintf(stderr, "%s: bloopcl_step: %s: %s\n", PROGRAM, bloopcl_status_string(st),
+                    bloopcl_context_last_error(tr->ctx));
         return -1;
     }
-    return adam_step(tr, opt, outputs);
+    if (adam_step(tr, opt, outputs) != 0)
+        return -1;
+    return train_dp_gather_parameters(tr->dp, tr->queue, tr->param);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -986,13 +1036,21 @@ static int read_steps(trainer *tr, cl_int *steps)
                                         0, NULL, NULL), "read Adam step count");
 }
 
+/* Bytes of part k of a snapshot (parameters: whole tensors; moments: the own slices). */
+static size_t snapshot_bytes(const trainer *tr, int k, int t)
+{
+    return (k == 0 ? tr->tensor_size[t] : tr->own_count[t]) * sizeof(float);
+}
+
 static int take_snapshot(trainer *tr, optimizer_snapshot *s)
 {
     cl_mem *groups[3] = {tr->param, tr->adam_m, tr->adam_v};
     *s = (optimizer_snapshot){0};
     for (int k = 0; k < 3; ++k)
         for (int t = 0; t < NUM_TENSORS; ++t) {
-            size_t bytes = tr->tensor_size[t] * sizeof(float);
+            size_t bytes = snapshot_bytes(tr, k, t);
+            if (bytes == 0)
+                continue;
             if ((s->tensor[k][t] = malloc(bytes)) == NULL ||
                 cl_check(clEnqueueReadBuffer(tr->queue, groups[k][t], CL_TRUE, 0, bytes,
                                              s->tensor[k][t], 0, NULL, NULL), "snapshot") != 0)
@@ -1008,8 +1066,9 @@ static int same_snapshot(const trainer *tr, const optimizer_snapshot *x,
     int same = x->steps == y->steps;
     for (int k = 0; k < 3; ++k)
         for (int t = 0; t < NUM_TENSORS; ++t)
-            same = same && memcmp(x->tensor[k][t], y->tensor[k][t],
-                                  tr->tensor_size[t] * sizeof(float)) == 0;
+            same = same && (snapshot_bytes(tr, k, t) == 0 ||
+                            memcmp(x->tensor[k][t], y->tensor[k][t],
+                                   snapshot_bytes(tr, k, t)) == 0);
     return same;
 }
 
@@ -1032,7 +1091,7 @@ static int checked_skip_step(trainer *tr, bloopcl_combiner *comb, const options 
         fprintf(stderr, "%s: FAIL: NaN in g at step %ld: accepted %g; parameters, Adam moments "
                 "or step count changed\n", PROGRAM, t, (double)accepted);
         rc = -1;
-    } else if (rc == 0) {
+    } else if (rc == 0 && train_dp_rank(tr->dp) == 0) {
         fprintf(stderr, "%s: NaN in g at step %ld: skipped (accepted 0); parameters, Adam "
                 "moments and step count (%d) bit-identical\n", PROGRAM, t, (int)after.steps);
     }
@@ -1074,9 +1133,10 @@ static int end_epoch(trainer *tr, const options *opt, FILE *csv, int epoch, run_
     res->test_accuracy = test.accuracy;
     res->diverged = !isfinite(train.loss) || !isfinite(test.loss) || !isfinite(res->aux_loss);
     const char *name = bloopcl_method_name(res->method);
-    fprintf(stderr, "%s: %-16s lambda %-8.3g epoch %d/%d  train %.4f  test %.4f  acc %.4f  "
-            "aux %.4f  (%.1f s)\n", PROGRAM, name, res->lambda, epoch, opt->epochs,
-            train.loss, test.loss, test.accuracy, res->aux_loss, res->seconds);
+    if (train_dp_rank(tr->dp) == 0)  /* every rank holds the same model and losses */
+        fprintf(stderr, "%s: %-16s lambda %-8.3g epoch %d/%d  train %.4f  test %.4f  acc %.4f  "
+                "aux %.4f  (%.1f s)\n", PROGRAM, name, res->lambda, epoch, opt->epochs,
+                train.loss, test.loss, test.accuracy, res->aux_loss, res->seconds);
     if (csv)
         fprintf(csv, "%s,%.9g,%.9g,%d,%.9g,%.9g,%.9g,%.9g,%.3f\n", name, res->lambda,
                 res->ema_weight, epoch, train.loss, test.loss, test.accuracy, res->aux_loss,
@@ -1119,9 +1179,9 @@ static int run_config(trainer *tr, const options *opt, FILE *csv, int *perm, run
     config.ema_weight = res->ema_weight;
     config.lambda = res->lambda;
     bloopcl_combiner *comb = NULL;
-    size_t n = 0;
+    size_t n = 0;  /* the own slices: every parameter unless data-parallel (a shard then) */
     for (int k = 0; k < NUM_TENSORS; ++k)
-        n += tr->tensor_size[k];
+        n += tr->own_count[k];
     bloopcl_status st = bloopcl_combiner_create(tr->ctx, &config, n, &comb);
     if (st != BLOOPCL_OK) {
         fprintf(stderr, "%s: bloopcl_combiner_create: %s: %s\n", PROGRAM,
@@ -1265,7 +1325,7 @@ static int check_gradients(trainer *tr, const dataset *train)
         bad = compare_coordinates(tr, p, g, train) + compare_sigmas(tr, p);
     for (int t = 0; t < NUM_TENSORS; ++t)
         free(p[t]), free(g[t]);
-    if (bad == 0)
+    if (bad == 0 && train_dp_rank(tr->dp) == 0)
         fprintf(stderr, "%s: gradient check passed (%d coordinates, %d spectral norms)\n",
                 PROGRAM, NUM_TENSORS * CHECK_COORDS, NUM_LAYERS);
     return bad == 0 ? 0 : -1;
@@ -1338,8 +1398,9 @@ static void print_front_gap(const run_result *res, size_t n, bloopcl_method othe
     free(front);
 }
 
-/* Fails on divergence, or when a method's smallest-lambda run misses --min-accuracy. */
-static int check_results(const run_result *res, size_t n, const options *opt)
+/* Fails on divergence, or when a method's smallest-lambda run misses --min-accuracy; says so
+ * on stderr when `say`. */
+static int check_results(const run_result *res, size_t n, const options *opt, bool say)
 {
     double smallest = opt->lambdas[0];
     int failures = 0;
@@ -1348,12 +1409,14 @@ static int check_results(const run_result *res, size_t n, const options *opt)
     for (size_t i = 0; i < n; ++i) {
         const char *name = bloopcl_method_name(res[i].method);
         if (res[i].diverged) {
-            fprintf(stderr, "%s: FAIL: %s lambda %g diverged (non-finite loss)\n", PROGRAM,
-                    name, res[i].lambda);
+            if (say)
+                fprintf(stderr, "%s: FAIL: %s lambda %g diverged (non-finite loss)\n", PROGRAM,
+                        name, res[i].lambda);
             ++failures;
         } else if (res[i].lambda == smallest && res[i].test_accuracy < opt->min_accuracy) {
-            fprintf(stderr, "%s: FAIL: %s lambda %g test accuracy %.4f < %.4f\n", PROGRAM, name,
-                    res[i].lambda, res[i].test_accuracy, opt->min_accuracy);
+            if (say)
+                fprintf(stderr, "%s: FAIL: %s lambda %g test accuracy %.4f < %.4f\n", PROGRAM,
+                        name, res[i].lambda, res[i].test_accuracy, opt->min_accuracy);
             ++failures;
         }
     }
@@ -1396,8 +1459,11 @@ static void print_report_table(const options *opt, const run_result *res, size_t
                                double seconds)
 {
     printf("\nFashion-MNIST MLP 784-256-128-10: %zu train / %zu test images, %d epoch(s), "
-           "batch %zu, Adam lr %g (%.1f s)\n", opt->train_size, opt->test_size, opt->epochs,
+           "batch %zu, Adam lr %g (%.1f s)", opt->train_size, opt->test_size, opt->epochs,
            opt->batch, opt->lr, seconds);
+    if (opt->data_parallel)
+        printf(", data-parallel over %d rank%s", opt->ranks, opt->ranks == 1 ? "" : "s");
+    printf("\n");
     print_table(res, n);
     print_front_gap(res, n, BLOOPCL_METHOD_MIXED);
     print_front_gap(res, n, BLOOPCL_METHOD_PCGRAD);
@@ -1419,6 +1485,8 @@ static void print_report_json(const options *opt, const bloopcl_device_info *inf
     tool_json_unsigned(&json, "batch", opt->batch);
     tool_json_number(&json, "lr", opt->lr);
     tool_json_unsigned(&json, "seed", opt->seed);
+    if (opt->data_parallel)
+        tool_json_integer(&json, "ranks", opt->ranks);
     tool_json_object_end(&json);
     tool_json_array_begin(&json, "results");
     for (size_t i = 0; i < n; ++i) {
@@ -1440,11 +1508,15 @@ static void print_report_json(const options *opt, const bloopcl_device_info *inf
     tool_json_document_end(&json);
 }
 
+/* The verdict (the same on every rank: they hold the same results); the output only where
+ * `writer` (rank 0). */
 static int report(bloopcl_context *ctx, const options *opt, const run_result *res, size_t n,
-                  double seconds)
+                  double seconds, bool writer)
 {
-    int rc = check_results(res, n, opt);
+    int rc = check_results(res, n, opt, writer);
     bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
+    if (!writer)
+        return rc;
     if (!opt->common.json)
         print_report_table(opt, res, n, seconds);
     else if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
@@ -1452,24 +1524,29 @@ static int report(bloopcl_context *ctx, const options *opt, const run_result *re
     return rc;
 }
 
-/* The whole sweep on the context's device; returns the exit status. */
-static int run_all(bloopcl_context *ctx, const options *opt, const dataset *train,
+/* The whole sweep on the context's device; returns the exit status. Data-parallel: every rank
+ * runs it, rank 0 writes the outputs, and a rank that fails ends the job. */
+static int run_all(bloopcl_context *ctx, train_dp *dp, const options *opt, const dataset *train,
                    const dataset *test)
 {
     trainer tr;
     size_t n = (size_t)opt->num_methods * (size_t)opt->num_lambdas;
     run_result *res = calloc(n, sizeof *res);
-    FILE *csv = open_csv(opt->csv_path);
+    bool writer = train_dp_rank(dp) == 0;
+    FILE *csv = writer ? open_csv(opt->csv_path) : NULL;
     double start = tool_seconds();
     if (res == NULL)
         fprintf(stderr, "%s: out of memory\n", PROGRAM);
-    int rc = (res && (csv || !opt->csv_path)) ? trainer_init(&tr, ctx, opt, train, test) : -2;
+    int rc = (res && (csv || !opt->csv_path || !writer))
+                 ? trainer_init(&tr, ctx, dp, opt, train, test) : -2;
     if (rc == 0 && opt->check)
         rc = check_gradients(&tr, train);
     if (rc == 0)
         rc = sweep(&tr, opt, csv, res);
+    if (rc != 0)
+        train_dp_abort(dp, TOOL_EXIT_FAILED);
     if (rc == 0)
-        rc = report(ctx, opt, res, n, tool_seconds() - start);
+        rc = report(ctx, opt, res, n, tool_seconds() - start, writer);
     if (rc != -2)
         trainer_destroy(&tr);
     if (csv && fclose(csv) != 0) {
@@ -1490,29 +1567,46 @@ static bool load_data(const options *opt, dataset *train, dataset *test)
     return false;
 }
 
-int main(int argc, char **argv)
+static int train_main(int argc, char **argv, train_dp *dp)
 {
     options opt;
     default_options(&opt);
     apply_quick(argc, argv, &opt);
+    opt.data_parallel = dp != NULL;
+    opt.ranks = train_dp_ranks(dp);
     bloopcl_context *ctx = NULL;
     int rc = tool_setup(&TRAIN_TOOL, argc, argv, &opt.common, &opt, &ctx);
     if (rc != TOOL_CONTINUE)
         return rc;
     bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
-    if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
+    if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK && dp == NULL)
         fprintf(stderr, "%s: bloopcl %s on %s / %s\n", PROGRAM, bloopcl_version_string(),
                 info.platform_name, info.device_name);
+    else if (dp != NULL && info.device != NULL)  /* each rank names its device */
+        fprintf(stderr, "%s: rank %d of %d: bloopcl %s on %s / %s\n", PROGRAM,
+                train_dp_rank(dp), opt.ranks, bloopcl_version_string(), info.platform_name,
+                info.device_name);
     dataset train = {0}, test = {0};
     if (!load_data(&opt, &train, &test)) {
         bloopcl_context_destroy(ctx);
         return TOOL_EXIT_USAGE;   /* the data are part of the environment */
     }
-    rc = run_all(ctx, &opt, &train, &test);
+    rc = run_all(ctx, dp, &opt, &train, &test);
     /* CLBlast's program cache holds references to our cl_context: drop them first. */
     CLBlastClearCache();
     bloopcl_context_destroy(ctx);
     free_dataset(&train);
     free_dataset(&test);
+    return rc;
+}
+
+/* MPI only when asked (an MPI launcher or --data-parallel): a plain run never initialises it. */
+int main(int argc, char **argv)
+{
+    train_dp *dp = NULL;
+    if (train_dp_requested(argc, argv) && (dp = train_dp_start(&argc, &argv)) == NULL)
+        return TOOL_EXIT_USAGE;
+    int rc = train_main(argc, argv, dp);
+    train_dp_finish(dp);
     return rc;
 }

@@ -4,15 +4,16 @@
 # Oclgrind (a simulated GPU that checks every memory access: tools/oclgrind-check.sh and the
 # gpu_policy test), CLBlast, Criterion, meson and ninja, and cmake (tools/consumer-check.sh
 # builds the example as a CMake project would), clang and its runtimes (libFuzzer, for
-# tools/fuzz.sh), and Python's venv module and headers (the quickstart's venv, in which
-# `pip install .` builds the bloopcl package's extension; numpy, PyOpenCL, tinygrad and pytest
-# come from PyPI into that venv, pinned in tools/python/requirements.txt). Skips apt when
-# everything is already there.
+# tools/fuzz.sh), Open MPI (bloopcl-mpi, its tests under mpirun), and Python's venv module and
+# headers (the quickstart's venv, in which `pip install .` builds the bloopcl package's
+# extension; numpy, PyOpenCL, tinygrad and pytest come from PyPI into that venv, pinned in
+# tools/python/requirements.txt). Skips apt when everything is already there.
 set -euo pipefail
 packages=(build-essential pkg-config python3 python3-venv python3-dev meson ninja-build cmake
           clang libclang-rt-dev
           ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd oclgrind clinfo
-          libclblast-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox)
+          libclblast-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox
+          openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

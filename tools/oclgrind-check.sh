@@ -115,6 +115,10 @@ check gpu "clblast, 17 segments packed, pcgrad l=0.5" --dtypes f32 --sizes 4097 
 # Element types (the runs above are f32): 2-byte g, a and d and mixed ones, with loss scales
 # from the host and from a device buffer, in both shapes; and a typed segment list gapped over
 # 8 ranges per launch (each range reads and writes its own element size).
+check gpu "fused, 3 shards through split steps, every method and option" --shards 3 \
+  --sizes 1,257 --steps 2 --filter fused --filter " normal"
+check gpu "clblast, 2 shards through split steps, bloop and mixed defaults" --shards 2 \
+  --sizes 257 --steps 2 --filter "defaults clblast" --filter " normal"
 for shape in cpu gpu; do
   check $shape "fused, every method and option, f16/bf16/mixed types and loss scales" \
     --sizes 1,257 --dtypes bf16,f16:f32:bf16,f16/scaled-dev --filter fused --filter " normal"

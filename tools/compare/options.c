@@ -1,5 +1,6 @@
 /* options.c — see options.h. */
 #include "options.h"
+#include "shards.h"
 #include "tolerance.h"
 
 #include <math.h>
@@ -13,7 +14,7 @@
 
 enum {
     OPT_ALL, OPT_QUICK, OPT_SEED, OPT_STEPS, OPT_SIZES, OPT_FILTER, OPT_SEGMENTS, OPT_LAYOUT,
-    OPT_DTYPES, OPT_INV_SCALE
+    OPT_DTYPES, OPT_INV_SCALE, OPT_SHARDS
 };
 
 static const tool_option COMPARE_OPTIONS[] = {
@@ -22,6 +23,7 @@ static const tool_option COMPARE_OPTIONS[] = {
     {"sizes", true, OPT_SIZES},      {"filter", true, OPT_FILTER},
     {"segments", true, OPT_SEGMENTS}, {"layout", true, OPT_LAYOUT},
     {"dtypes", true, OPT_DTYPES},    {"inv-scale", true, OPT_INV_SCALE},
+    {"shards", true, OPT_SHARDS},
 };
 
 /* The combinations of a run without --dtypes (and of --quick): everything f32 (the original
@@ -71,7 +73,13 @@ static void print_help(FILE *out)
           "                   or any change to g or a fails the case (FAIL(bounds))\n"
           "  --layout L       with --segments: separate (default: one cl_mem per segment),\n"
           "                   packed (one cl_mem per tensor, segments end to end), gapped\n"
-          "                   (one cl_mem per tensor, a guard element before each segment)\n",
+          "                   (one cl_mem per tensor, a guard element before each segment)\n"
+          "  --shards K       split each case's gradient into K uneven slices (the first ones\n"
+          "                   empty when n is small), a combiner each, and step them as one\n"
+          "                   through split steps (bloopcl_step_begin, bloopcl_sum_totals,\n"
+          "                   bloopcl_step_end), as K ranks of a sharded trainer would; the\n"
+          "                   assembled d and state are checked, and every shard must hold\n"
+          "                   the same scalars bit for bit. f32 only (1..16)\n",
           out);
     fputs("  --dtypes LIST    comma-separated element-type combinations of g, a and d (the\n"
           "                   EMA state is always f32): f32, f16 or bf16 for all three, or\n"
@@ -248,6 +256,12 @@ static bool apply_valued(int id, const char *value, options *opt)
                                     SEGMENTS_MAX, value);
         opt->segments = (size_t)number;
         return true;
+    case OPT_SHARDS:
+        if (!tool_parse_unsigned(value, 1, SHARDS_MAX, &number))
+            return tool_usage_error(&COMPARE_TOOL, "--shards takes 1..%d, not \"%s\"",
+                                    SHARDS_MAX, value);
+        opt->shards = (size_t)number;
+        return true;
     case OPT_DTYPES:
         if (!tool_split_list(value, MAX_DTYPES, &opt->num_dtypes, parse_dtype_item, opt))
             return tool_usage_error(&COMPARE_TOOL, "--dtypes takes up to %d combinations "
@@ -289,6 +303,11 @@ static bool check_options(void *user)
         return tool_usage_error(&COMPARE_TOOL, "--all and --device exclude each other");
     if (opt->layout_given && opt->segments == 0)
         return tool_usage_error(&COMPARE_TOOL, "--layout needs --segments");
+    if (opt->shards > 0 && opt->segments > 0)
+        return tool_usage_error(&COMPARE_TOOL, "--shards and --segments exclude each other");
+    for (size_t k = 0; opt->shards > 0 && k < opt->num_dtypes; ++k)
+        if (!dtype_combo_plain(&opt->dtypes[k]))
+            return tool_usage_error(&COMPARE_TOOL, "--shards takes f32 only (--dtypes f32)");
     return true;
 }
 
@@ -297,7 +316,7 @@ const tool_spec COMPARE_TOOL = {
     .usage = "usage: bloopcl-compare [--quick] [--device SPEC | --all] [--json] [--seed N]\n"
              "                       [--steps N] [--sizes N,N,...] [--filter TEXT]... [--verbose]\n"
              "                       [--segments P [--layout separate|packed|gapped]]\n"
-             "                       [--dtypes COMBO,...] [--inv-scale X]\n",
+             "                       [--dtypes COMBO,...] [--inv-scale X] [--shards K]\n",
     .failure = "some case failed, or the check could not go on (out of memory)",
     .schema = "bloopcl-compare/2",
     .help = print_help,
@@ -311,7 +330,10 @@ int parse_options(int argc, char **argv, options *opt)
 {
     *opt = (options){.seed = 1, .inv_scale = DEFAULT_INV_SCALE};
     int status = tool_parse_args(&COMPARE_TOOL, argc, argv, &opt->common, opt);
-    if (opt->num_dtypes == 0) {
+    if (opt->num_dtypes == 0 && opt->shards > 0) {  /* split steps: f32 (bloopcl_step's) */
+        parse_dtype_combo("f32", &opt->dtypes[0]);
+        opt->num_dtypes = 1;
+    } else if (opt->num_dtypes == 0) {
         for (size_t k = 0; k < NUM_DEFAULT_DTYPES; ++k)
             parse_dtype_combo(DEFAULT_DTYPES[k], &opt->dtypes[k]);
         opt->num_dtypes = NUM_DEFAULT_DTYPES;

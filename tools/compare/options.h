@@ -41,6 +41,7 @@ typedef struct options {
     const char *filters[MAX_FILTERS];
     size_t num_filters;
     size_t segments;                 /* 0: bloopcl_step_host; else P segments per tensor */
+    size_t shards;                   /* 0: one combiner; else K, through split steps */
     segment_layout layout;
     bool layout_given;
     dtype_combo dtypes[MAX_DTYPES];  /* --dtypes, else the default set (options.c) */

@@ -35,6 +35,7 @@ void json_begin(report *rp)
     tool_json_string(&rp->json, "mode", opt->quick ? "quick" : "full");
     tool_json_unsigned(&rp->json, "seed", opt->seed);
     tool_json_unsigned(&rp->json, "segments", opt->segments);
+    tool_json_unsigned(&rp->json, "shards", opt->shards);
     tool_json_string(&rp->json, "layout",
                      opt->segments > 0 ? segment_layout_name(opt->layout) : "host");
     tool_json_number(&rp->json, "inv_scale", opt->inv_scale);

@@ -51,6 +51,9 @@ void table_device(const report *rp, const device_facts *facts)
     char text[TEXT_SIZE * 2];
     describe_device(facts, text, sizeof text);
     printf("# %s\n", text);
+    if (rp->opt->shards > 0)
+        printf("# steps as %zu shards through split steps (bloopcl_step_begin/_end)\n",
+               rp->opt->shards);
     if (rp->opt->segments > 0)
         printf("# steps through bloopcl_step over %zu segments per tensor, layout %s\n",
                rp->opt->segments, segment_layout_name(rp->opt->layout));

@@ -1,6 +1,7 @@
 /* run_case.c — see run_case.h. */
 #include "run_case.h"
 #include "checks.h"
+#include "shards.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -117,14 +118,42 @@ static void save_reference_state(const bloopcl_reference_state *ref, workspace *
         memcpy(ws->q_before, ref->aux_ema, ref->n * sizeof(float));
 }
 
-static bloopcl_status read_device_state(bloopcl_combiner *comb, const bloopcl_config *config,
+/* The device side of a case: one combiner, or (--shards K) K of them over slices. */
+typedef struct device_side {
+    bloopcl_combiner *comb;
+    bool is_sharded;
+    sharded shards;
+} device_side;
+
+static bloopcl_status read_state_of(device_side *dev, bloopcl_state_kind kind, float *out,
+                                    size_t n)
+{
+    if (dev->is_sharded)
+        return sharded_read_state(&dev->shards, kind, out);
+    return bloopcl_read_state(dev->comb, kind, out, n);
+}
+
+static bloopcl_status read_device_state(device_side *dev, const bloopcl_config *config,
                                         workspace *ws)
 {
     if (config->method == BLOOPCL_METHOD_MIXED)
         return BLOOPCL_OK;
-    bloopcl_status status = bloopcl_read_state(comb, BLOOPCL_STATE_EMA, ws->m_dev, ws->n);
+    bloopcl_status status = read_state_of(dev, BLOOPCL_STATE_EMA, ws->m_dev, ws->n);
     if (status == BLOOPCL_OK && config->method == BLOOPCL_METHOD_PCGRAD)
-        status = bloopcl_read_state(comb, BLOOPCL_STATE_AUX_EMA, ws->q_dev, ws->n);
+        status = read_state_of(dev, BLOOPCL_STATE_AUX_EMA, ws->q_dev, ws->n);
+    return status;
+}
+
+/* The step's diagnostics; sharded, every shard must hold the same scalars bit for bit. */
+static bloopcl_status device_diagnostics(device_side *dev, int step, bloopcl_diagnostics *out,
+                                         case_result *res)
+{
+    if (!dev->is_sharded)
+        return bloopcl_get_diagnostics(dev->comb, out);
+    bool agree = true;
+    bloopcl_status status = sharded_diagnostics(&dev->shards, out, &agree);
+    if (status == BLOOPCL_OK && !agree)
+        fail(res, FAIL_R, step, "the shards disagree on the step's scalars");
     return status;
 }
 
@@ -191,10 +220,18 @@ static bool through_segments(const runner *rn, const case_def *c)
     return rn->opt->segments > 0 || !dtype_combo_plain(c->dtypes);
 }
 
-static bool device_step(const runner *rn, const case_def *c, bloopcl_combiner *comb,
+static bool device_step(const runner *rn, const case_def *c, device_side *dev,
                         const step_view *sv, workspace *ws, bloopcl_status *status,
                         case_result *res)
 {
+    bloopcl_combiner *comb = dev->comb;
+    if (dev->is_sharded) {
+        char why[TEXT_SIZE];
+        *status = sharded_step(&dev->shards, sv->g, sv->a, ws->d_dev, why, sizeof why);
+        if (*status != BLOOPCL_OK)
+            fail(res, FAIL_CALL, sv->step, "%s", why);
+        return *status == BLOOPCL_OK;
+    }
     if (through_segments(rn, c))
         return segmented_step(rn, c, comb, sv, ws, status, res);
     *status = bloopcl_step_host(comb, sv->g, sv->a, ws->d_dev);
@@ -229,7 +266,7 @@ static bloopcl_status typed_reference_step(const runner *rn, const case_def *c,
 
 /* One step on both sides, then the checks. Returns false if the case cannot go on. */
 static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *config,
-                     bloopcl_combiner *comb, bloopcl_reference_state *ref, const input_set *in,
+                     device_side *side, bloopcl_reference_state *ref, const input_set *in,
                      workspace *ws, int t, case_result *res)
 {
     bloopcl_diagnostics dev = BLOOPCL_DIAGNOSTICS_INIT, rdiag = BLOOPCL_DIAGNOSTICS_INIT;
@@ -243,9 +280,9 @@ static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *
         sv.status_ref = bloopcl_reference_step(config, ref, sv.g, sv.a, ws->d_ref, &rdiag);
     else
         sv.status_ref = typed_reference_step(rn, c, config, ref, in, ws, t, &sv, &rdiag);
-    if (!device_step(rn, c, comb, &sv, ws, &sv.status_dev, res))
+    if (!device_step(rn, c, side, &sv, ws, &sv.status_dev, res))
         return false;
-    bloopcl_status status = bloopcl_get_diagnostics(comb, &dev);
+    bloopcl_status status = device_diagnostics(side, t, &dev, res);
     if (status != BLOOPCL_OK) {
         call_failed(res, t, "bloopcl_get_diagnostics", status, rn->ctx);
         return false;
@@ -259,9 +296,10 @@ static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *
     }
     /* bloopcl_step reports a skipped step only through accepted = 0 (its status is that of
      * the enqueue); bloopcl_step_host and the reference return NONFINITE_INPUT for it. */
-    if (through_segments(rn, c) && sv.status_dev == BLOOPCL_OK && !dev.accepted)
+    if ((side->is_sharded || through_segments(rn, c)) && sv.status_dev == BLOOPCL_OK &&
+        !dev.accepted)
         sv.status_dev = BLOOPCL_ERR_NONFINITE_INPUT;
-    sv.state_status = read_device_state(comb, config, ws);
+    sv.state_status = read_device_state(side, config, ws);
     sv.m_ref = ref->ema;
     sv.q_ref = ref->aux_ema;
     sv.ref_initialized = ref->initialized != 0;
@@ -269,22 +307,47 @@ static bool run_step(const runner *rn, const case_def *c, const bloopcl_config *
     return true;
 }
 
+static bloopcl_status create_side(const runner *rn, const case_def *c,
+                                  const bloopcl_config *config, device_side *side,
+                                  case_result *res)
+{
+    memset(side, 0, sizeof *side);
+    if (rn->opt->shards > 0) {
+        char why[TEXT_SIZE];
+        bloopcl_status status = sharded_create(rn->ctx, config, c->n, rn->opt->shards,
+                                               &side->shards, why, sizeof why);
+        if (status != BLOOPCL_OK)
+            fail(res, FAIL_CALL, 0, "bloopcl_combiner_create: %s", why);
+        side->is_sharded = status == BLOOPCL_OK;
+        return status;
+    }
+    bloopcl_status status = bloopcl_combiner_create(rn->ctx, config, c->n, &side->comb);
+    if (status != BLOOPCL_OK)
+        call_failed(res, 0, "bloopcl_combiner_create", status, rn->ctx);
+    return status;
+}
+
+static void destroy_side(device_side *side)
+{
+    if (side->is_sharded)
+        sharded_destroy(&side->shards);
+    bloopcl_combiner_destroy(side->comb);
+}
+
 void run_case(const runner *rn, const case_def *c, const input_set *in, workspace *ws,
-                     case_result *res)
+              case_result *res)
 {
     bloopcl_config config;
     make_config(c, in, rn->opt->seed, &config);
-    bloopcl_combiner *comb = NULL;
+    device_side side;
     bloopcl_reference_state ref;
     memset(&ref, 0, sizeof ref);
-    bloopcl_status status = bloopcl_combiner_create(rn->ctx, &config, c->n, &comb);
-    if (status != BLOOPCL_OK)
-        call_failed(res, 0, "bloopcl_combiner_create", status, rn->ctx);
-    else if ((status = bloopcl_reference_init(&config, c->n, &ref)) != BLOOPCL_OK)
+    bloopcl_status status = create_side(rn, c, &config, &side, res);
+    if (status == BLOOPCL_OK && (status = bloopcl_reference_init(&config, c->n, &ref)) != BLOOPCL_OK)
         fail(res, FAIL_CALL, 0, "bloopcl_reference_init: %s", bloopcl_status_string(status));
     for (int t = 0; t < c->steps && status == BLOOPCL_OK; ++t)
-        if (!run_step(rn, c, &config, comb, &ref, in, ws, t, res))
+        if (!run_step(rn, c, &config, &side, &ref, in, ws, t, res))
             break;
     bloopcl_reference_free(&ref);
-    bloopcl_combiner_destroy(comb);
+    destroy_side(&side);
 }
