@@ -191,9 +191,11 @@ bloopcl_status bloopcl__enqueue_second_pass(bloopcl_combiner *comb,
                                             bloopcl_step_progress *progress, cl_event *done);
 bloopcl_status bloopcl__fail_step(bloopcl_combiner *comb, const bloopcl_step_progress *progress,
                                   bloopcl_status status);
-bloopcl_status bloopcl__complete_step(bloopcl_combiner *comb,
-                                      const bloopcl_step_progress *progress, cl_event event,
-                                      cl_event *done);
+/* The end of a step whose kernels were enqueued (status OK: flush and commit it, `event`
+ * into *done) or failed part-way (status: release `event`, undo what can be undone). */
+bloopcl_status bloopcl__settle_step(bloopcl_combiner *comb,
+                                    const bloopcl_step_progress *progress,
+                                    bloopcl_status status, cl_event event, cl_event *done);
 /* CL_SUCCESS, or the first error (the flags may then be left as the failed step set them). */
 cl_int bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized);
 bloopcl_status bloopcl__enqueue_kernel(bloopcl_context *ctx, cl_kernel kernel, const char *name,

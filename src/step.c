@@ -398,9 +398,9 @@ static bloopcl_status fail_flush(bloopcl_combiner *comb, cl_int err)
 
 /* A fully enqueued step: submitted (required before another queue may wait on `done`, and
  * harmless otherwise), then the state it wrote becomes the current one. */
-bloopcl_status bloopcl__complete_step(bloopcl_combiner *comb,
-                                      const bloopcl_step_progress *progress, cl_event event,
-                                      cl_event *done)
+static bloopcl_status complete_step(bloopcl_combiner *comb,
+                                    const bloopcl_step_progress *progress, cl_event event,
+                                    cl_event *done)
 {
     cl_int err = clFlush(comb->ctx->queue);
     if (err != CL_SUCCESS) {
@@ -504,6 +504,17 @@ bloopcl_status bloopcl__prepare_step(bloopcl_combiner *comb, const bloopcl_tenso
     return status;
 }
 
+bloopcl_status bloopcl__settle_step(bloopcl_combiner *comb,
+                                    const bloopcl_step_progress *progress,
+                                    bloopcl_status status, cl_event event, cl_event *done)
+{
+    if (status == BLOOPCL_OK)
+        return complete_step(comb, progress, event, done);
+    if (event != NULL)
+        clReleaseEvent(event);
+    return bloopcl__fail_step(comb, progress, status);
+}
+
 bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
                              const bloopcl_tensor *a, const bloopcl_tensor *d,
                              const bloopcl_step_options *options, cl_uint num_wait_events,
@@ -526,12 +537,7 @@ bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
         status = enqueue_finalize(comb);
     if (status == BLOOPCL_OK)
         status = bloopcl__enqueue_second_pass(comb, &progress, done != NULL ? &event : NULL);
-    if (status != BLOOPCL_OK) {
-        if (event != NULL)
-            clReleaseEvent(event);
-        return bloopcl__fail_step(comb, &progress, status);
-    }
-    return bloopcl__complete_step(comb, &progress, event, done);
+    return bloopcl__settle_step(comb, &progress, status, event, done);
 }
 
 bloopcl_status bloopcl_step_with_options(bloopcl_combiner *comb, const bloopcl_tensor *g,

@@ -137,12 +137,7 @@ static bloopcl_status end(bloopcl_combiner *comb, cl_event *done)
         status = bloopcl__enqueue_kernel(ctx, k, name, 1, 1, NULL);
     if (status == BLOOPCL_OK)
         status = bloopcl__enqueue_second_pass(comb, &progress, done != NULL ? &event : NULL);
-    if (status != BLOOPCL_OK) {
-        if (event != NULL)
-            clReleaseEvent(event);
-        return bloopcl__fail_step(comb, &progress, status);
-    }
-    return bloopcl__complete_step(comb, &progress, event, done);
+    return bloopcl__settle_step(comb, &progress, status, event, done);
 }
 
 static bloopcl_status write_totals(bloopcl_combiner *comb, const double *totals)

@@ -7,6 +7,8 @@
  * bloopcl_context_finish, so a step is the time from all ranks starting to this rank's d
  * being written. */
 #include "bloopcl_mpi.h"
+#include "tool_cli.h"
+#include "tool_device.h"
 #include "tool_time.h"
 
 #include <stdbool.h>
@@ -24,16 +26,15 @@ typedef struct bench_options {
 
 static void help(FILE *to)
 {
-    fputs("usage: mpirun -np R bloopcl-mpi-bench [--n N] [--reps K] [--method M]\n"
-          "\n"
-          "Times a sharded Bloop step (bloopcl_mpi_step: pass 1 on each rank's slice, the\n"
+    fputs("Times a sharded Bloop step (bloopcl_mpi_step: pass 1 on each rank's slice, the\n"
           "totals exchanged and summed in rank order, pass 2) against the same slice stepped\n"
-          "alone (bloopcl_step), on the default device (BLOOPCL_DEVICE) of every rank.\n"
+          "alone (bloopcl_step), on each rank's device (--device or BLOOPCL_DEVICE). Run it\n"
+          "under mpirun -np R.\n"
           "\n"
+          "Options:\n"
           "  --n N        elements per rank (default 16777216; suffixes K and M)\n"
-          "  --reps K     timed steps of each kind, after 3 warm-up steps (default 20)\n"
+          "  --reps K     timed steps of each kind, after 3 warm-up steps (1..1000, default 20)\n"
           "  --method M   bloop, dynamic_barrier, pcgrad or mixed (default bloop)\n"
-          "  --help       this text\n"
           "\n"
           "Output (rank 0): ranks, n per rank, median sharded step, median local step, median\n"
           "exchange inside bloopcl_mpi_step (MPI_Allgather of the totals and their sum, which\n"
@@ -69,34 +70,42 @@ static bool parse_method(const char *text, bloopcl_method *out)
     return false;
 }
 
-/* 0: parsed; 1: --help printed; 2: usage error. */
-static int parse(int argc, char **argv, bench_options *opt)
+enum { OPT_N, OPT_REPS, OPT_METHOD };
+
+static const tool_option BENCH_OPTIONS[] = {
+    {"n", true, OPT_N}, {"reps", true, OPT_REPS}, {"method", true, OPT_METHOD}};
+
+static const tool_spec MPI_BENCH_TOOL;
+
+static bool apply_option(int id, const char *value, void *user)
 {
-    *opt = (bench_options){.n = (size_t)1 << 24, .reps = 20, .method = BLOOPCL_METHOD_BLOOP};
-    for (int i = 1; i < argc; ++i) {
-        const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
-        bool ok = true;
-        if (strcmp(arg, "--help") == 0) {
-            help(stdout);
-            return 1;
-        } else if (strcmp(arg, "--n") == 0 && value) {
-            ok = parse_size(value, &opt->n), ++i;
-        } else if (strcmp(arg, "--reps") == 0 && value) {
-            opt->reps = atoi(value), ok = opt->reps > 0 && opt->reps <= MAX_REPS, ++i;
-        } else if (strcmp(arg, "--method") == 0 && value) {
-            ok = parse_method(value, &opt->method), ++i;
-        } else {
-            ok = false;
-        }
-        if (!ok) {
-            fprintf(stderr, "bloopcl-mpi-bench: bad argument \"%s\"%s%s\n", arg,
-                    value ? " " : "", value ? value : "");
-            help(stderr);
-            return 2;
-        }
-    }
-    return 0;
+    bench_options *opt = user;
+    unsigned long long reps = 0;
+    if (id == OPT_N && !parse_size(value, &opt->n))
+        return tool_usage_error(&MPI_BENCH_TOOL, "--n takes a size such as 16M, not \"%s\"",
+                                value);
+    if (id == OPT_REPS && !tool_parse_unsigned(value, 1, MAX_REPS, &reps))
+        return tool_usage_error(&MPI_BENCH_TOOL, "--reps takes 1..%d, not \"%s\"", MAX_REPS,
+                                value);
+    if (id == OPT_REPS)
+        opt->reps = (int)reps;
+    if (id == OPT_METHOD && !parse_method(value, &opt->method))
+        return tool_usage_error(&MPI_BENCH_TOOL, "--method takes bloop, dynamic_barrier, "
+                                "pcgrad or mixed, not \"%s\"", value);
+    return true;
 }
+
+static const tool_spec MPI_BENCH_TOOL = {
+    .name = "bloopcl-mpi-bench",
+    .usage = "usage: mpirun -np R bloopcl-mpi-bench [--device SPEC] [--n N] [--reps K]\n"
+             "                                      [--method M]\n",
+    .failure = "a step failed on some rank",
+    .schema = "bloopcl-mpi-bench/1",
+    .help = help,
+    .options = BENCH_OPTIONS,
+    .num_options = sizeof BENCH_OPTIONS / sizeof BENCH_OPTIONS[0],
+    .apply = apply_option,
+};
 
 typedef struct rank_setup {
     bloopcl_context *ctx;
@@ -117,13 +126,13 @@ static cl_mem filled(bloopcl_context *ctx, size_t n, float value)
     return err == CL_SUCCESS ? b : NULL;
 }
 
-static bool setup(const bench_options *opt, rank_setup *rs)
+static bool setup(const bench_options *opt, bloopcl_context *ctx, rank_setup *rs)
 {
     memset(rs, 0, sizeof *rs);
+    rs->ctx = ctx;
     bloopcl_config config;
     bloopcl_config_default(&config, opt->method);
-    if (bloopcl_context_create(NULL, &rs->ctx) != BLOOPCL_OK ||
-        bloopcl_combiner_create(rs->ctx, &config, opt->n, &rs->sharded) != BLOOPCL_OK ||
+    if (bloopcl_combiner_create(rs->ctx, &config, opt->n, &rs->sharded) != BLOOPCL_OK ||
         bloopcl_combiner_create(rs->ctx, &config, opt->n, &rs->local) != BLOOPCL_OK) {
         fprintf(stderr, "bloopcl-mpi-bench: %s\n", bloopcl_context_last_error(rs->ctx));
         return false;
@@ -204,10 +213,10 @@ static double median_over_ranks(double mine, int ranks)
     return median;
 }
 
-static bool run(const bench_options *opt, int me, int ranks)
+static bool run(const bench_options *opt, bloopcl_context *ctx, int me, int ranks)
 {
     rank_setup rs;
-    bool ok = setup(opt, &rs);
+    bool ok = setup(opt, ctx, &rs);
     int all_ok = 0, mine_ok = ok;
     MPI_Allreduce(&mine_ok, &all_ok, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
     static double sharded[MAX_REPS], local[MAX_REPS], reduce[MAX_REPS], gather[MAX_REPS];
@@ -238,15 +247,26 @@ static bool run(const bench_options *opt, int me, int ranks)
 
 int main(int argc, char **argv)
 {
-    bench_options opt;
-    int parsed = parse(argc, argv, &opt);
-    if (parsed != 0)
-        return parsed == 1 ? 0 : 2;
     MPI_Init(&argc, &argv);
     int me = 0, ranks = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &me);
     MPI_Comm_size(MPI_COMM_WORLD, &ranks);
-    bool ok = run(&opt, me, ranks);
+    bench_options opt = {.n = (size_t)1 << 24, .reps = 20, .method = BLOOPCL_METHOD_BLOOP};
+    tool_common common;
+    bloopcl_context *ctx = NULL;
+    int status = tool_setup(&MPI_BENCH_TOOL, argc, argv, &common, &opt, &ctx);
+    if (status == TOOL_CONTINUE && common.json) {
+        tool_usage_error(&MPI_BENCH_TOOL, "--json is not supported (one line per run)");
+        status = TOOL_EXIT_USAGE;
+    }
+    int all_continue = 0, mine = status == TOOL_CONTINUE;
+    MPI_Allreduce(&mine, &all_continue, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+    if (all_continue)  /* every rank has a context: the collectives below meet */
+        status = run(&opt, ctx, me, ranks) ? TOOL_EXIT_OK : TOOL_EXIT_FAILED;
+    else if (status == TOOL_CONTINUE)
+        status = TOOL_EXIT_USAGE;  /* another rank could not start */
+    if (!all_continue)
+        bloopcl_context_destroy(ctx);
     MPI_Finalize();
-    return ok ? 0 : 1;
+    return status;
 }
