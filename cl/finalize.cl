@@ -121,7 +121,7 @@ int bloopcl_needs_rescue(int scaled_rows, int any_rescued, const float *mid)
 
 /* What the decision of a step is made from (besides its totals). */
 typedef struct bloopcl_decision_inputs {
-    int dots_mask, method, skip_nonfinite;
+    int dots_mask, method, skip_nonfinite, optimize;
     float w, lambda, eps, scale, cap;
     float inv_scale_g, inv_scale_a;
     int scales_on_device;
@@ -188,8 +188,16 @@ void bloopcl_decide(float *mid, const float *lo, const float *hi, int rescue,
         scalars[BLOOPCL_SCALAR_DOTS + k] = dot[k].e == 0 ? dot[k].f : ldexp(dot[k].f, dot[k].e);
     scalars[BLOOPCL_SCALAR_REASON] = (float)reason;
 
+    flags[BLOOPCL_FLAG_STEP_SCALE] = as_int(in->scale);
+    flags[BLOOPCL_FLAG_STEP_RATIO] = as_int(ratio);
+    flags[BLOOPCL_FLAG_STEP_AUX_RATIO] = as_int(aux_ratio);
+    flags[BLOOPCL_FLAG_STEP_EMA_WEIGHT] = as_int(scalars[BLOOPCL_SCALAR_EMA_WEIGHT]);
+
     flags[BLOOPCL_FLAG_BACKUP_INITIALIZED] = flags[BLOOPCL_FLAG_INITIALIZED];
     flags[BLOOPCL_FLAG_BACKUP_ACCEPTED] = flags[BLOOPCL_FLAG_ACCEPTED];
+    flags[BLOOPCL_FLAG_BACKUP_OPT_STEPS] = flags[BLOOPCL_FLAG_OPT_STEPS];
+    if (accepted && in->optimize)  /* t of this step's bias correction (pass 2 reads it) */
+        flags[BLOOPCL_FLAG_OPT_STEPS] += 1;
     flags[BLOOPCL_FLAG_NONFINITE] = 0;
     flags[BLOOPCL_FLAG_RESCUED] = 0;
     flags[BLOOPCL_FLAG_ACCEPTED] = accepted;
@@ -214,10 +222,10 @@ int bloopcl_sum_partials_into(global const float *partials, ulong slots, int dot
 }
 
 #define BLOOPCL_DECISION_PARAMS                                                                \
-    int method, int skip_nonfinite, float w, float lambda, float eps, float scale, float cap, \
-        float inv_scale_g, float inv_scale_a, int scales_on_device
+    int method, int skip_nonfinite, int optimize, float w, float lambda, float eps,         \
+        float scale, float cap, float inv_scale_g, float inv_scale_a, int scales_on_device
 #define BLOOPCL_DECISION_INPUTS                                                                \
-    {dots_mask, method, skip_nonfinite, w, lambda, eps, scale, cap, inv_scale_g,             \
+    {dots_mask, method, skip_nonfinite, optimize, w, lambda, eps, scale, cap, inv_scale_g,   \
      inv_scale_a, scales_on_device}
 
 /* The whole step's finalize in one work-group: partials -> totals -> decision. */

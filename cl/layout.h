@@ -63,7 +63,17 @@
 #define BLOOPCL_FLAG_RESCUED 5         /* set by a fused work-group that wrote scaled rows of its own */
 #define BLOOPCL_FLAG_INV_SCALE_G 6     /* the step's inverse loss scales, as float bits, when */
 #define BLOOPCL_FLAG_INV_SCALE_A 7     /* the caller keeps them on the device (copied there) */
-#define BLOOPCL_NUM_FLAGS 8
+#define BLOOPCL_FLAG_OPT_STEPS 8       /* optimizer steps applied (t of the bias correction) */
+#define BLOOPCL_FLAG_BACKUP_OPT_STEPS 9 /* OPT_STEPS before the last finalize (undo) */
+#define BLOOPCL_FLAG_LR 10             /* the step's learning rate, as float bits, when the
+                                          caller keeps it on the device (copied there) */
+/* The scalars pass 2 uses, as float bits: copies of the output buffer's, so that the
+ * projection kernel takes one buffer fewer (Metal's 31-buffer limit, bloopcl__slots_for). */
+#define BLOOPCL_FLAG_STEP_SCALE 11
+#define BLOOPCL_FLAG_STEP_RATIO 12
+#define BLOOPCL_FLAG_STEP_AUX_RATIO 13
+#define BLOOPCL_FLAG_STEP_EMA_WEIGHT 14
+#define BLOOPCL_NUM_FLAGS 15
 
 /* Multi-range launches: each launch of the element-wise and fused kernels takes up to
  * BLOOPCL_SLOTS ranges (OpenCL 1.2 has no pointer tables, so each range's buffers are kernel
@@ -96,5 +106,10 @@
 #define BLOOPCL_KERNEL_DYNAMIC_BARRIER 1
 #define BLOOPCL_KERNEL_PCGRAD 2
 #define BLOOPCL_KERNEL_MIXED 3
+
+/* Optimizer codes as the kernels see them (same values as enum bloopcl_optimizer_kind). */
+#define BLOOPCL_KERNEL_OPT_NONE 0      /* pass 2 writes d */
+#define BLOOPCL_KERNEL_OPT_SGD 1       /* pass 2 updates the parameters (d's place) by SGD */
+#define BLOOPCL_KERNEL_OPT_ADAMW 2     /* ... by AdamW */
 
 #endif

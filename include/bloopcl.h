@@ -101,11 +101,11 @@ extern "C" {
  * Version
  * ------------------------------------------------------------------------------------------- */
 #define BLOOPCL_VERSION_MAJOR 0
-#define BLOOPCL_VERSION_MINOR 4
+#define BLOOPCL_VERSION_MINOR 5
 #define BLOOPCL_VERSION_PATCH 0
 #define BLOOPCL_VERSION_NUMBER \
     (BLOOPCL_VERSION_MAJOR * 10000 + BLOOPCL_VERSION_MINOR * 100 + BLOOPCL_VERSION_PATCH)
-#define BLOOPCL_VERSION_STRING "0.4.0"
+#define BLOOPCL_VERSION_STRING "0.5.0"
 
 /** The version of the library actually linked (compare with BLOOPCL_VERSION_NUMBER). */
 BLOOPCL_API unsigned bloopcl_version_number(void);
@@ -451,7 +451,10 @@ typedef struct bloopcl_combiner bloopcl_combiner;
 
 typedef enum bloopcl_state_kind {
     BLOOPCL_STATE_EMA = 0,      /* m, the EMA of the main gradient */
-    BLOOPCL_STATE_AUX_EMA = 1   /* q, the EMA of the auxiliary gradient (PCGRAD only) */
+    BLOOPCL_STATE_AUX_EMA = 1,  /* q, the EMA of the auxiliary gradient (PCGRAD only) */
+    /* Since 0.5.0: the attached optimizer's moments (bloopcl_combiner_set_optimizer) */
+    BLOOPCL_STATE_MOMENT1 = 2,  /* SGD: the momentum buffer b; ADAMW: m (exp_avg) */
+    BLOOPCL_STATE_MOMENT2 = 3   /* ADAMW: v (exp_avg_sq) */
 } bloopcl_state_kind;
 
 /** Scalars of the last step, read back from the device (see bloopcl_get_diagnostics). */
@@ -471,6 +474,8 @@ typedef struct bloopcl_diagnostics {
     double grad_norm_sq;     /* <g,g>, the squared global norm of the main gradient */
     unsigned kernels;        /* kernels the last step enqueued (CLBlastSdot counts 2) */
     int reason;              /* a bloopcl_skip_reason: why the step was skipped (0 if not) */
+    /* Since 0.5.0 */
+    uint64_t optimizer_steps; /* steps the attached optimizer has applied (t), 0 without */
 } bloopcl_diagnostics;
 
 #define BLOOPCL_DIAGNOSTICS_INIT { .struct_size = sizeof(bloopcl_diagnostics) }
@@ -605,6 +610,12 @@ typedef struct bloopcl_step_options {
     cl_mem inv_scale_buffer;    /* NULL: the two values above; else a buffer of floats */
     size_t inv_scale_g_index;   /* the float index of g's inverse scale in that buffer */
     size_t inv_scale_a_index;   /* and of a's (may be the same index) */
+    /* Since 0.5.0: the fused optimizer (see "Optimizer in the step" below) */
+    int update_parameters;      /* nonzero: d is the parameter vector, updated in place by the
+                                   attached optimizer; the direction is not written anywhere */
+    cl_mem lr_buffer;           /* NULL: the optimizer's lr; else the learning rate is read by
+                                   this step, after its wait list, from this buffer of floats */
+    size_t lr_index;            /* the float index of the learning rate in lr_buffer */
 } bloopcl_step_options;
 
 #define BLOOPCL_STEP_OPTIONS_INIT \
@@ -643,6 +654,91 @@ BLOOPCL_API bloopcl_status bloopcl_step_buffers(bloopcl_combiner *combiner, cl_m
  */
 BLOOPCL_API bloopcl_status bloopcl_step_host(bloopcl_combiner *combiner, const float *g,
                                              const float *a, float *d);
+
+/* ---------------------------------------------------------------------------------------------
+ * Optimizer in the step (since 0.5.0)
+ *
+ * A trainer that runs its own optimizer after bloopcl reads d back and writes the parameters:
+ * for AdamW, 32 bytes per element for bloopcl (BLOOP, FUSED, fp32) and 28 more. Attached to
+ * a combiner, the optimizer runs inside pass 2 instead: each element's direction goes straight
+ * into the update, d is never written, and the step moves 52 bytes per element (BLOOP +
+ * AdamW; 44 for SGD with momentum, 36 without) in the same number of launches as a plain step.
+ *
+ * A step with options->update_parameters set takes the parameters in d's place (a segment
+ * list with g's layout, of any element type; they may share no memory with g or a) and
+ * updates them in place; with t the number of optimizer steps applied, this one included,
+ * lr the learning rate and wd the weight decay (as PyTorch's documentation writes them):
+ *
+ *   weight decay  decoupled: p <- p (1 - lr wd);  L2: d <- d + wd p
+ *   SGD           momentum mu: b <- d if t = 1, else mu b + (1 - dampening) d;
+ *                 d <- d + mu b (Nesterov) or b;   p <- p - lr d
+ *   ADAMW         m <- m + (1 - beta1) (d - m);    v <- beta2 v + (1 - beta2) d^2
+ *                 p <- p - (lr / c1) m / (sqrt(v) / sqrt(c2) + eps),
+ *                 c1 = 1 - beta1^t, c2 = 1 - beta2^t (1 without bias correction)
+ *
+ * Everything is fp32 (a 2-byte parameter is widened, updated and rounded once). The moments
+ * live in the combiner, fp32, one vector each, updated in place; t is counted on the device
+ * (a skipped step does not count), so bias correction needs no host round trip.
+ * A skipped step (policy SKIP: non-finite input, ratio out of range) leaves the parameters,
+ * the moments and t untouched. Checkpoints: bloopcl_read_state / bloopcl_write_state with
+ * BLOOPCL_STATE_MOMENT1 and _MOMENT2, and bloopcl_optimizer_steps /
+ * bloopcl_set_optimizer_steps; resuming from them continues bit for bit. Split steps take the
+ * option too (each shard updates its slice). A driver failure part-way through pass 2 leaves
+ * the parameters and moments partly updated: BLOOPCL_ERR_STATE_INVALID, as for the EMA.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum bloopcl_optimizer_kind {
+    BLOOPCL_OPTIMIZER_NONE = 0,     /* no optimizer: update_parameters is refused */
+    BLOOPCL_OPTIMIZER_SGD = 1,      /* SGD with momentum, dampening, Nesterov */
+    BLOOPCL_OPTIMIZER_ADAMW = 2     /* Adam(W) with bias correction */
+} bloopcl_optimizer_kind;
+
+typedef struct bloopcl_optimizer {
+    size_t struct_size;         /* sizeof(bloopcl_optimizer): set by bloopcl_optimizer_default */
+    bloopcl_optimizer_kind kind;
+    double lr;                  /* >= 0, finite (a step's lr_buffer overrides it) */
+    double weight_decay;        /* >= 0, finite */
+    int decoupled_weight_decay; /* nonzero: p <- p (1 - lr wd) (AdamW, SGDW); 0: L2 */
+    double momentum;            /* SGD: >= 0, finite; 0: no momentum buffer */
+    double dampening;           /* SGD: in [0, 1] */
+    int nesterov;               /* SGD: needs momentum > 0 and dampening 0 */
+    double beta1, beta2;        /* ADAMW: in [0, 1) */
+    double eps;                 /* ADAMW: >= 0, finite */
+    int bias_correction;        /* ADAMW: nonzero: divide by 1 - beta^t */
+} bloopcl_optimizer;
+
+/** Defaults of PyTorch: SGD lr 1e-3, no momentum, no weight decay (L2); ADAMW (torch.optim.AdamW)
+ * lr 1e-3, betas 0.9 and 0.999, eps 1e-8, weight decay 1e-2 decoupled, bias correction. */
+BLOOPCL_API void bloopcl_optimizer_default(bloopcl_optimizer *optimizer,
+                                           bloopcl_optimizer_kind kind);
+
+/** Checks an optimizer without attaching it; `message` (optional) says what is wrong. */
+BLOOPCL_API bloopcl_status bloopcl_optimizer_validate(const bloopcl_optimizer *optimizer,
+                                                      char *message, size_t message_size);
+
+/**
+ * Attaches an optimizer to the combiner (NULL or kind NONE: detaches it and frees its
+ * moments). A different kind than the one attached allocates its moments (4 bytes per element
+ * each, counted against the device's memory as bloopcl_combiner_create says), zeroed, with
+ * t = 0; the same kind only changes the hyperparameters (schedules of weight decay, say) and
+ * keeps the moments and t. Refused while a split step is pending.
+ */
+BLOOPCL_API bloopcl_status bloopcl_combiner_set_optimizer(bloopcl_combiner *combiner,
+                                                          const bloopcl_optimizer *optimizer);
+
+/** The attached optimizer (kind NONE if none). */
+BLOOPCL_API bloopcl_status bloopcl_combiner_optimizer(const bloopcl_combiner *combiner,
+                                                      bloopcl_optimizer *optimizer);
+
+/** The learning rate of the next steps (schedules): >= 0 and finite. */
+BLOOPCL_API bloopcl_status bloopcl_combiner_set_learning_rate(bloopcl_combiner *combiner,
+                                                              double lr);
+
+/** Blocking: the optimizer steps applied so far (t), for checkpoints. */
+BLOOPCL_API bloopcl_status bloopcl_optimizer_steps(bloopcl_combiner *combiner, uint64_t *steps);
+
+/** Sets t (resuming a checkpoint; at most 2^31 - 1). */
+BLOOPCL_API bloopcl_status bloopcl_set_optimizer_steps(bloopcl_combiner *combiner,
+                                                       uint64_t steps);
 
 /** Waits for the last step and reads its scalars. */
 BLOOPCL_API bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *combiner,
@@ -773,6 +869,29 @@ BLOOPCL_API bloopcl_status bloopcl_reference_step_typed(
     const bloopcl_config *config, bloopcl_reference_state *state, const void *g,
     bloopcl_dtype g_dtype, const void *a, bloopcl_dtype a_dtype, void *d, bloopcl_dtype d_dtype,
     double inv_scale_g, double inv_scale_a, bloopcl_diagnostics *diagnostics);
+
+/** The optimizer's moments on the host (bloopcl_reference_optimizer_init allocates them). */
+typedef struct bloopcl_reference_optimizer_state {
+    size_t n;
+    float *moment1;     /* n floats (SGD with momentum, ADAMW), else NULL; owned */
+    float *moment2;     /* n floats (ADAMW), else NULL; owned */
+    uint64_t steps;     /* t: optimizer steps applied */
+} bloopcl_reference_optimizer_state;
+
+BLOOPCL_API bloopcl_status bloopcl_reference_optimizer_init(const bloopcl_optimizer *optimizer,
+                                                            size_t n,
+                                                            bloopcl_reference_optimizer_state *state);
+BLOOPCL_API void bloopcl_reference_optimizer_free(bloopcl_reference_optimizer_state *state);
+
+/**
+ * One optimizer step on the host, the equations of "Optimizer in the step" written out
+ * element by element in fp32 (the operations the kernel does, in its order): the parameters
+ * (n elements of `params_dtype`) are updated in place from the direction d at learning rate
+ * lr. `accepted` 0 (a skipped step) changes nothing.
+ */
+BLOOPCL_API bloopcl_status bloopcl_reference_optimizer_step(
+    const bloopcl_optimizer *optimizer, bloopcl_reference_optimizer_state *state, double lr,
+    const float *d, int accepted, void *params, bloopcl_dtype params_dtype);
 
 /** The N(0,1) stream used by BLOOPCL_INIT_RANDOM: element i of stream `seed`. */
 BLOOPCL_API void bloopcl_reference_normal(uint64_t seed, size_t first, size_t count, float *out);

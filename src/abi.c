@@ -23,6 +23,7 @@ static const size_t params_v1_size = END_OF(bloopcl_context_params, log_user);
 static const size_t device_info_v1_size = END_OF(bloopcl_device_info, compute_units);
 static const size_t diagnostics_v1_size = END_OF(bloopcl_diagnostics, reason);
 static const size_t step_options_v1_size = END_OF(bloopcl_step_options, inv_scale_a_index);
+static const size_t optimizer_v1_size = END_OF(bloopcl_optimizer, bias_correction);
 
 static size_t declared_size(const void *caller)
 {
@@ -124,6 +125,22 @@ bloopcl_status bloopcl__read_step_options(const bloopcl_step_options *given,
         return BLOOPCL_OK;
     return read_struct(options, sizeof *options, step_options_v1_size, given, "options",
                        message, message_size);
+}
+
+bloopcl_status bloopcl__read_optimizer(const bloopcl_optimizer *given,
+                                      bloopcl_optimizer *optimizer, char *message,
+                                      size_t message_size)
+{
+    bloopcl_optimizer_default(optimizer, BLOOPCL_OPTIMIZER_NONE);
+    return read_struct(optimizer, sizeof *optimizer, optimizer_v1_size, given, "optimizer",
+                       message, message_size);
+}
+
+bloopcl_status bloopcl__write_optimizer(bloopcl_optimizer *out, const bloopcl_optimizer *ours,
+                                       char *message, size_t message_size)
+{
+    return write_struct(out, ours, sizeof *ours, optimizer_v1_size, "optimizer", message,
+                        message_size);
 }
 
 bloopcl_status bloopcl__write_config(bloopcl_config *out, const bloopcl_config *config,

@@ -357,6 +357,7 @@ void bloopcl_combiner_destroy(bloopcl_combiner *comb)
     if (ctx->queue != NULL)
         clFinish(ctx->queue);
     release_state(comb);
+    bloopcl__release_optimizer(comb);
     release(&comb->scalars);
     release(&comb->flags);
     release(&comb->partials);
@@ -444,6 +445,12 @@ static bloopcl_status set_hyperparameters(bloopcl_combiner *comb, double ema_wei
     return BLOOPCL_OK;
 }
 
+/* The optimizer's moments are state kinds too, single-buffered (optimizer.c). */
+static bool is_moment(bloopcl_state_kind kind)
+{
+    return kind == BLOOPCL_STATE_MOMENT1 || kind == BLOOPCL_STATE_MOMENT2;
+}
+
 static bloopcl_status check_state_request(bloopcl_combiner *comb, bloopcl_state_kind kind,
                                           const void *host, size_t n, const char *call)
 {
@@ -452,12 +459,16 @@ static bloopcl_status check_state_request(bloopcl_combiner *comb, bloopcl_state_
     bloopcl__clear_error(comb->ctx);
     if (host == NULL)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_NULL_ARGUMENT, "%s: host is NULL", call);
-    if (kind != BLOOPCL_STATE_EMA && kind != BLOOPCL_STATE_AUX_EMA)
+    if (kind < BLOOPCL_STATE_EMA || kind > BLOOPCL_STATE_MOMENT2)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s: kind = %d is not a "
                              "bloopcl_state_kind", call, (int)kind);
+    if (is_moment(kind) && !bloopcl__has_moment(comb, kind))
+        return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE, "%s: the combiner's optimizer keeps "
+                             "no moment %d (kind %d)", call, kind == BLOOPCL_STATE_MOMENT1 ? 1 : 2,
+                             (int)kind);
     bool present = kind == BLOOPCL_STATE_EMA ? bloopcl__method_has_ema(comb->config.method)
                                              : bloopcl__method_has_aux_ema(comb->config.method);
-    if (!present)
+    if (!is_moment(kind) && !present)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE, "%s: method %s keeps no %s", call,
                              bloopcl_method_name(comb->config.method),
                              kind == BLOOPCL_STATE_EMA ? "EMA" : "auxiliary EMA");
@@ -481,6 +492,8 @@ static bloopcl_status read_state(bloopcl_combiner *comb, bloopcl_state_kind kind
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID,
                              "bloopcl_read_state: the state is invalid since a driver failure "
                              "in the middle of a step or a write; write or reset it first");
+    if (is_moment(kind))
+        return bloopcl__read_moment(comb, kind, host);
     if (!flags[BLOOPCL_FLAG_INITIALIZED])
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE,
                              "bloopcl_read_state: the EMA is not initialised yet (init "
@@ -503,6 +516,8 @@ static bloopcl_status write_state(bloopcl_combiner *comb, bloopcl_state_kind kin
     bloopcl_status status = check_state_request(comb, kind, host, n, "bloopcl_write_state");
     if (status != BLOOPCL_OK)
         return status;
+    if (is_moment(kind))
+        return bloopcl__write_moment(comb, kind, host);
     cl_int flags[BLOOPCL_NUM_FLAGS];
     status = read_flags(comb, flags);
     if (status != BLOOPCL_OK)
@@ -530,7 +545,13 @@ static bloopcl_status reset_state(bloopcl_combiner *comb)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE,
                              "bloopcl_reset_state: init BUFFER keeps no copy of the caller's "
                              "buffer; write the state with bloopcl_write_state instead");
-    return initialise_state(comb, NULL, NULL);
+    bloopcl_status status = initialise_state(comb, NULL, NULL);
+    if (status == BLOOPCL_OK)
+        status = bloopcl__reset_optimizer(comb);  /* zero moments, t = 0 (the flags' write
+                                                     above zeroed t already) */
+    if (status != BLOOPCL_OK && comb->optimizer.kinds > 0)
+        comb->invalid_kinds |= bloopcl__state_kinds(comb);
+    return status;
 }
 
 bloopcl_status bloopcl__get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnostics *diagnostics)
@@ -563,6 +584,8 @@ bloopcl_status bloopcl__get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnost
         .grad_norm_sq = dot[BLOOPCL_DOT_MAIN_MAIN],
         .kernels = comb->kernels_last_step,
         .reason = (int)scalars[BLOOPCL_SCALAR_REASON],
+        .optimizer_steps = comb->optimizer.settings.kind == BLOOPCL_OPTIMIZER_NONE
+                               ? 0 : (uint64_t)flags[BLOOPCL_FLAG_OPT_STEPS],
     };
     double norms = sqrt(diag.ema_norm_sq) * sqrt(diag.aux_norm_sq);
     diag.cosine = norms > 0.0 ? diag.dot_ema_aux / norms : 0.0;

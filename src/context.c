@@ -234,7 +234,8 @@ unsigned bloopcl__slots_for(const char *platform_vendor, size_t max_parameter_by
                             unsigned address_bits)
 {
     /* Apple's GPU OpenCL runs on Metal, whose argument table holds 31 buffers: the projection
-     * kernel takes 3 K + 7 (g, a, d per slot; the state, the table, scalars and flags). */
+     * kernel takes 3 K + 7 (g, a, d per slot; the four state buffers, the table, the flags and
+     * the optimizer's moments). */
     if (platform_vendor != NULL && strstr(platform_vendor, "Apple") != NULL)
         return 8;
     size_t pointer = address_bits >= 8 ? address_bits / 8 : 8;

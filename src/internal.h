@@ -119,6 +119,7 @@ typedef struct bloopcl_plan {
     size_t slots;               /* rows per launch in the table */
     bloopcl_launch_kernels *kernels;  /* one set per launch */
     cl_mem table;               /* slots x BLOOPCL_SLOT_WORDS ulongs per launch */
+    bool for_parameters;        /* checked with d as the parameters (no aliasing of g, a) */
 } bloopcl_plan;
 
 /* What the layout planner needs to know of the device and the combiner (pure: tests feed it). */
@@ -141,6 +142,18 @@ typedef struct bloopcl_state_chunk {
     cl_mem aux_ema[2];
     size_t count;
 } bloopcl_state_chunk;
+
+/* The optimizer attached to a combiner (optimizer.c): its validated settings, the learning
+ * rate as the kernels see it, and its moments, one buffer per state chunk holding `kinds`
+ * vectors of the chunk's count floats end to end (m, then v), updated in place. */
+typedef struct bloopcl_attached_optimizer {
+    bloopcl_optimizer settings;  /* kind BLOOPCL_OPTIMIZER_NONE: none attached */
+    float lr;
+    unsigned kinds;              /* moment vectors: 0 (SGD without momentum), 1 or 2 */
+    size_t num_chunks;
+    cl_mem *moments;             /* num_chunks buffers (NULL when kinds is 0) */
+    cl_ulong reserved_bytes;     /* of the combiner's share of ctx->held_bytes */
+} bloopcl_attached_optimizer;
 
 struct bloopcl_combiner {
     bloopcl_context *ctx;
@@ -168,6 +181,7 @@ struct bloopcl_combiner {
     bool split_pending;          /* bloopcl_step_begin returned OK; bloopcl_step_end is due */
     cl_mem totals;               /* BLOOPCL_TOTALS floats of a split step (step_split.c) */
     unsigned split_kernels;      /* kernels bloopcl_step_begin enqueued */
+    bloopcl_attached_optimizer optimizer;
 };
 
 /* --- one step's phases (step.c; step_split.c runs them apart) ------------------------------ */
@@ -293,6 +307,11 @@ bloopcl_status bloopcl__read_context_params(const bloopcl_context_params *given,
 bloopcl_status bloopcl__read_step_options(const bloopcl_step_options *given,
                                           bloopcl_step_options *options, char *message,
                                           size_t message_size);
+bloopcl_status bloopcl__read_optimizer(const bloopcl_optimizer *given,
+                                      bloopcl_optimizer *optimizer, char *message,
+                                      size_t message_size);
+bloopcl_status bloopcl__write_optimizer(bloopcl_optimizer *out, const bloopcl_optimizer *ours,
+                                       char *message, size_t message_size);
 /* Outputs: the prefix of the library's struct that the caller's struct_size holds. */
 bloopcl_status bloopcl__write_config(bloopcl_config *out, const bloopcl_config *config,
                                      char *message, size_t message_size);
@@ -438,5 +457,34 @@ bloopcl_status bloopcl__set_arg_list(bloopcl_context *ctx, cl_kernel kernel, con
 
 /* A bloopcl_arg's (size, pointer) pair: {BLOOPCL_ARG(x)}. */
 #define BLOOPCL_ARG(value) sizeof(value), (const void *)&(value)
+
+/* --- the optimizer in the step (optimizer.c) ------------------------------------------------ */
+/* The step applies the attached optimizer (options->update_parameters). */
+bool bloopcl__step_optimizes(const bloopcl_combiner *comb);
+/* Refuses update_parameters without an optimizer and a bad lr_buffer; nothing enqueued. */
+bloopcl_status bloopcl__check_optimizer_options(bloopcl_combiner *comb,
+                                                const bloopcl_step_options *options);
+/* Enqueues the copy of a device learning rate into the flags (after the wait list). */
+bloopcl_status bloopcl__copy_device_lr(bloopcl_combiner *comb);
+/* The optimizer's arguments of the projection kernel for a launch on state chunk `chunk`
+ * (BLOOPCL_OPTIMIZER_ARGS of them, from the moments buffer on), into `args` whose values
+ * live in *storage. */
+#define BLOOPCL_OPTIMIZER_ARGS 14
+typedef struct bloopcl_optimizer_kernel_args {
+    cl_mem moments;
+    cl_ulong moment2_offset;
+    cl_int kind, decoupled, nesterov, lr_on_device, bias_correction;
+    cl_float lr, weight_decay, momentum, dampening, beta1, beta2, eps;
+} bloopcl_optimizer_kernel_args;
+void bloopcl__optimizer_kernel_args(const bloopcl_combiner *comb, size_t chunk,
+                                    bloopcl_optimizer_kernel_args *storage, bloopcl_arg *args);
+/* Moments as a state kind (bloopcl_read_state / _write_state; checked by the caller). */
+bool bloopcl__has_moment(const bloopcl_combiner *comb, bloopcl_state_kind kind);
+bloopcl_status bloopcl__read_moment(bloopcl_combiner *comb, bloopcl_state_kind kind, float *host);
+bloopcl_status bloopcl__write_moment(bloopcl_combiner *comb, bloopcl_state_kind kind,
+                                     const float *host);
+/* Zeroes the moments and t (bloopcl_reset_state). */
+bloopcl_status bloopcl__reset_optimizer(bloopcl_combiner *comb);
+void bloopcl__release_optimizer(bloopcl_combiner *comb);
 
 #endif /* BLOOPCL_INTERNAL_H */

@@ -31,6 +31,10 @@ unsigned bloopcl__state_kinds(const bloopcl_combiner *comb)
         kinds |= 1u << BLOOPCL_STATE_EMA;
     if (bloopcl__method_has_aux_ema(comb->config.method))
         kinds |= 1u << BLOOPCL_STATE_AUX_EMA;
+    if (bloopcl__has_moment(comb, BLOOPCL_STATE_MOMENT1))
+        kinds |= 1u << BLOOPCL_STATE_MOMENT1;
+    if (bloopcl__has_moment(comb, BLOOPCL_STATE_MOMENT2))
+        kinds |= 1u << BLOOPCL_STATE_MOMENT2;
     return kinds;
 }
 
@@ -199,6 +203,7 @@ bloopcl_status bloopcl__set_decision_args(bloopcl_combiner *comb, cl_kernel kern
 {
     cl_int method = (cl_int)comb->config.method;
     cl_int skip = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
+    cl_int optimize = bloopcl__step_optimizes(comb);  /* count t when accepted */
     /* 1/(1+lambda) divided in double and rounded once (in float it is one ulp off the
      * correctly rounded value at lambda = 0.1) */
     cl_float scale = comb->config.rescale ? (cl_float)(1.0 / (1.0 + comb->config.lambda)) : 1.0f;
@@ -207,7 +212,8 @@ bloopcl_status bloopcl__set_decision_args(bloopcl_combiner *comb, cl_kernel kern
      * allowed 2.5 ulp: the dynamic barrier's cap is then the same float everywhere. */
     cl_float cap = comb->lambda > 0.0f ? 1.0f / comb->lambda : 0.0f;
     const bloopcl_arg args[] = {
-        {BLOOPCL_ARG(method)}, {BLOOPCL_ARG(skip)}, {BLOOPCL_ARG(comb->w)},
+        {BLOOPCL_ARG(method)}, {BLOOPCL_ARG(skip)}, {BLOOPCL_ARG(optimize)},
+        {BLOOPCL_ARG(comb->w)},
         {BLOOPCL_ARG(comb->lambda)}, {BLOOPCL_ARG(comb->eps)}, {BLOOPCL_ARG(scale)},
         {BLOOPCL_ARG(cap)}, {BLOOPCL_ARG(scales.g)}, {BLOOPCL_ARG(scales.a)},
         {BLOOPCL_ARG(scales.on_device)}};
@@ -250,18 +256,22 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
     cl_int has_aux = bloopcl__method_has_aux_ema(comb->config.method);
     cl_int in_place = comb->config.dots == BLOOPCL_DOTS_FUSED;
     bloopcl_kernel_scales scales = bloopcl__kernel_scales(comb);
-    const bloopcl_arg rest[] = {
+    bloopcl_optimizer_kernel_args optimizer;
+    bloopcl_arg rest[17 + BLOOPCL_OPTIMIZER_ARGS] = {
         {BLOOPCL_ARG(state.m_cur)}, {BLOOPCL_ARG(state.m_next)}, {BLOOPCL_ARG(state.q_cur)},
         {BLOOPCL_ARG(state.q_next)},
         {BLOOPCL_ARG(plan->table)}, {BLOOPCL_ARG(index)}, {BLOOPCL_ARG(num_slots)},
         {BLOOPCL_ARG(method)}, {BLOOPCL_ARG(ratio_only)}, {BLOOPCL_ARG(has_ema)},
         {BLOOPCL_ARG(has_aux)}, {BLOOPCL_ARG(in_place)}, {BLOOPCL_ARG(comb->lambda)},
-        {BLOOPCL_ARG(comb->scalars)}, {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(scales.g)},
-        {BLOOPCL_ARG(scales.a)}, {BLOOPCL_ARG(scales.on_device)}};
-    /* the state (flipped when double-buffered), lambda (schedules) and the loss scales change
-     * between steps */
+        {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(scales.g)}, {BLOOPCL_ARG(scales.a)},
+        {BLOOPCL_ARG(scales.on_device)}};
+    bloopcl__optimizer_kernel_args(comb, launch->state_chunk, &optimizer, &rest[17]);
+    /* the state (flipped when double-buffered), lambda (schedules), the loss scales and the
+     * optimizer (attached, detached, schedules) change between steps */
     const bool changes[] = {true, true, true, true, false, false, false, false, false, false,
-                            false, false, true, false, false, true, true, true};
+                            false, false, true, false, true, true, true,
+                            true, true, true, true, true, true, true, true, true, true, true,
+                            true, true, true};
     _Static_assert(sizeof changes / sizeof changes[0] == sizeof rest / sizeof rest[0],
                    "one entry per argument");
     bloopcl_status status = bloopcl__set_launch_args(comb, BLOOPCL_LAUNCH_PROJECT, index, name,
@@ -274,7 +284,7 @@ static bloopcl_status enqueue_project_launch(bloopcl_combiner *comb, cl_uint ind
 }
 
 /* A step that failed half-way must not leak into the next one: clear the flags pass 1 sets
- * and, if finalize already ran, put INITIALIZED and ACCEPTED back. */
+ * and, if finalize already ran, put INITIALIZED, ACCEPTED and the optimizer's t back. */
 cl_int bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized)
 {
     const cl_int zero = 0;
@@ -292,6 +302,11 @@ cl_int bloopcl__undo_flags(bloopcl_combiner *comb, bool finalized)
                                   BLOOPCL_FLAG_BACKUP_INITIALIZED * sizeof(cl_int),
                                   BLOOPCL_FLAG_INITIALIZED * sizeof(cl_int), 2 * sizeof(cl_int),
                                   0, NULL, NULL);
+        first = first != CL_SUCCESS ? first : err;
+        err = clEnqueueCopyBuffer(queue, comb->flags, comb->flags,
+                                  BLOOPCL_FLAG_BACKUP_OPT_STEPS * sizeof(cl_int),
+                                  BLOOPCL_FLAG_OPT_STEPS * sizeof(cl_int), sizeof(cl_int), 0,
+                                  NULL, NULL);
         first = first != CL_SUCCESS ? first : err;
     }
     err = clFinish(queue);
@@ -335,11 +350,14 @@ static bloopcl_status enqueue_wait(bloopcl_context *ctx, cl_uint num_wait, const
     return BLOOPCL_OK;
 }
 
-/* Pass 1: the caller's device scales into the flags, then the backend's EMA and dots. */
+/* Pass 1: the caller's device scales (and learning rate) into the flags, then the backend's
+ * EMA and dots. */
 bloopcl_status bloopcl__enqueue_first_pass(bloopcl_combiner *comb,
                                            bloopcl_step_progress *progress)
 {
     bloopcl_status status = copy_device_scales(comb);
+    if (status == BLOOPCL_OK)
+        status = bloopcl__copy_device_lr(comb);
     if (status != BLOOPCL_OK)
         return status;
     return comb->config.dots == BLOOPCL_DOTS_FUSED
@@ -370,7 +388,9 @@ bloopcl_status bloopcl__fail_step(bloopcl_combiner *comb, const bloopcl_step_pro
                                   bloopcl_status status)
 {
     bloopcl__undo_flags(comb, progress->finalized);
-    bool partial = !comb->double_buffered && progress->projected > 0 && comb->num_chunks > 0;
+    bool in_place = (!comb->double_buffered && comb->num_chunks > 0) ||
+                    bloopcl__step_optimizes(comb);  /* parameters and moments: in place */
+    bool partial = in_place && progress->projected > 0;
     if (!partial)
         return status;
     char cause[1024];
@@ -378,8 +398,9 @@ bloopcl_status bloopcl__fail_step(bloopcl_combiner *comb, const bloopcl_step_pro
     comb->invalid_kinds = bloopcl__state_kinds(comb);
     return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID, "bloopcl_step: the driver failed "
                          "after %zu of %zu state-updating launches were enqueued, so the state "
-                         "is partly updated; write it (bloopcl_write_state) or reset it. "
-                         "Cause: %s", progress->projected, comb->plan.num_launches, cause);
+                         "%sis partly updated; write it (bloopcl_write_state) or reset it. "
+                         "Cause: %s", progress->projected, comb->plan.num_launches,
+                         bloopcl__step_optimizes(comb) ? "(and the parameters) " : "", cause);
 }
 
 /* The step is enqueued but may never run. Double-buffered, the state is still the old one
@@ -387,7 +408,8 @@ bloopcl_status bloopcl__fail_step(bloopcl_combiner *comb, const bloopcl_step_pro
 static bloopcl_status fail_flush(bloopcl_combiner *comb, cl_int err)
 {
     bloopcl__undo_flags(comb, true);
-    if (comb->double_buffered || bloopcl__state_kinds(comb) == 0)
+    bool in_place = !comb->double_buffered || bloopcl__step_optimizes(comb);
+    if (!in_place || bloopcl__state_kinds(comb) == 0)
         return bloopcl__fail_cl(comb->ctx, err, "clFlush", "submitting the step (it was not "
                                 "applied; d may not be written)");
     comb->invalid_kinds = bloopcl__state_kinds(comb);
@@ -477,6 +499,8 @@ static bloopcl_status check_options(bloopcl_combiner *comb, const bloopcl_step_o
         status = check_host_scale(comb->ctx, "inv_scale_a", options.inv_scale_a);
     if (status == BLOOPCL_OK && options.inv_scale_buffer != NULL)
         status = check_scale_buffer(comb->ctx, &options);
+    if (status == BLOOPCL_OK)
+        status = bloopcl__check_optimizer_options(comb, &options);
     if (status == BLOOPCL_OK)
         comb->options = options;
     return status;

@@ -265,7 +265,7 @@ static int compare_extents(const void *x, const void *y)
 }
 
 static bloopcl_status fail_overlap(bloopcl_context *ctx, const extent *earlier,
-                                   const extent *later)
+                                   const extent *later, bool parameters)
 {
     /* earlier->start <= later->start < earlier->end */
     uint64_t end = earlier->end < later->end ? earlier->end : later->end;
@@ -273,19 +273,25 @@ static bloopcl_status fail_overlap(bloopcl_context *ctx, const extent *earlier,
                        (earlier->tensor != TENSOR_D || later->segment < earlier->segment);
     const extent *x = later_first ? later : earlier, *y = later_first ? earlier : later;
     return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s segment %zu and %s segment %zu "
-                         "overlap in memory (%llu bytes in common): d may share memory with g "
-                         "or a only as exactly the same elements of the same segment",
-                         tensor_names[x->tensor], x->segment, tensor_names[y->tensor],
-                         y->segment, (unsigned long long)(end - later->start));
+                         "overlap in memory (%llu bytes in common): %s",
+                         parameters && x->tensor == TENSOR_D ? "parameter" : tensor_names[x->tensor],
+                         x->segment, tensor_names[y->tensor], y->segment,
+                         (unsigned long long)(end - later->start),
+                         parameters ? "the parameters (update_parameters) may share no memory "
+                                      "with g, a or each other"
+                                    : "d may share memory with g or a only as exactly the "
+                                      "same elements of the same segment");
 }
 
 /* In (memory, start) order, an extent overlaps an earlier one exactly when it starts before
  * the furthest end seen so far in that memory. A d extent may overlap nothing; a g or a
  * extent may overlap only other g and a extents: so each is checked against the furthest end
  * of all extents, or of the d extents, before it. */
-static bloopcl_status check_overlaps(bloopcl_context *ctx, extent *extents, size_t count)
+static bloopcl_status check_overlaps(bloopcl_context *ctx, extent *extents, size_t count,
+                                     bool parameters)
 {
-    count = drop_exact_aliases(extents, count);
+    if (!parameters)  /* parameters updated in place may not alias the gradients at all */
+        count = drop_exact_aliases(extents, count);
     qsort(extents, count, sizeof *extents, compare_extents);
     const extent *widest = NULL, *widest_d = NULL;
     for (size_t i = 0; i < count; ++i) {
@@ -294,7 +300,7 @@ static bloopcl_status check_overlaps(bloopcl_context *ctx, extent *extents, size
             widest = widest_d = NULL;
         const extent *reach = e->tensor == TENSOR_D ? widest : widest_d;
         if (reach != NULL && reach->end > e->start)
-            return fail_overlap(ctx, reach, e);
+            return fail_overlap(ctx, reach, e, parameters);
         if (widest == NULL || e->end > widest->end)
             widest = e;
         if (e->tensor == TENSOR_D && (widest_d == NULL || e->end > widest_d->end))
@@ -317,7 +323,7 @@ bloopcl_status bloopcl__check_tensors(bloopcl_combiner *comb, const bloopcl_tens
     size_t used = 0;
     status = check_segments(comb, t, extents, &used);
     if (status == BLOOPCL_OK)
-        status = check_overlaps(comb->ctx, extents, used);
+        status = check_overlaps(comb->ctx, extents, used, comb->options.update_parameters != 0);
     free(extents);
     return status;
 }

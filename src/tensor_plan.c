@@ -319,7 +319,8 @@ bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *
                                   const bloopcl_tensor *a, const bloopcl_tensor *d)
 {
     const bloopcl_tensor *const tensors[3] = {g, a, d};
-    if (same_lists(&comb->plan, tensors))
+    bool for_parameters = comb->options.update_parameters != 0;
+    if (same_lists(&comb->plan, tensors) && comb->plan.for_parameters == for_parameters)
         return BLOOPCL_OK;
     bloopcl_status status = bloopcl__check_tensors(comb, tensors);
     if (status != BLOOPCL_OK)
@@ -341,6 +342,7 @@ bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *
     }
     bloopcl__plan_release(&comb->plan);
     plan.valid = true;
+    plan.for_parameters = for_parameters;
     comb->plan = plan;
     return BLOOPCL_OK;
 }
