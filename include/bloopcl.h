@@ -740,6 +740,68 @@ BLOOPCL_API bloopcl_status bloopcl_optimizer_steps(bloopcl_combiner *combiner, u
 BLOOPCL_API bloopcl_status bloopcl_set_optimizer_steps(bloopcl_combiner *combiner,
                                                        uint64_t steps);
 
+/* ---------------------------------------------------------------------------------------------
+ * Several auxiliary gradients (since 0.5.0)
+ *
+ * Multi-task trainers have k auxiliary losses, each with its own weight lambda_i. With m the
+ * EMA of g, updated first as always:
+ *
+ *   BLOOP             r_i = <m,a_i>/(<m,m>+eps);   d = s (g + sum_i lambda_i (a_i - r_i m))
+ *   DYNAMIC_BARRIER   as BLOOP with each r_i <- min(r_i, 1/lambda_i)
+ *   MIXED             d = s (g + sum_i lambda_i a_i)
+ *   ratio_only        d = s ((1 - sum_i lambda_i r_i) g + sum_i lambda_i a_i)
+ *   PCGRAD            the two-task method: k = 1 only (BLOOPCL_ERR_UNSUPPORTED otherwise)
+ *
+ * with s = 1/(1 + sum_i lambda_i) under rescale, else 1. The combiner's own lambda is not
+ * used: the weights come with each step. k = 1 is bloopcl_step_with_options with lambda =
+ * lambda_1, bit for bit.
+ * For k >= 2 the step runs one accumulate launch per gradient (per 8-32 ranges), which adds
+ * lambda_i a_i into a sum A the combiner keeps (fp32, n floats, allocated at the first such
+ * step and counted against the device's memory) and takes <m,a_i>, <g,a_i> and <a_i,a_i>;
+ * then the one-gradient step on A, whose finalize forms every r_i (one more kernel). Each
+ * gradient costs 20 bytes per element more (fp32: it reads g, m, a_i and A, writes A), and
+ * the sum A needs one buffer of n floats (BLOOPCL_ERR_UNSUPPORTED where n floats pass the
+ * device's largest allocation). For k >= 2 the auxiliary gradients' dots are plain
+ * compensated fp32 sums (the single-gradient step's rescue from fp32's range does not
+ * apply: a ratio beyond it skips the step as BLOOPCL_SKIP_OUT_OF_RANGE), the inverse loss
+ * scale of a must be 1 and on the host, and there is no split-step form.
+ * Everything else is bloopcl_step_with_options': g, d (or the parameters) and options.
+ * ------------------------------------------------------------------------------------------- */
+#define BLOOPCL_MAX_AUX 8
+
+/**
+ * One step with `count` (1..BLOOPCL_MAX_AUX) auxiliary gradients aux[0..count-1], each a
+ * segment list with g's layout, weighted by lambdas[i] (finite, >= 0). Bad arguments are
+ * refused before anything is enqueued, as bloopcl_step refuses them; a non-finite value in g
+ * or any a_i skips the step (policy SKIP).
+ */
+BLOOPCL_API bloopcl_status bloopcl_step_aux(bloopcl_combiner *combiner, const bloopcl_tensor *g,
+                                            const bloopcl_tensor *aux, const double *lambdas,
+                                            size_t count, const bloopcl_tensor *d,
+                                            const bloopcl_step_options *options,
+                                            cl_uint num_wait_events, const cl_event *wait_list,
+                                            cl_event *done);
+
+/** The scalars of one auxiliary gradient in the last step (bloopcl_get_aux_diagnostics). */
+typedef struct bloopcl_aux_diagnostics {
+    size_t struct_size;      /* sizeof(bloopcl_aux_diagnostics): BLOOPCL_AUX_DIAGNOSTICS_INIT */
+    double lambda;           /* its weight, as the kernels saw it (rounded to float) */
+    double ratio;            /* r_i used (after the dynamic barrier's clip) */
+    double ratio_raw;        /* <m,a_i>/(<m,m>+eps) */
+    double dot_ema_aux;      /* <m,a_i> (0 for MIXED) */
+    double aux_norm_sq;      /* <a_i,a_i> */
+    double cosine;           /* <m,a_i>/(|m| |a_i|), 0 when either norm is 0 */
+} bloopcl_aux_diagnostics;
+
+#define BLOOPCL_AUX_DIAGNOSTICS_INIT { .struct_size = sizeof(bloopcl_aux_diagnostics) }
+
+/** Waits for the last step and reads the scalars of its first `count` auxiliary gradients
+ * into out[0..count-1] (each entry's struct_size set). A step other than bloopcl_step_aux
+ * counts as one gradient with the combiner's lambda. BLOOPCL_ERR_STATE for more than it had. */
+BLOOPCL_API bloopcl_status bloopcl_get_aux_diagnostics(bloopcl_combiner *combiner,
+                                                       bloopcl_aux_diagnostics *out,
+                                                       size_t count);
+
 /** Waits for the last step and reads its scalars. */
 BLOOPCL_API bloopcl_status bloopcl_get_diagnostics(bloopcl_combiner *combiner,
                                                    bloopcl_diagnostics *diagnostics);
@@ -892,6 +954,19 @@ BLOOPCL_API void bloopcl_reference_optimizer_free(bloopcl_reference_optimizer_st
 BLOOPCL_API bloopcl_status bloopcl_reference_optimizer_step(
     const bloopcl_optimizer *optimizer, bloopcl_reference_optimizer_state *state, double lr,
     const float *d, int accepted, void *params, bloopcl_dtype params_dtype);
+
+/**
+ * One step with `count` auxiliary gradients on the host, from the definition (see "Several
+ * auxiliary gradients"), dots in double; diagnostics[0..count-1] receive each gradient's
+ * scalars (struct_size set by the function). Returns BLOOPCL_ERR_NONFINITE_INPUT (d zeros,
+ * state unchanged) for a non-finite input under policy SKIP.
+ */
+BLOOPCL_API bloopcl_status bloopcl_reference_step_aux(const bloopcl_config *config,
+                                                      bloopcl_reference_state *state,
+                                                      const float *g, const float *const *aux,
+                                                      const double *lambdas, size_t count,
+                                                      float *d,
+                                                      bloopcl_aux_diagnostics *diagnostics);
 
 /** The N(0,1) stream used by BLOOPCL_INIT_RANDOM: element i of stream `seed`. */
 BLOOPCL_API void bloopcl_reference_normal(uint64_t seed, size_t first, size_t count, float *out);

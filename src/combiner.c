@@ -358,6 +358,7 @@ void bloopcl_combiner_destroy(bloopcl_combiner *comb)
         clFinish(ctx->queue);
     release_state(comb);
     bloopcl__release_optimizer(comb);
+    bloopcl__release_aux(comb);
     release(&comb->scalars);
     release(&comb->flags);
     release(&comb->partials);

@@ -27,6 +27,8 @@ typedef struct bloopcl_kernels {
     cl_kernel sum_partials;     /* the split step's halves of finalize (step_split.c) */
     cl_kernel finalize_totals;
     cl_kernel project;
+    cl_kernel aux_accumulate;   /* several auxiliary gradients (aux.cl): limits only */
+    cl_kernel aux_finalize;
     size_t fused_groups;      /* work-groups of the fused dot kernel (fixed: reproducible) */
     size_t fused_group_size;  /* work-items per group of the fused dot kernel */
     size_t elementwise_groups;        /* EMA and projection kernels: fixed geometry too */
@@ -94,7 +96,8 @@ typedef enum bloopcl_launch_kernel {
     BLOOPCL_LAUNCH_EMA = 0,      /* bloopcl_ema_update (CLBlast backend) */
     BLOOPCL_LAUNCH_FUSED = 1,    /* bloopcl_fused_dots (fused backend) */
     BLOOPCL_LAUNCH_PROJECT = 2,  /* bloopcl_project (both) */
-    BLOOPCL_LAUNCH_KERNELS = 3
+    BLOOPCL_LAUNCH_ACCUMULATE = 3, /* bloopcl_aux_accumulate (the plans of step_aux.c) */
+    BLOOPCL_LAUNCH_KERNELS = 4
 } bloopcl_launch_kernel;
 
 typedef struct bloopcl_launch_kernels {
@@ -120,7 +123,26 @@ typedef struct bloopcl_plan {
     bloopcl_launch_kernels *kernels;  /* one set per launch */
     cl_mem table;               /* slots x BLOOPCL_SLOT_WORDS ulongs per launch */
     bool for_parameters;        /* checked with d as the parameters (no aliasing of g, a) */
+    bool accumulates;           /* a plan of one auxiliary gradient (step_aux.c) */
 } bloopcl_plan;
+
+/* Several auxiliary gradients (step_aux.c): the weighted sum A, fp32 in one buffer of n
+ * floats, a plan per gradient (g, a_i, A), their dot partials and per-gradient outputs. */
+#define BLOOPCL_MAX_AUX_INTERNAL 8
+typedef struct bloopcl_aux_state {
+    cl_mem sum;                 /* A: n floats (NULL until the first step_aux with k >= 2) */
+    bloopcl_segment *sum_segments;  /* A laid out as g's segments (num_sum_segments) */
+    size_t num_sum_segments;
+    bloopcl_plan plans[BLOOPCL_MAX_AUX_INTERNAL];
+    cl_mem partials;            /* BLOOPCL_AUX_ROWS rows per gradient x partial_slots */
+    size_t partial_slots;
+    cl_mem outputs;             /* BLOOPCL_AUX_OUTPUTS floats per gradient */
+    size_t count;               /* k of the last step_aux (0: none yet, 1: a plain step) */
+    double lambdas[BLOOPCL_MAX_AUX_INTERNAL];
+    cl_ulong reserved_bytes;
+    bool active;                /* a step_aux with k >= 2 is being enqueued */
+    double lambda_sum;          /* its sum of lambdas (s = 1/(1 + sum) with rescale) */
+} bloopcl_aux_state;
 
 /* What the layout planner needs to know of the device and the combiner (pure: tests feed it). */
 typedef struct bloopcl_plan_limits {
@@ -182,6 +204,7 @@ struct bloopcl_combiner {
     cl_mem totals;               /* BLOOPCL_TOTALS floats of a split step (step_split.c) */
     unsigned split_kernels;      /* kernels bloopcl_step_begin enqueued */
     bloopcl_attached_optimizer optimizer;
+    bloopcl_aux_state aux;
 };
 
 /* --- one step's phases (step.c; step_split.c runs them apart) ------------------------------ */
@@ -201,6 +224,8 @@ bloopcl_status bloopcl__enqueue_first_pass(bloopcl_combiner *comb,
 /* The finalize kernels' arguments from `first` on (BLOOPCL_DECISION_PARAMS, finalize.cl). */
 bloopcl_status bloopcl__set_decision_args(bloopcl_combiner *comb, cl_kernel kernel,
                                           const char *name, cl_uint first);
+/* The finalize kernel of a one-device step (partials -> decision). */
+bloopcl_status bloopcl__enqueue_finalize(bloopcl_combiner *comb);
 bloopcl_status bloopcl__enqueue_second_pass(bloopcl_combiner *comb,
                                             bloopcl_step_progress *progress, cl_event *done);
 bloopcl_status bloopcl__fail_step(bloopcl_combiner *comb, const bloopcl_step_progress *progress,
@@ -421,6 +446,15 @@ bloopcl_status bloopcl__set_launch_args(bloopcl_combiner *comb, bloopcl_launch_k
                                         size_t index, const char *name, int tensors,
                                         const bloopcl_arg *rest, const bool *changes,
                                         size_t count);
+/* The same for a launch of any plan (the auxiliary gradients' own). */
+bloopcl_status bloopcl__set_plan_launch_args(bloopcl_combiner *comb, bloopcl_plan *plan,
+                                             bloopcl_launch_kernel kind, size_t index,
+                                             const char *name, int tensors,
+                                             const bloopcl_arg *rest, const bool *changes,
+                                             size_t count);
+/* bloopcl__plan_step for any plan: `accumulates` selects the kernels its launches get. */
+bloopcl_status bloopcl__plan_tensors(bloopcl_combiner *comb, bloopcl_plan *target,
+                                     const bloopcl_tensor *const tensors[3], bool accumulates);
 /* The state buffers a launch reads (cur) and writes (next): the same buffer in place. */
 typedef struct bloopcl_launch_state {
     cl_mem m_cur, m_next, q_cur, q_next;
@@ -483,6 +517,8 @@ bool bloopcl__has_moment(const bloopcl_combiner *comb, bloopcl_state_kind kind);
 bloopcl_status bloopcl__read_moment(bloopcl_combiner *comb, bloopcl_state_kind kind, float *host);
 bloopcl_status bloopcl__write_moment(bloopcl_combiner *comb, bloopcl_state_kind kind,
                                      const float *host);
+/* Several auxiliary gradients (step_aux.c): releases what the combiner holds for them. */
+void bloopcl__release_aux(bloopcl_combiner *comb);
 /* Zeroes the moments and t (bloopcl_reset_state). */
 bloopcl_status bloopcl__reset_optimizer(bloopcl_combiner *comb);
 void bloopcl__release_optimizer(bloopcl_combiner *comb);

@@ -328,10 +328,15 @@ static void choose_geometry(bloopcl_context *ctx)
         limits.device_max = 1;
     limits.item_max = first_item_size(ctx);
     limits.ema_update = kernel_limit(ctx, k->ema_update);
-    limits.fused_dots = kernel_limit(ctx, k->fused_dots);
-    /* bloopcl_sum_partials must sum exactly as bloopcl_finalize does: one size for both */
+    /* bloopcl_aux_accumulate runs on the fused dots' geometry (the plan's work-groups) */
+    size_t fused = kernel_limit(ctx, k->fused_dots), accumulate = kernel_limit(ctx, k->aux_accumulate);
+    limits.fused_dots = fused < accumulate ? fused : accumulate;
+    /* bloopcl_sum_partials must sum exactly as bloopcl_finalize does: one size for both (and
+     * for bloopcl_aux_finalize, which runs with it) */
     size_t finalize = kernel_limit(ctx, k->finalize), sum = kernel_limit(ctx, k->sum_partials);
+    size_t aux = kernel_limit(ctx, k->aux_finalize);
     limits.finalize = finalize < sum ? finalize : sum;
+    limits.finalize = limits.finalize < aux ? limits.finalize : aux;
     limits.project = kernel_limit(ctx, k->project);
     bloopcl__choose_group_sizes(&limits, ctx->cpu_shape, k);
     size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
@@ -357,6 +362,10 @@ bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_op
         status = create_kernel(ctx, "bloopcl_finalize_totals", &ctx->kernels.finalize_totals);
     if (status == BLOOPCL_OK)
         status = create_kernel(ctx, "bloopcl_project", &ctx->kernels.project);
+    if (status == BLOOPCL_OK)
+        status = create_kernel(ctx, "bloopcl_aux_accumulate", &ctx->kernels.aux_accumulate);
+    if (status == BLOOPCL_OK)
+        status = create_kernel(ctx, "bloopcl_aux_finalize", &ctx->kernels.aux_finalize);
     if (status == BLOOPCL_OK) {
         choose_geometry(ctx);
         bloopcl__log(ctx, BLOOPCL_LOG_INFO, "kernels %s for \"%s\" with \"%s\"",
@@ -370,7 +379,8 @@ bloopcl_status bloopcl__build_kernels(bloopcl_context *ctx, const char *extra_op
 void bloopcl__release_kernels(bloopcl_kernels *kernels)
 {
     cl_kernel *all[] = {&kernels->ema_update, &kernels->fused_dots, &kernels->finalize,
-                        &kernels->sum_partials, &kernels->finalize_totals, &kernels->project};
+                        &kernels->sum_partials, &kernels->finalize_totals, &kernels->project,
+                        &kernels->aux_accumulate, &kernels->aux_finalize};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
         if (*all[i] != NULL)
             clReleaseKernel(*all[i]);

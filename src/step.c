@@ -63,8 +63,17 @@ bloopcl_status bloopcl__set_launch_args(bloopcl_combiner *comb, bloopcl_launch_k
                                         const bloopcl_arg *rest, const bool *changes,
                                         size_t count)
 {
+    return bloopcl__set_plan_launch_args(comb, &comb->plan, kind, index, name, tensors, rest,
+                                         changes, count);
+}
+
+bloopcl_status bloopcl__set_plan_launch_args(bloopcl_combiner *comb, bloopcl_plan *plan,
+                                             bloopcl_launch_kernel kind, size_t index,
+                                             const char *name, int tensors,
+                                             const bloopcl_arg *rest, const bool *changes,
+                                             size_t count)
+{
     bloopcl_context *ctx = comb->ctx;
-    bloopcl_plan *plan = &comb->plan;
     bloopcl_launch_kernels *set = &plan->kernels[index];
     cl_kernel k = set->kernel[kind];
     cl_uint first = (cl_uint)(tensors * plan->slots);
@@ -206,7 +215,9 @@ bloopcl_status bloopcl__set_decision_args(bloopcl_combiner *comb, cl_kernel kern
     cl_int optimize = bloopcl__step_optimizes(comb);  /* count t when accepted */
     /* 1/(1+lambda) divided in double and rounded once (in float it is one ulp off the
      * correctly rounded value at lambda = 0.1) */
-    cl_float scale = comb->config.rescale ? (cl_float)(1.0 / (1.0 + comb->config.lambda)) : 1.0f;
+    double lambda = comb->aux.active ? comb->aux.lambda_sum : comb->config.lambda;  /* several
+                                                              gradients: 1/(1 + sum lambda_i) */
+    cl_float scale = comb->config.rescale ? (cl_float)(1.0 / (1.0 + lambda)) : 1.0f;
     bloopcl_kernel_scales scales = bloopcl__kernel_scales(comb);
     /* 1/lambda is divided here, correctly rounded, rather than by a device that may be
      * allowed 2.5 ulp: the dynamic barrier's cap is then the same float everywhere. */
@@ -221,7 +232,7 @@ bloopcl_status bloopcl__set_decision_args(bloopcl_combiner *comb, cl_kernel kern
                                  sizeof args / sizeof args[0]);
 }
 
-static bloopcl_status enqueue_finalize(bloopcl_combiner *comb)
+bloopcl_status bloopcl__enqueue_finalize(bloopcl_combiner *comb)
 {
     bloopcl_context *ctx = comb->ctx;
     cl_kernel k = ctx->kernels.finalize;
@@ -432,6 +443,7 @@ static bloopcl_status complete_step(bloopcl_combiner *comb,
     }
     bloopcl__commit_state(comb);
     comb->steps++;
+    comb->aux.count = 0;  /* a plain step; bloopcl_step_aux sets its own count after it */
     comb->kernels_last_step = progress->kernels;
     if (done != NULL)
         *done = event;
@@ -558,7 +570,7 @@ bloopcl_status bloopcl__step(bloopcl_combiner *comb, const bloopcl_tensor *g,
     cl_event event = NULL;
     status = bloopcl__enqueue_first_pass(comb, &progress);
     if (status == BLOOPCL_OK)
-        status = enqueue_finalize(comb);
+        status = bloopcl__enqueue_finalize(comb);
     if (status == BLOOPCL_OK)
         status = bloopcl__enqueue_second_pass(comb, &progress, done != NULL ? &event : NULL);
     return bloopcl__settle_step(comb, &progress, status, event, done);

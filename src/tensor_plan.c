@@ -266,11 +266,13 @@ static bloopcl_status create_launch_kernels(bloopcl_combiner *comb, bloopcl_plan
 {
     static const char *const names[BLOOPCL_LAUNCH_KERNELS] = {
         [BLOOPCL_LAUNCH_EMA] = "bloopcl_ema_update", [BLOOPCL_LAUNCH_FUSED] = "bloopcl_fused_dots",
-        [BLOOPCL_LAUNCH_PROJECT] = "bloopcl_project"};
-    bool fused = comb->config.dots == BLOOPCL_DOTS_FUSED;
-    bool used[BLOOPCL_LAUNCH_KERNELS] = {[BLOOPCL_LAUNCH_EMA] = !fused,
-                                         [BLOOPCL_LAUNCH_FUSED] = fused,
-                                         [BLOOPCL_LAUNCH_PROJECT] = true};
+        [BLOOPCL_LAUNCH_PROJECT] = "bloopcl_project",
+        [BLOOPCL_LAUNCH_ACCUMULATE] = "bloopcl_aux_accumulate"};
+    bool fused = comb->config.dots == BLOOPCL_DOTS_FUSED, step = !plan->accumulates;
+    bool used[BLOOPCL_LAUNCH_KERNELS] = {[BLOOPCL_LAUNCH_EMA] = step && !fused,
+                                         [BLOOPCL_LAUNCH_FUSED] = step && fused,
+                                         [BLOOPCL_LAUNCH_PROJECT] = step,
+                                         [BLOOPCL_LAUNCH_ACCUMULATE] = !step};
     plan->kernels = calloc(plan->num_launches ? plan->num_launches : 1, sizeof *plan->kernels);
     if (plan->kernels == NULL)
         return bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step");
@@ -319,13 +321,20 @@ bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *
                                   const bloopcl_tensor *a, const bloopcl_tensor *d)
 {
     const bloopcl_tensor *const tensors[3] = {g, a, d};
-    bool for_parameters = comb->options.update_parameters != 0;
-    if (same_lists(&comb->plan, tensors) && comb->plan.for_parameters == for_parameters)
+    return bloopcl__plan_tensors(comb, &comb->plan, tensors, false);
+}
+
+bloopcl_status bloopcl__plan_tensors(bloopcl_combiner *comb, bloopcl_plan *target,
+                                     const bloopcl_tensor *const tensors[3], bool accumulates)
+{
+    const bloopcl_tensor *g = tensors[0];
+    bool for_parameters = comb->options.update_parameters != 0 && !accumulates;
+    if (same_lists(target, tensors) && target->for_parameters == for_parameters)
         return BLOOPCL_OK;
     bloopcl_status status = bloopcl__check_tensors(comb, tensors);
     if (status != BLOOPCL_OK)
         return status;
-    bloopcl_plan plan = {0};
+    bloopcl_plan plan = {.accumulates = accumulates};
     bloopcl_plan_limits limits = limits_of(comb);
     if (!bloopcl__plan_layout(tensors, &limits, &plan))
         status = bloopcl__fail(comb->ctx, BLOOPCL_ERR_OUT_OF_MEMORY, "planning the step over "
@@ -340,9 +349,9 @@ bloopcl_status bloopcl__plan_step(bloopcl_combiner *comb, const bloopcl_tensor *
         bloopcl__plan_release(&plan);
         return status;  /* the previous plan stays in force */
     }
-    bloopcl__plan_release(&comb->plan);
+    bloopcl__plan_release(target);
     plan.valid = true;
     plan.for_parameters = for_parameters;
-    comb->plan = plan;
+    *target = plan;
     return BLOOPCL_OK;
 }

@@ -1579,7 +1579,7 @@ Test(errors, bloopcl_dots_env_bogus)
 }
 
 static const char *const kernel_files[] = {"layout.h", "common.cl", "dtype.cl", "ema.cl", "fused_dots.cl",
-                                           "finalize.cl", "optimize.cl", "project.cl"};
+                                           "finalize.cl", "optimize.cl", "project.cl", "aux.cl"};
 #define NUM_KERNEL_FILES (sizeof kernel_files / sizeof kernel_files[0])
 
 /* Copies the kernel sources into a fresh temporary folder, appending `injection` to `victim`

@@ -20,6 +20,7 @@
  * Each step is followed by clFinish, so small sizes show the per-step latency (launches).
  * Steps and triads run in alternating blocks (see time_steps).
  */
+#include "bench_optimizer.h"
 #include "bloopcl.h"
 #include "tool_cli.h"
 #include "tool_device.h"
@@ -46,6 +47,7 @@ typedef struct options {
     bool packed;     /* --layout packed: segments end to end in one buffer per tensor */
     int reps;
     bloopcl_dtype dtype;  /* --dtype: of g, a and d */
+    bloopcl_optimizer_kind optimizer;  /* --optimizer: the fused-optimizer comparison instead */
 } options;
 
 typedef struct measurement {
@@ -493,6 +495,13 @@ static void help(FILE *to)
           "  --json            stdout is one JSON document: device, reps, layout, dtype,\n"
           "                    results[] (method, backend, dtype, n, segments, step_seconds, ratio_to_p1, bytes\n"
           "                    per element, triad_gbs, kernels_per_step, kernels_bound)\n"
+          "  --optimizer O     adamw or sgd (with momentum 0.9): instead of the above, time\n"
+          "                    BLOOP (fused dots, f32, one buffer per tensor) followed by an\n"
+          "                    optimizer kernel of the trainer's own (reads d) against the\n"
+          "                    step with the optimizer fused into its pass 2\n"
+          "                    (update_parameters): time, bytes per element (AdamW 60 vs 52,\n"
+          "                    SGD 52 vs 44), launches and the speedup (target, issue 12:\n"
+          "                    >= 1.12x at 16M and 64M). Not with --json or --segments.\n"
           "Default (no --segments): one buffer per tensor, as a single-buffer trainer does.\n",
           to);
 }
@@ -540,6 +549,8 @@ static const tool_spec BENCH_TOOL;
 static bool check_fit(void *user)
 {
     const options *opt = user;
+    if (opt->optimizer != BLOOPCL_OPTIMIZER_NONE && (opt->common.json || opt->segmented))
+        return tool_usage_error(&BENCH_TOOL, "--optimizer takes neither --json nor --segments");
     for (size_t s = 0; s < opt->num_sizes; ++s)
         for (size_t p = 0; p < opt->num_segments; ++p) {
             size_t *count = malloc(opt->segments[p] * sizeof *count);
@@ -552,7 +563,7 @@ static bool check_fit(void *user)
     return true;
 }
 
-enum { OPT_SIZES, OPT_REPS, OPT_SEGMENTS, OPT_LAYOUT, OPT_DTYPE };
+enum { OPT_SIZES, OPT_REPS, OPT_SEGMENTS, OPT_LAYOUT, OPT_DTYPE, OPT_OPTIMIZER };
 
 static const tool_option BENCH_OPTIONS[] = {
     {"sizes", true, OPT_SIZES},
@@ -560,6 +571,7 @@ static const tool_option BENCH_OPTIONS[] = {
     {"segments", true, OPT_SEGMENTS},
     {"layout", true, OPT_LAYOUT},
     {"dtype", true, OPT_DTYPE},
+    {"optimizer", true, OPT_OPTIMIZER},
 };
 
 static bool parse_dtype(const char *text, bloopcl_dtype *dtype)
@@ -593,6 +605,13 @@ static bool apply_option(int id, const char *value, void *user)
             return tool_usage_error(&BENCH_TOOL, "--layout takes separate or packed, not \"%s\"",
                                     value);
         opt->packed = strcmp(value, "packed") == 0;
+        return true;
+    case OPT_OPTIMIZER:
+        if (strcmp(value, "adamw") != 0 && strcmp(value, "sgd") != 0)
+            return tool_usage_error(&BENCH_TOOL, "--optimizer takes adamw or sgd, not \"%s\"",
+                                    value);
+        opt->optimizer = strcmp(value, "adamw") == 0 ? BLOOPCL_OPTIMIZER_ADAMW
+                                                     : BLOOPCL_OPTIMIZER_SGD;
         return true;
     case OPT_DTYPE:
         if (!parse_dtype(value, &opt->dtype))
@@ -767,6 +786,8 @@ int main(int argc, char **argv)
     if (build_triad(ctx, &t) != 0) {
         fprintf(stderr, "%s: the triad kernel does not build on this device\n", BENCH_TOOL.name);
         status = TOOL_EXIT_FAILED;
+    } else if (opt.optimizer != BLOOPCL_OPTIMIZER_NONE) {
+        status = bench_optimizer(ctx, opt.optimizer, opt.sizes, opt.num_sizes, opt.reps);
     } else {
         status = bench(ctx, &t, &opt);
     }
