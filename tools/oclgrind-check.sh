@@ -29,6 +29,8 @@
 # 300 segments (several launches) in both shapes; the CLBlast backend with every method and
 # option at n = 257 in one run, and over 17 segments twice (CLBlast's Xdot simulates
 # thousands of work-items per dot whatever n is, so each CLBlast case costs seconds).
+# Then small cases of the Criterion tests of the optimizer and of several auxiliary gradients,
+# in both shapes (check_tests).
 # Exit status: 0 clean, 1 a diagnostic or a failed case, 2 a missing program.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,10 +78,48 @@ check() {
       $((SECONDS - began))
     [ "$status" -eq 0 ] || grep -v ' PASS\*\?$' "$out" | sed -n '1,20p'
   fi
+  report_log "$log" "$reports"
+}
+
+# Oclgrind's log of a run: any line is a diagnostic (and fails the check).
+report_log() {
+  local log=$1 reports=$2
   if [ -s "$log" ]; then
     diagnostics=$((diagnostics + (reports > 0 ? reports : 1)))
     echo "  Oclgrind reported (first lines of $reports):"; sed -n '1,40p' "$log" | sed 's/^/  | /'
   fi
+}
+
+# One Criterion test program on Oclgrind (the library's paths that bloopcl-compare does not
+# take: the optimizer in the step, several auxiliary gradients): the kernel shape, a label,
+# the program under $build/tests and its --filter. Its synthesis line is the verdict.
+check_tests() {
+  checks_seen=$((checks_seen + 1))
+  [ $(((checks_seen - 1) % part_count)) -eq "$part_index" ] || return 0
+  local shape=$1 label="$2, $1 shape" program=$build/tests/$3 filter=$4
+  local log=$logs/run$runs.log out=$logs/run$runs.out status=0 began=$SECONDS reports=0
+  runs=$((runs + 1))
+  [ -x "$program" ] || { echo "oclgrind-check: $program not built" >&2; exit 2; }
+  env BLOOPCL_KERNEL_SHAPE="$shape" BLOOPCL_DEVICE=oclgrind: \
+    "$oclgrind" --data-races --check-api --log "$log" "$program" -j1 --filter "$filter" \
+    >"$out" 2>&1 || status=$?
+  [ -s "$log" ] && reports=$(grep -c '^[^[:space:]]' "$log" || true)
+  local verdict
+  verdict=$(grep 'Synthesis:' "$out" || true)
+  if [[ $verdict =~ Tested:\ ([0-9]+)\ \|\ Passing:\ ([0-9]+)\ \|\ Failing:\ ([0-9]+)\ \|\ Crashing:\ ([0-9]+) ]] &&
+     [ "${BASH_REMATCH[1]}" -gt 0 ]; then
+    cases=$((cases + BASH_REMATCH[1]))
+    failed=$((failed + BASH_REMATCH[3] + BASH_REMATCH[4]))
+    [ "$status" -eq 0 ] || bad_runs=$((bad_runs + 1))
+    printf '%-4s  %-66s %s passed, %s failed, %s diagnostics, %d s\n' "$([ "$status" -eq 0 ] &&
+      [ "$reports" -eq 0 ] && echo ok || echo FAIL)" "$label" "${BASH_REMATCH[2]}" \
+      $((BASH_REMATCH[3] + BASH_REMATCH[4])) "$reports" $((SECONDS - began))
+    [ "$status" -eq 0 ] || grep -F '[FAIL]' "$out" | sed -n '1,20p'
+  else
+    echo "FAIL  $label: no synthesis line (exit $status)"; sed -n '1,20p' "$out"
+    bad_runs=$((bad_runs + 1))
+  fi
+  report_log "$log" "$reports"
 }
 
 sizes=1,257,4097
@@ -126,6 +166,14 @@ done
 check gpu:8 "fused, 17 segments gapped, bf16:f16:f32 and f16/scaled, every method" \
   --sizes 257 --segments 17 --layout gapped --dtypes bf16:f16:f32,f16/scaled --filter fused \
   --filter " normal"
+# The optimizer in pass 2 (SGD, AdamW, 2-byte parameters, refusals) and several auxiliary
+# gradients (accumulate, their finalize, with the optimizer), small cases, both shapes.
+for shape in cpu gpu; do
+  check_tests $shape "optimizer in the step: closed forms, bf16 parameters, refusals" \
+    test_optimizer "optimizer/@(*closed_form|bf16*|misuse*)"
+  check_tests $shape "several auxiliary gradients: clip, skip, optimizer, refusals" test_aux \
+    "aux/@(barrier*|nonfinite*|fused_optimizer*|misuse*)"
+done
 
 elapsed=$(($(date +%s) - start))
 echo "oclgrind-check${2:+ (part $part)}: $cases cases in $runs runs on Oclgrind, $failed failed, $bad_runs runs" \
