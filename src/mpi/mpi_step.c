@@ -1,12 +1,13 @@
 /* mpi_step.c — bloopcl_mpi_step: a split step whose totals travel over MPI.
  *
  * Each rank contributes one row to an MPI_Allgather: its status, a fingerprint of the step it
- * is about to take (method, backend, policy, hyperparameters, loss scales), and its
+ * is about to take (method, backend, policy, hyperparameters, loss scales, the optimizer it
+ * applies), and its
  * BLOOPCL_NUM_TOTALS totals. Every rank then holds every row in rank order and either (some
  * rank failed, or two ranks would take different steps) cancels its half, or adds the rows in
  * rank order with bloopcl_sum_totals and ends its half. Gathering instead of MPI_Allreduce is
  * what makes the sum deterministic: an MPI library may add in any order (and differently per
- * message size or topology); here the order is fixed and the arithmetic is ours. A row is 32
+ * message size or topology); here the order is fixed and the arithmetic is ours. A row is 39
  * doubles, so the gather costs what an all-reduce would: one latency-bound exchange
  * (report->reduce_seconds times it).
  *
@@ -22,7 +23,7 @@ enum {
     ROW_STATUS,
     ROW_HOLDS,          /* 1: this rank has a combiner (a non-empty slice) */
     ROW_FINGERPRINT,    /* ROW_FINGERPRINT_DOUBLES values that must agree across ranks */
-    ROW_TOTALS = ROW_FINGERPRINT + 10,
+    ROW_TOTALS = ROW_FINGERPRINT + 17,
     ROW_DOUBLES = ROW_TOTALS + BLOOPCL_NUM_TOTALS
 };
 #define ROW_FINGERPRINT_DOUBLES (ROW_TOTALS - ROW_FINGERPRINT)
@@ -30,7 +31,31 @@ enum {
 
 static const char *const fingerprint_names[ROW_FINGERPRINT_DOUBLES] = {
     "method", "dot backend", "non-finite policy", "ema_weight", "lambda", "eps", "rescale",
-    "ratio_only", "inverse scale of g", "inverse scale of a"};
+    "ratio_only", "inverse scale of g", "inverse scale of a", "update_parameters",
+    "optimizer", "learning rate", "weight_decay", "momentum or beta1", "dampening or beta2",
+    "decoupled weight decay"};
+
+/* The optimizer half of the fingerprint (a device-side learning rate counts as -1). */
+static bloopcl_status optimizer_fingerprint(bloopcl_combiner *comb,
+                                            const bloopcl_step_options *options, double *out)
+{
+    bloopcl_optimizer o = {.struct_size = sizeof o};
+    bloopcl_status status = bloopcl_combiner_optimizer(comb, &o);
+    if (status != BLOOPCL_OK)
+        return status;
+    /* fields of 0.5.0: read only from a struct that holds them */
+    bool new_fields = options != NULL &&
+                      options->struct_size >= offsetof(bloopcl_step_options, lr_index) +
+                                                  sizeof options->lr_index;
+    bool update = new_fields && options->update_parameters != 0;
+    bool lr_on_device = new_fields && options->lr_buffer != NULL;
+    bool adamw = o.kind == BLOOPCL_OPTIMIZER_ADAMW;
+    const double values[7] = {update, o.kind, lr_on_device ? -1.0 : o.lr, o.weight_decay,
+                              adamw ? o.beta1 : o.momentum, adamw ? o.beta2 : o.dampening,
+                              o.decoupled_weight_decay != 0};
+    memcpy(out, values, sizeof values);
+    return BLOOPCL_OK;
+}
 
 /* What two shards of one step must share (a device-side scale counts as -1: its value is
  * the caller's to keep equal). */
@@ -42,13 +67,13 @@ static bloopcl_status fingerprint(bloopcl_combiner *comb, const bloopcl_step_opt
     if (status != BLOOPCL_OK)
         return status;
     bool on_device = options != NULL && options->inv_scale_buffer != NULL;
-    const double values[ROW_FINGERPRINT_DOUBLES] = {
+    const double values[10] = {
         config.method, config.dots, config.nonfinite, config.ema_weight, config.lambda,
         config.eps, config.rescale != 0, config.ratio_only != 0,
         on_device ? -1.0 : options != NULL ? options->inv_scale_g : 1.0,
         on_device ? -1.0 : options != NULL ? options->inv_scale_a : 1.0};
     memcpy(out, values, sizeof values);
-    return BLOOPCL_OK;
+    return optimizer_fingerprint(comb, options, out + sizeof values / sizeof values[0]);
 }
 
 /* The first half on this rank: its row of the exchange (`refused`: a status this rank

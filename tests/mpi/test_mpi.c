@@ -366,6 +366,66 @@ static void ranks_must_agree(world *w)
     free(d);
 }
 
+/* One sharded AdamW step in pass 2 (update_parameters) on every rank's slice of the
+ * parameters, into buf: the status and the report. */
+static bloopcl_status optimizer_step(world *w, bloopcl_combiner *comb, size_t start, size_t n,
+                                     cl_mem params, bloopcl_mpi_report *report)
+{
+    cl_mem gb = buffer(w, w->g + start, n), ab = buffer(w, w->a + start, n);
+    bloopcl_segment sg = {.buffer = gb, .count = n}, sa = {.buffer = ab, .count = n};
+    bloopcl_segment sp = {.buffer = params, .count = n};
+    bloopcl_tensor tg = {&sg, 1}, ta = {&sa, 1}, tp = {&sp, 1};
+    bloopcl_step_options options = BLOOPCL_STEP_OPTIONS_INIT;
+    options.update_parameters = 1;
+    bloopcl_status status = bloopcl_mpi_step(comb, MPI_COMM_WORLD, &tg, &ta, &tp, &options, 0,
+                                             NULL, NULL, report);
+    clReleaseMemObject(gb);
+    clReleaseMemObject(ab);
+    return status;
+}
+
+/* The fused optimizer over MPI: ranks whose learning rates differ fail together (the report
+ * names it, no rank counts a step); agreeing ranks take the step and each counts t = 1. */
+static void optimizers_must_agree(world *w)
+{
+    size_t size[8], start[8];
+    layout(ranks, false, size, start);
+    size_t n = size[me];
+    bloopcl_combiner *shard = make_combiner(w, BLOOPCL_METHOD_BLOOP, BLOOPCL_DOTS_FUSED, n);
+    bloopcl_optimizer o;
+    bloopcl_optimizer_default(&o, BLOOPCL_OPTIMIZER_ADAMW);
+    o.lr = ranks > 1 && me == ranks - 1 ? 0.02 : 0.01;
+    check(bloopcl_combiner_set_optimizer(shard, &o) == BLOOPCL_OK, "attach AdamW");
+    inputs(w, 0);
+    float *p = must_alloc((n + 1) * sizeof(float));
+    for (size_t i = 0; i < n; ++i)
+        p[i] = 1.0f;
+    cl_mem params = buffer(w, p, n);
+    bloopcl_mpi_report report = BLOOPCL_MPI_REPORT_INIT;
+    bloopcl_status status = BLOOPCL_OK;
+    uint64_t t = 99;
+    if (ranks > 1) {  /* one rank alone agrees with itself */
+        status = optimizer_step(w, shard, start[me], n, params, &report);
+        bloopcl_optimizer_steps(shard, &t);
+        check(status == BLOOPCL_ERR_INVALID_ARGUMENT && strstr(report.message, "learning rate") &&
+                  t == 0,
+              "ranks with other learning rates fail together: \"%s\"", report.message);
+    }
+    o.lr = 0.01;
+    check(bloopcl_combiner_set_optimizer(shard, &o) == BLOOPCL_OK, "same lr everywhere");
+    status = optimizer_step(w, shard, start[me], n, params, &report);
+    bloopcl_optimizer_steps(shard, &t);
+    read_back(w, params, p, n);
+    bool moved = true;  /* AdamW's first step moves every parameter by about lr */
+    for (size_t i = 0; i < n; ++i)
+        moved &= fabsf(p[i] - 1.0f) > 0.005f && fabsf(p[i] - 1.0f) < 0.0115f;
+    check(status == BLOOPCL_OK && t == 1 && moved, "the agreeing step applies AdamW (t = %llu, "
+          "status %d: %s)", (unsigned long long)t, status, report.message);
+    clReleaseMemObject(params);
+    bloopcl_combiner_destroy(shard);
+    free(p);
+}
+
 /* Saved by every rank, loaded by ranks 1.. (R - 1 of them, other sizes) where R > 1. */
 static void checkpoint_reshards(world *w)
 {
@@ -456,6 +516,7 @@ int main(int argc, char **argv)
     repeatable_over_runs(&w);
     one_bad_rank_fails_all(&w);
     ranks_must_agree(&w);
+    optimizers_must_agree(&w);
     checkpoint_reshards(&w);
     if (me == 0)
         printf("mpi: %d ranks: %d passed, %d failed\n", ranks, passed, failed);
