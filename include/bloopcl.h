@@ -33,7 +33,10 @@
  *     progress. Calls that do so: bloopcl_combiner_create, bloopcl_combiner_config,
  *     bloopcl_combiner_set_hyperparameters, bloopcl_step, bloopcl_step_buffers,
  *     bloopcl_step_host, bloopcl_get_diagnostics, bloopcl_read_state, bloopcl_write_state,
- *     bloopcl_reset_state, bloopcl_context_finish. BUSY is not a queue: retry, or better, give
+ *     bloopcl_reset_state, bloopcl_context_finish, and since 0.5.0 bloopcl_step_aux,
+ *     bloopcl_get_aux_diagnostics, bloopcl_combiner_set_optimizer,
+ *     bloopcl_combiner_set_learning_rate, bloopcl_optimizer_steps and
+ *     bloopcl_set_optimizer_steps. BUSY is not a queue: retry, or better, give
  *     each thread its own context.
  *   - The destroy functions cannot report BUSY: a combiner must not be destroyed while a call
  *     on it runs, nor a context handle used after bloopcl_context_destroy. Destroying one
@@ -720,7 +723,8 @@ BLOOPCL_API bloopcl_status bloopcl_optimizer_validate(const bloopcl_optimizer *o
  * moments). A different kind than the one attached allocates its moments (4 bytes per element
  * each, counted against the device's memory as bloopcl_combiner_create says), zeroed, with
  * t = 0; the same kind only changes the hyperparameters (schedules of weight decay, say) and
- * keeps the moments and t. Refused while a split step is pending.
+ * keeps the moments and t. Refused while a split step is pending. If the new moments cannot
+ * be allocated, the call fails with no optimizer attached (the old one is gone).
  */
 BLOOPCL_API bloopcl_status bloopcl_combiner_set_optimizer(bloopcl_combiner *combiner,
                                                           const bloopcl_optimizer *optimizer);
