@@ -439,13 +439,14 @@ static PyObject *config_dict(const bloopcl_config *config)
 static PyObject *diagnostics_dict(const bloopcl_diagnostics *d)
 {
     return Py_BuildValue(
-        "{s:d,s:d,s:d,s:d,s:d,s:d,s:d,s:d,s:d,s:O,s:K,s:d,s:d,s:I,s:i}", "r", d->ratio,
+        "{s:d,s:d,s:d,s:d,s:d,s:d,s:d,s:d,s:d,s:O,s:K,s:d,s:d,s:I,s:i,s:K}", "r", d->ratio,
         "ratio_raw", d->ratio_raw, "dot_ema_aux", d->dot_ema_aux, "ema_norm_sq", d->ema_norm_sq,
         "aux_norm_sq", d->aux_norm_sq, "cosine", d->cosine, "aux_ratio", d->aux_ratio,
         "dot_aux_ema_main", d->dot_aux_ema_main, "aux_ema_norm_sq", d->aux_ema_norm_sq,
         "accepted", d->accepted ? Py_True : Py_False, "steps", (unsigned long long)d->steps,
         "grad_norm_sq", d->grad_norm_sq, "grad_norm", sqrt(d->grad_norm_sq), "kernels",
-        d->kernels, "reason", d->reason);
+        d->kernels, "reason", d->reason, "optimizer_steps",
+        (unsigned long long)d->optimizer_steps);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -586,11 +587,12 @@ fail:
  * the caller) when want_event, else None. */
 static PyObject *combiner_step(CombinerObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"g", "a", "d", "wait_events", "want_event", NULL};
+    static char *keywords[] = {"g", "a", "d", "wait_events", "want_event", "update_parameters",
+                               NULL};
     PyObject *g_obj, *a_obj, *d_obj, *wait_obj = NULL;
-    int want_event = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|Op", keywords, &g_obj, &a_obj, &d_obj,
-                                     &wait_obj, &want_event))
+    int want_event = 0, update_parameters = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|Opp", keywords, &g_obj, &a_obj, &d_obj,
+                                     &wait_obj, &want_event, &update_parameters))
         return NULL;
     PyObject *result = NULL;
     bloopcl_segment *gs = NULL, *as = NULL, *ds = NULL;
@@ -626,8 +628,10 @@ static PyObject *combiner_step(CombinerObject *self, PyObject *args, PyObject *k
     cl_event event = NULL;
     bloopcl_status status;
     Py_BEGIN_ALLOW_THREADS
-    status = bloopcl_step(self->comb, &g, &a, &d, (cl_uint)nwait, nwait > 0 ? wait : NULL,
-                          want_event ? &event : NULL);
+    bloopcl_step_options options = BLOOPCL_STEP_OPTIONS_INIT;
+    options.update_parameters = update_parameters;  /* d is the parameters (the optimizer) */
+    status = bloopcl_step_with_options(self->comb, &g, &a, &d, &options, (cl_uint)nwait,
+                                       nwait > 0 ? wait : NULL, want_event ? &event : NULL);
     Py_END_ALLOW_THREADS
     if (status != BLOOPCL_OK) {
         combiner_fail(self, status);
@@ -743,6 +747,81 @@ static PyObject *combiner_outputs(CombinerObject *self, PyObject *unused)
     return handle_to_object(outputs);
 }
 
+/* set_optimizer(kind, lr, weight_decay, decoupled, momentum, dampening, nesterov, beta1,
+ * beta2, eps, bias_correction): kind 0 detaches (bloopcl_combiner_set_optimizer). */
+static PyObject *combiner_set_optimizer(CombinerObject *self, PyObject *args)
+{
+    int kind, decoupled, nesterov, bias_correction;
+    double lr, weight_decay, momentum, dampening, beta1, beta2, eps;
+    if (!PyArg_ParseTuple(args, "iddpddpdddp", &kind, &lr, &weight_decay, &decoupled,
+                          &momentum, &dampening, &nesterov, &beta1, &beta2, &eps,
+                          &bias_correction))
+        return NULL;
+    bloopcl_optimizer o;
+    bloopcl_optimizer_default(&o, (bloopcl_optimizer_kind)kind);
+    o.lr = lr;
+    o.weight_decay = weight_decay;
+    o.decoupled_weight_decay = decoupled;
+    o.momentum = momentum;
+    o.dampening = dampening;
+    o.nesterov = nesterov;
+    o.beta1 = beta1;
+    o.beta2 = beta2;
+    o.eps = eps;
+    o.bias_correction = bias_correction;
+    bloopcl_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = bloopcl_combiner_set_optimizer(self->comb, kind == 0 ? NULL : &o);
+    Py_END_ALLOW_THREADS
+    if (status != BLOOPCL_OK)
+        return combiner_fail(self, status);
+    Py_RETURN_NONE;
+}
+
+static PyObject *combiner_set_learning_rate(CombinerObject *self, PyObject *args)
+{
+    double lr;
+    if (!PyArg_ParseTuple(args, "d", &lr))
+        return NULL;
+    bloopcl_status status = bloopcl_combiner_set_learning_rate(self->comb, lr);
+    if (status != BLOOPCL_OK)
+        return combiner_fail(self, status);
+    Py_RETURN_NONE;
+}
+
+/* optimizer_steps() -> t (blocking); optimizer_steps(t) sets it. */
+static PyObject *combiner_optimizer_steps(CombinerObject *self, PyObject *args)
+{
+    unsigned long long steps = 0;
+    int set = PyTuple_GET_SIZE(args) > 0;
+    if (!PyArg_ParseTuple(args, "|K", &steps))
+        return NULL;
+    bloopcl_status status;
+    uint64_t t = steps;
+    Py_BEGIN_ALLOW_THREADS
+    status = set ? bloopcl_set_optimizer_steps(self->comb, t)
+                 : bloopcl_optimizer_steps(self->comb, &t);
+    Py_END_ALLOW_THREADS
+    if (status != BLOOPCL_OK)
+        return combiner_fail(self, status);
+    return PyLong_FromUnsignedLongLong((unsigned long long)t);
+}
+
+static PyObject *combiner_optimizer(CombinerObject *self, PyObject *unused)
+{
+    (void)unused;
+    bloopcl_optimizer o = {.struct_size = sizeof o};
+    bloopcl_status status = bloopcl_combiner_optimizer(self->comb, &o);
+    if (status != BLOOPCL_OK)
+        return combiner_fail(self, status);
+    return Py_BuildValue("{s:i,s:d,s:d,s:O,s:d,s:d,s:O,s:d,s:d,s:d,s:O}", "kind", (int)o.kind,
+                         "lr", o.lr, "weight_decay", o.weight_decay, "decoupled",
+                         o.decoupled_weight_decay ? Py_True : Py_False, "momentum", o.momentum,
+                         "dampening", o.dampening, "nesterov", o.nesterov ? Py_True : Py_False,
+                         "beta1", o.beta1, "beta2", o.beta2, "eps", o.eps, "bias_correction",
+                         o.bias_correction ? Py_True : Py_False);
+}
+
 static PyObject *combiner_get_n(CombinerObject *self, void *closure)
 {
     (void)closure;
@@ -754,6 +833,14 @@ static PyMethodDef combiner_methods[] = {
      "bloopcl_step_host over three float32 buffers of n elements."},
     {"step", (PyCFunction)(void (*)(void))combiner_step, METH_VARARGS | METH_KEYWORDS,
      "bloopcl_step over segment lists of (cl_mem, offset_bytes, count, dtype)."},
+    {"set_optimizer", (PyCFunction)(void (*)(void))combiner_set_optimizer, METH_VARARGS,
+     "bloopcl_combiner_set_optimizer (kind 0: detach)."},
+    {"set_learning_rate", (PyCFunction)(void (*)(void))combiner_set_learning_rate,
+     METH_VARARGS, "bloopcl_combiner_set_learning_rate."},
+    {"optimizer_steps", (PyCFunction)(void (*)(void))combiner_optimizer_steps, METH_VARARGS,
+     "bloopcl_optimizer_steps() or bloopcl_set_optimizer_steps(t)."},
+    {"optimizer", (PyCFunction)(void (*)(void))combiner_optimizer, METH_NOARGS,
+     "bloopcl_combiner_optimizer as a dict."},
     {"diagnostics", (PyCFunction)(void (*)(void))combiner_diagnostics, METH_NOARGS,
      "bloopcl_get_diagnostics (waits for the last step)."},
     {"read_state", (PyCFunction)(void (*)(void))combiner_read_state, METH_VARARGS,
@@ -1009,7 +1096,9 @@ PyMODINIT_FUNC PyInit__bloopcl(void)
         PyModule_AddIntConstant(module, "DTYPE_BF16", BLOOPCL_DTYPE_BF16) < 0 ||
         PyModule_AddIntConstant(module, "VERSION_NUMBER", BLOOPCL_VERSION_NUMBER) < 0 ||
         PyModule_AddIntConstant(module, "STATE_EMA", BLOOPCL_STATE_EMA) < 0 ||
-        PyModule_AddIntConstant(module, "STATE_AUX_EMA", BLOOPCL_STATE_AUX_EMA) < 0) {
+        PyModule_AddIntConstant(module, "STATE_AUX_EMA", BLOOPCL_STATE_AUX_EMA) < 0 ||
+        PyModule_AddIntConstant(module, "STATE_MOMENT1", BLOOPCL_STATE_MOMENT1) < 0 ||
+        PyModule_AddIntConstant(module, "STATE_MOMENT2", BLOOPCL_STATE_MOMENT2) < 0) {
         Py_DECREF(module);
         return NULL;
     }

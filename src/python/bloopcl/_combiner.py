@@ -20,6 +20,10 @@ NONFINITE_NAMES = {0: "skip", 1: "propagate"}
 REASONS = {0: "none", 1: "nonfinite_input", 2: "out_of_range"}
 STATE_EMA = _bloopcl.STATE_EMA
 STATE_AUX_EMA = _bloopcl.STATE_AUX_EMA
+STATE_MOMENT1 = _bloopcl.STATE_MOMENT1
+STATE_MOMENT2 = _bloopcl.STATE_MOMENT2
+OPTIMIZERS = {"sgd": 1, "adamw": 2}
+OPTIMIZER_NAMES = {0: None, 1: "sgd", 2: "adamw"}
 
 
 def _choice(table, value, what):
@@ -96,8 +100,44 @@ class Combiner:
         self.method = METHOD_NAMES[kw["method"]]
         self._held = ()  # the Python objects of the last step (see step)
 
+    # --- the optimizer in the step ------------------------------------------------------------
+    def set_optimizer(self, kind, lr=1e-3, *, weight_decay=None, decoupled=None, momentum=0.0,
+                      dampening=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8,
+                      bias_correction=True):
+        """Attaches "sgd" or "adamw" (None detaches), applied inside the step to the parameters
+        given as step(g, a, params=p): d is never written, p is updated in place, and a
+        skipped step leaves p, the moments and the step count t alone. As in PyTorch:
+        AdamW's weight_decay defaults to 1e-2, decoupled; SGD's to 0, L2 (decoupled=True:
+        p <- p (1 - lr wd)). The same kind again keeps the moments and t (a change of lr or
+        weight_decay); another kind starts them from zero."""
+        if kind is None:
+            self._impl.set_optimizer(0, 0.0, 0.0, False, 0.0, 0.0, False, 0.9, 0.999, 1e-8, True)
+            return
+        code = _choice(OPTIMIZERS, kind, "optimizer")
+        adamw = code == OPTIMIZERS["adamw"]
+        if weight_decay is None:
+            weight_decay = 1e-2 if adamw else 0.0
+        if decoupled is None:
+            decoupled = adamw
+        beta1, beta2 = betas
+        self._impl.set_optimizer(code, float(lr), float(weight_decay), bool(decoupled),
+                                 float(momentum), float(dampening), bool(nesterov),
+                                 float(beta1), float(beta2), float(eps), bool(bias_correction))
+
+    def set_lr(self, lr):
+        """The learning rate of the next steps (schedules)."""
+        self._impl.set_learning_rate(float(lr))
+
+    @property
+    def optimizer(self):
+        """The attached optimizer's settings (kind None when there is none) and t."""
+        o = self._impl.optimizer()
+        o["kind"] = OPTIMIZER_NAMES.get(o["kind"], str(o["kind"]))
+        o["steps"] = self._impl.optimizer_steps() if o["kind"] is not None else 0
+        return o
+
     # --- steps ----------------------------------------------------------------------------
-    def step(self, g, a, out=None):
+    def step(self, g, a, out=None, *, params=None):
         """One step: returns d (out, or new arrays/tensors like g when out is None).
 
         g, a, out: each a 1-D float32 (or float16, bfloat16) numpy array, a pyopencl Array or
@@ -106,7 +146,13 @@ class Combiner:
         through the blocking host path; device objects are used in place on the context's
         queue (the call returns once the step is enqueued) and out=g or out=a is in place.
         Everything is checked before anything is enqueued: a refused step raises
-        bloopcl.Error and leaves the state as it was."""
+        bloopcl.Error and leaves the state as it was.
+
+        params (with set_optimizer): the parameters, device buffers/tensors laid out as g,
+        updated in place by the attached optimizer instead of writing d (out must be None);
+        returns params."""
+        if params is not None:
+            return self._step_parameters(g, a, params)
         ctx = self.ctx
         g_parts, g_list = resolve(g, "g", False, ctx)
         a_parts, _ = resolve(a, "a", False, ctx)
@@ -171,7 +217,30 @@ class Combiner:
                 _bloopcl.convert(piece, F32, p.array.view(np.uint16), p.dtype)
             first += p.count
 
-    def _step_device(self, g_parts, a_parts, d_parts):
+    def _step_parameters(self, g, a, params):
+        ctx = self.ctx
+        g_parts, _ = resolve(g, "g", False, ctx)
+        a_parts, _ = resolve(a, "a", False, ctx)
+        p_parts, _ = resolve(params, "params", True, ctx)
+        operands = [g_parts, a_parts, p_parts]
+        if any(p.host for parts in operands for p in parts):
+            raise InvalidArgumentError("step(params=...) takes device buffers or tensors for g, "
+                                       "a and params (the parameters are updated in place on "
+                                       "the device)")
+        counts = [[p.count for p in parts] for parts in operands]
+        for role, c in zip(("g", "a", "params"), counts):
+            if sum(c) != self.n:
+                raise SizeMismatchError("%s: %d elements, the combiner has n = %d"
+                                        % (role, sum(c), self.n))
+            if c != counts[0]:
+                raise SizeMismatchError("%s has segments of %s elements, g of %s"
+                                        % (role, _short(c), _short(counts[0])))
+        operands = realize_tinygrad(operands, ["g", "a", "params"])
+        self._step_device(*operands, update_parameters=True)
+        self._held = (g, a, params)
+        return params
+
+    def _step_device(self, g_parts, a_parts, d_parts, update_parameters=False):
         ctx = self.ctx
         parts = g_parts + a_parts + d_parts
         wait, markers, foreign = [], [], {}
@@ -189,7 +258,7 @@ class Combiner:
         want_event = bool(foreign) or any(p.array is not None for p in d_parts)
         handle = self._impl.step([p.segment() for p in g_parts], [p.segment() for p in a_parts],
                                  [p.segment() for p in d_parts], wait_events=wait,
-                                 want_event=want_event)
+                                 want_event=want_event, update_parameters=update_parameters)
         if handle:
             import pyopencl as cl
 
@@ -254,6 +323,7 @@ class Combiner:
         c = self._impl.config()
         sd = {"format": 1, "method": self.method, "n": self.n, "ema_weight": c["ema"],
               "lbda": c["lbda"], "eps": c["eps"], "ema": None, "aux_ema": None}
+        sd.update(self._optimizer_state())
         for key, kind in self._kinds():
             values = np.empty(self.n, np.float32)
             try:
@@ -264,6 +334,35 @@ class Combiner:
                 values = None  # not initialised yet
             sd[key] = values
         return sd
+
+    def _optimizer_state(self):
+        """The optimizer's part of state_dict: its settings, t and moments (None: none)."""
+        o = self.optimizer
+        if o["kind"] is None:
+            return {"optimizer": None}
+        state = {"optimizer": o, "optimizer_steps": o["steps"]}
+        for key, kind in (("moment1", STATE_MOMENT1), ("moment2", STATE_MOMENT2)):
+            values = np.empty(self.n, np.float32)
+            try:
+                self._impl.read_state(kind, values)
+            except StateError:
+                values = None  # this optimizer keeps no such moment
+            state[key] = values
+        return state
+
+    def _load_optimizer_state(self, sd):
+        o = sd.get("optimizer")
+        if o is None:
+            return
+        self.set_optimizer(o["kind"], o["lr"], weight_decay=o["weight_decay"],
+                           decoupled=o["decoupled"], momentum=o["momentum"],
+                           dampening=o["dampening"], nesterov=o["nesterov"],
+                           betas=(o["beta1"], o["beta2"]), eps=o["eps"],
+                           bias_correction=o["bias_correction"])
+        for key, kind in (("moment1", STATE_MOMENT1), ("moment2", STATE_MOMENT2)):
+            if sd.get(key) is not None:
+                self._impl.write_state(kind, _state_array(sd[key], self.n, key))
+        self._impl.optimizer_steps(int(sd["optimizer_steps"]))
 
     def load_state_dict(self, sd):
         """Resumes from state_dict(): the state bit for bit and the hyperparameters. Everything
@@ -290,6 +389,7 @@ class Combiner:
             for key, kind in kinds:
                 if arrays[key] is not None:
                     self._impl.write_state(kind, arrays[key])
+            self._load_optimizer_state(sd)
         except Exception:
             self._impl.set_hyperparameters(old["ema"], old["lbda"], old["eps"])
             raise
