@@ -156,6 +156,8 @@ typedef struct options {
     size_t train_size, test_size, batch;
     int epochs, power_iters, quick, check, num_lambdas, num_methods;
     int data_parallel; /* running data-parallel (MPI), over `ranks` ranks; else ranks = 1 */
+    int own_adam;      /* --optimizer trainer: the trainer's Adam kernel, not bloopcl's fused
+                          AdamW (the default) */
     int ranks;
     long inject_step;  /* 0, or the optimizer step whose g gets a NaN (--inject-nonfinite) */
     double lr, bloop_ema, base_ema, min_accuracy;
@@ -180,6 +182,10 @@ static void help(FILE *to)
         "  --epochs N          epochs per run (default 3)\n"
         "  --batch B           mini-batch size (default 256)\n"
         "  --lr LR             Adam learning rate (default 3e-4)\n"
+        "  --optimizer O       fused (default): Adam runs inside bloopcl's step (its AdamW\n"
+        "                      with no weight decay, update_parameters: d is never\n"
+        "                      written); trainer: the trainer's own Adam kernel after the\n"
+        "                      step, reading d (the same losses within fp32 rounding)\n"
         "  --lambdas SPEC      comma list (0.01,0.1) or logspace A:B:N (default -4:0:9)\n"
         "  --methods LIST      comma list of bloop,mixed,pcgrad,dynamic_barrier (default all)\n"
         "  --bloop-ema W       EMA weight of Bloop (default 0.01)\n"
@@ -307,6 +313,10 @@ static bool parse_one(int c, const char *arg, options *opt)
     case 'w': ok = tool_parse_double(arg, 1e-9, 1.0, &opt->bloop_ema); break;
     case 'W': ok = tool_parse_double(arg, 1e-9, 1.0, &opt->base_ema); break;
     case 'a': ok = tool_parse_double(arg, 0.0, 1.0, &opt->min_accuracy); break;
+    case 'o':
+        ok = strcmp(arg, "fused") == 0 || strcmp(arg, "trainer") == 0;
+        opt->own_adam = strcmp(arg, "trainer") == 0;
+        break;
     case 'l': ok = parse_lambdas(arg, opt) == 0; break;
     default: ok = parse_methods(arg, opt) == 0; break;   /* 'm' */
     }
@@ -320,7 +330,7 @@ static const tool_option TRAIN_OPTIONS[] = {
     {"lr", true, 'r'},           {"bloop-ema", true, 'w'},    {"base-ema", true, 'W'},
     {"lambdas", true, 'l'},      {"methods", true, 'm'},      {"min-accuracy", true, 'a'},
     {"check", false, 'g'},       {"inject-nonfinite", true, 'i'},
-    {"data-parallel", false, 'P'},
+    {"data-parallel", false, 'P'},  {"optimizer", true, 'o'},
 };
 #define NUM_TRAIN_OPTIONS (sizeof TRAIN_OPTIONS / sizeof TRAIN_OPTIONS[0])
 
@@ -1000,8 +1010,16 @@ static int train_step(trainer *tr, bloopcl_combiner *comb, const options *opt, s
         (t == opt->inject_step && inject_nonfinite(tr) != 0) ||
         train_dp_sum_gradients(tr->dp, tr->queue, tr->grad) != 0)
         return -1;
+    /* fused: the parameters take d's place and bloopcl's AdamW updates them in pass 2;
+     * else d overwrites g and the trainer's Adam follows */
+    bloopcl_segment ps[NUM_TENSORS];
+    bloopcl_tensor params;
+    make_tensor(tr, tr->param, ps, &params);
+    bloopcl_step_options step_options = BLOOPCL_STEP_OPTIONS_INIT;
+    step_options.update_parameters = !opt->own_adam;
     cl_mem outputs = NULL;
-    bloopcl_status st = train_dp_step(tr->dp, comb, &g, &a, &g);  /* bloopcl_step alone */
+    bloopcl_status st = train_dp_step(tr->dp, comb, &g, &a, opt->own_adam ? &g : &params,
+                                      &step_options);
     if (st == BLOOPCL_OK)
         st = bloopcl_combiner_outputs(comb, &outputs);
     if (st != BLOOPCL_OK) {
@@ -1010,7 +1028,7 @@ static int train_step(trainer *tr, bloopcl_combiner *comb, const options *opt, s
                     bloopcl_context_last_error(tr->ctx));
         return -1;
     }
-    if (adam_step(tr, opt, outputs) != 0)
+    if (opt->own_adam && adam_step(tr, opt, outputs) != 0)
         return -1;
     return train_dp_gather_parameters(tr->dp, tr->queue, tr->param);
 }
@@ -1019,7 +1037,8 @@ static int train_step(trainer *tr, bloopcl_combiner *comb, const options *opt, s
  * The skipped-step check (--inject-nonfinite): what Adam owns, before and after the step.
  * ------------------------------------------------------------------------------------------- */
 typedef struct optimizer_snapshot {
-    float *tensor[3][NUM_TENSORS];  /* parameters, first and second moments */
+    float *tensor[3][NUM_TENSORS];  /* parameters, first and second moments (trainer's Adam) */
+    float *fused[2];                /* bloopcl's AdamW moments over the own slices (fused) */
     cl_int steps;                   /* Adam's step count */
 } optimizer_snapshot;
 
@@ -1028,12 +1047,32 @@ static void free_snapshot(optimizer_snapshot *s)
     for (int k = 0; k < 3; ++k)
         for (int t = 0; t < NUM_TENSORS; ++t)
             free(s->tensor[k][t]);
+    free(s->fused[0]);
+    free(s->fused[1]);
 }
 
-static int read_steps(trainer *tr, cl_int *steps)
+/* Adam's step count: the trainer's counter, or bloopcl's t (comb not NULL: fused). */
+static int read_steps(trainer *tr, bloopcl_combiner *comb, cl_int *steps)
 {
-    return cl_check(clEnqueueReadBuffer(tr->queue, tr->adam_t, CL_TRUE, 0, sizeof *steps, steps,
-                                        0, NULL, NULL), "read Adam step count");
+    if (comb == NULL)
+        return cl_check(clEnqueueReadBuffer(tr->queue, tr->adam_t, CL_TRUE, 0, sizeof *steps,
+                                            steps, 0, NULL, NULL), "read Adam step count");
+    uint64_t t = 0;
+    bloopcl_status st = bloopcl_optimizer_steps(comb, &t);
+    *steps = (cl_int)t;
+    return st == BLOOPCL_OK ? 0 : -1;
+}
+
+/* bloopcl's moments (fused): n floats each, the combiner's slice order. */
+static int read_fused_moments(bloopcl_combiner *comb, optimizer_snapshot *s)
+{
+    size_t n = bloopcl_combiner_size(comb);
+    const bloopcl_state_kind kinds[2] = {BLOOPCL_STATE_MOMENT1, BLOOPCL_STATE_MOMENT2};
+    for (int k = 0; k < 2; ++k)
+        if ((s->fused[k] = malloc(n * sizeof(float))) == NULL ||
+            bloopcl_read_state(comb, kinds[k], s->fused[k], n) != BLOOPCL_OK)
+            return -1;
+    return 0;
 }
 
 /* Bytes of part k of a snapshot (parameters: whole tensors; moments: the own slices). */
@@ -1042,7 +1081,7 @@ static size_t snapshot_bytes(const trainer *tr, int k, int t)
     return (k == 0 ? tr->tensor_size[t] : tr->own_count[t]) * sizeof(float);
 }
 
-static int take_snapshot(trainer *tr, optimizer_snapshot *s)
+static int take_snapshot(trainer *tr, bloopcl_combiner *fused, optimizer_snapshot *s)
 {
     cl_mem *groups[3] = {tr->param, tr->adam_m, tr->adam_v};
     *s = (optimizer_snapshot){0};
@@ -1056,14 +1095,19 @@ static int take_snapshot(trainer *tr, optimizer_snapshot *s)
                                              s->tensor[k][t], 0, NULL, NULL), "snapshot") != 0)
                 return -1;
         }
-    return read_steps(tr, &s->steps);
+    if (fused != NULL && read_fused_moments(fused, s) != 0)
+        return -1;
+    return read_steps(tr, fused, &s->steps);
 }
 
 /* Bit for bit (memcmp: a NaN that crept in or a -0 for a +0 counts as a change). */
-static int same_snapshot(const trainer *tr, const optimizer_snapshot *x,
-                         const optimizer_snapshot *y)
+static int same_snapshot(const trainer *tr, bloopcl_combiner *fused,
+                         const optimizer_snapshot *x, const optimizer_snapshot *y)
 {
     int same = x->steps == y->steps;
+    size_t n = fused != NULL ? bloopcl_combiner_size(fused) : 0;
+    for (int k = 0; k < 2 && n > 0; ++k)
+        same = same && memcmp(x->fused[k], y->fused[k], n * sizeof(float)) == 0;
     for (int k = 0; k < 3; ++k)
         for (int t = 0; t < NUM_TENSORS; ++t)
             same = same && (snapshot_bytes(tr, k, t) == 0 ||
@@ -1080,14 +1124,15 @@ static int checked_skip_step(trainer *tr, bloopcl_combiner *comb, const options 
     optimizer_snapshot before, after;
     float accepted = -1.0f;
     cl_mem outputs = NULL;
-    int rc = take_snapshot(tr, &before);
+    bloopcl_combiner *fused = opt->own_adam ? NULL : comb;
+    int rc = take_snapshot(tr, fused, &before);
     if (rc == 0 && (rc = train_step(tr, comb, opt, first, t)) == 0)
-        rc = take_snapshot(tr, &after);
+        rc = take_snapshot(tr, fused, &after);
     if (rc == 0 && bloopcl_combiner_outputs(comb, &outputs) == BLOOPCL_OK)
         rc = cl_check(clEnqueueReadBuffer(tr->queue, outputs, CL_TRUE,
                                           BLOOPCL_OUTPUT_ACCEPTED * sizeof(float), sizeof accepted,
                                           &accepted, 0, NULL, NULL), "read accepted");
-    if (rc == 0 && (accepted != 0.0f || !same_snapshot(tr, &before, &after))) {
+    if (rc == 0 && (accepted != 0.0f || !same_snapshot(tr, fused, &before, &after))) {
         fprintf(stderr, "%s: FAIL: NaN in g at step %ld: accepted %g; parameters, Adam moments "
                 "or step count changed\n", PROGRAM, t, (double)accepted);
         rc = -1;
@@ -1101,10 +1146,10 @@ static int checked_skip_step(trainer *tr, bloopcl_combiner *comb, const options 
 }
 
 /* After a run with one injected NaN, Adam must have applied every other step. */
-static int check_steps_applied(trainer *tr, long steps_run)
+static int check_steps_applied(trainer *tr, bloopcl_combiner *fused, long steps_run)
 {
     cl_int applied = 0;
-    if (read_steps(tr, &applied) != 0)
+    if (read_steps(tr, fused, &applied) != 0)
         return -1;
     if (applied != steps_run - 1) {
         fprintf(stderr, "%s: FAIL: Adam applied %d of %ld steps, expected %ld\n", PROGRAM,
@@ -1169,7 +1214,8 @@ static int run_one(trainer *tr, bloopcl_combiner *comb, const options *opt, FILE
         if (end_epoch(tr, opt, csv, epoch, res) != 0)
             return -1;
     }
-    return opt->inject_step && !res->diverged ? check_steps_applied(tr, t) : 0;
+    return opt->inject_step && !res->diverged
+               ? check_steps_applied(tr, opt->own_adam ? NULL : comb, t) : 0;
 }
 
 static int run_config(trainer *tr, const options *opt, FILE *csv, int *perm, run_result *res)
@@ -1183,9 +1229,19 @@ static int run_config(trainer *tr, const options *opt, FILE *csv, int *perm, run
     for (int k = 0; k < NUM_TENSORS; ++k)
         n += tr->own_count[k];
     bloopcl_status st = bloopcl_combiner_create(tr->ctx, &config, n, &comb);
+    /* the trainer's Adam (no weight decay, bias-corrected) as bloopcl's AdamW */
+    bloopcl_optimizer adam;
+    bloopcl_optimizer_default(&adam, BLOOPCL_OPTIMIZER_ADAMW);
+    adam.lr = opt->lr;
+    adam.weight_decay = 0.0;
+    adam.beta1 = ADAM_BETA1;
+    adam.beta2 = ADAM_BETA2;
+    if (st == BLOOPCL_OK && !opt->own_adam)
+        st = bloopcl_combiner_set_optimizer(comb, &adam);
     if (st != BLOOPCL_OK) {
         fprintf(stderr, "%s: bloopcl_combiner_create: %s: %s\n", PROGRAM,
                 bloopcl_status_string(st), bloopcl_context_last_error(tr->ctx));
+        bloopcl_combiner_destroy(comb);
         return -1;
     }
     int rc = run_one(tr, comb, opt, csv, perm, res);
@@ -1459,8 +1515,10 @@ static void print_report_table(const options *opt, const run_result *res, size_t
                                double seconds)
 {
     printf("\nFashion-MNIST MLP 784-256-128-10: %zu train / %zu test images, %d epoch(s), "
-           "batch %zu, Adam lr %g (%.1f s)", opt->train_size, opt->test_size, opt->epochs,
-           opt->batch, opt->lr, seconds);
+           "batch %zu, Adam lr %g %s (%.1f s)", opt->train_size, opt->test_size, opt->epochs,
+           opt->batch, opt->lr,
+           opt->own_adam ? "(the trainer's Adam kernel)" : "(fused in bloopcl's step)",
+           seconds);
     if (opt->data_parallel)
         printf(", data-parallel over %d rank%s", opt->ranks, opt->ranks == 1 ? "" : "s");
     printf("\n");

@@ -214,12 +214,13 @@ int train_dp_sum_gradients(train_dp *dp, cl_command_queue queue, const cl_mem *g
 }
 
 bloopcl_status train_dp_step(train_dp *dp, bloopcl_combiner *comb, const bloopcl_tensor *g,
-                             const bloopcl_tensor *a, const bloopcl_tensor *d)
+                             const bloopcl_tensor *a, const bloopcl_tensor *d,
+                             const bloopcl_step_options *options)
 {
     if (dp == NULL)
-        return bloopcl_step(comb, g, a, d, 0, NULL, NULL);
+        return bloopcl_step_with_options(comb, g, a, d, options, 0, NULL, NULL);
     bloopcl_mpi_report report = BLOOPCL_MPI_REPORT_INIT;
-    bloopcl_status status = bloopcl_mpi_step(comb, dp->comm, g, a, d, NULL, 0, NULL, NULL,
+    bloopcl_status status = bloopcl_mpi_step(comb, dp->comm, g, a, d, options, 0, NULL, NULL,
                                              &report);
     if (status == BLOOPCL_OK)
         return status;

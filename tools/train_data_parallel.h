@@ -67,9 +67,11 @@ int train_dp_plan(train_dp *dp, const size_t *tensor_size, size_t num_tensors,
 int train_dp_sum_gradients(train_dp *dp, cl_command_queue queue, const cl_mem *grad);
 
 /* bloopcl_mpi_step over this rank's shard (collective; a failure on any rank fails it on
- * every rank, with the failed rank and its message on stderr from rank 0). */
+ * every rank, with the failed rank and its message on stderr from rank 0). `options` as
+ * bloopcl_step_with_options takes them (update_parameters: d is the parameters). */
 bloopcl_status train_dp_step(train_dp *dp, bloopcl_combiner *comb, const bloopcl_tensor *g,
-                             const bloopcl_tensor *a, const bloopcl_tensor *d);
+                             const bloopcl_tensor *a, const bloopcl_tensor *d,
+                             const bloopcl_step_options *options);
 
 /* Every rank's shard of param[] to every rank: param[t] whole, the same bits everywhere.
  * Blocking (waits for whatever updated this rank's shard). 0 or -1. */
@@ -118,10 +120,11 @@ static inline int train_dp_sum_gradients(train_dp *dp, cl_command_queue queue,
 }
 static inline bloopcl_status train_dp_step(train_dp *dp, bloopcl_combiner *comb,
                                            const bloopcl_tensor *g, const bloopcl_tensor *a,
-                                           const bloopcl_tensor *d)
+                                           const bloopcl_tensor *d,
+                                           const bloopcl_step_options *options)
 {
     (void)dp;
-    return bloopcl_step(comb, g, a, d, 0, NULL, NULL);
+    return bloopcl_step_with_options(comb, g, a, d, options, 0, NULL, NULL);
 }
 static inline int train_dp_gather_parameters(train_dp *dp, cl_command_queue queue,
                                              const cl_mem *param)
