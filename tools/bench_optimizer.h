@@ -9,8 +9,10 @@
 
 #include <stddef.h>
 
-/* Prints one line per size; TOOL_EXIT_OK, or TOOL_EXIT_FAILED with the reason on stderr. */
+/* Prints one line per size and segment count P (the model-like mix of bench_mix.h, each
+ * segment in a cl_mem of its own); TOOL_EXIT_OK, or TOOL_EXIT_FAILED with the reason on
+ * stderr. */
 int bench_optimizer(bloopcl_context *ctx, bloopcl_optimizer_kind kind, const size_t *sizes,
-                    size_t num_sizes, int reps);
+                    size_t num_sizes, const size_t *segments, size_t num_segments, int reps);
 
 #endif

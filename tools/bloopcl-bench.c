@@ -14,12 +14,13 @@
  * counts follow: fused Bloop moves 22 B per element (backend_bytes); CLBlast takes fp32 only,
  * so its rows are left out.
  * With --segments the same n elements are handed over as P segments of a model-like size mix
- * (see segment_sizes), each in a buffer of its own or end to end in one buffer per tensor;
+ * (see bench_mix.c), each in a buffer of its own or end to end in one buffer per tensor;
  * each row then also shows the kernels the step enqueued (the library's own count, read from
  * bloopcl_diagnostics) and its time over the P = 1 time of the same n, method and backend.
  * Each step is followed by clFinish, so small sizes show the per-step latency (launches).
  * Steps and triads run in alternating blocks (see time_steps).
  */
+#include "bench_mix.h"
 #include "bench_optimizer.h"
 #include "bloopcl.h"
 #include "tool_cli.h"
@@ -144,64 +145,6 @@ static double run_triad(bloopcl_context *ctx, const triad *t, size_t n)
     return tool_seconds() - start;
 }
 
-/* ---- the model-like segment mix ------------------------------------------------------------ */
-
-/* A fixed integer hash (splitmix64's finaliser on a Weyl step), so the mix is the same on
- * every run and machine. */
-static uint64_t mix_hash(uint64_t i)
-{
-    uint64_t z = i * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-typedef enum segment_kind { LARGE, MEDIUM, VECTOR } segment_kind;
-
-/* Segment i of P in the shape of a transformer's or a ResNet's parameter list: a large
- * matrix (embedding, classifier) at every hundredth position, a vector (bias, norm scale)
- * at every odd one, a medium matrix (attention, MLP, convolution) everywhere else. */
-static segment_kind segment_kind_of(size_t i)
-{
-    return i % 100 == 0 ? LARGE : i % 2 == 1 ? VECTOR : MEDIUM;
-}
-
-/* Counts of the P segments, summing exactly to n:
- *   large matrices  min(n/8, n/(2L)) each, for the L = ceil(P/100) of them (at most n/2 in all);
- *   vectors         1 + hash(i) mod span, span = clamp(n/(16P), 1, 1024) (at most
- *                   max(n/32, P/2) in all);
- *   medium matrices share the rest R, in weights w_i = 1 + hash(i) mod 4 summing to W:
- *                   1 + floor(w_i (R - M) / W) each (M of them), at most R in all;
- * what rounding leaves over goes to segment 0 (a large matrix; with no medium matrix, as for
- * P <= 2, it takes the whole rest: P = 1 is one segment of n). Returns -1 if n is too small
- * to give every segment at least one element. */
-static int segment_sizes(size_t n, size_t segments, size_t *count)
-{
-    size_t large = 0, mediums = 0, used = 0, weights = 0;
-    for (size_t i = 0; i < segments; ++i)
-        large += segment_kind_of(i) == LARGE, mediums += segment_kind_of(i) == MEDIUM;
-    size_t large_size = n / 8 < n / (2 * large) ? n / 8 : n / (2 * large);
-    size_t span = n / (16 * segments);
-    span = span < 1 ? 1 : span > 1024 ? 1024 : span;
-    for (size_t i = 0; i < segments; ++i) {
-        segment_kind kind = segment_kind_of(i);
-        count[i] = kind == LARGE ? (large_size ? large_size : 1)
-                 : kind == VECTOR ? 1 + (size_t)(mix_hash(i) % span) : 0;
-        used += count[i];
-        weights += kind == MEDIUM ? 1 + (size_t)(mix_hash(i) % 4) : 0;
-    }
-    if (used + mediums > n)
-        return -1;
-    size_t rest = n - used - mediums;  /* beyond the one element each medium matrix gets */
-    for (size_t i = 0; i < segments; ++i)
-        if (segment_kind_of(i) == MEDIUM) {
-            count[i] = 1 + rest * (1 + (size_t)(mix_hash(i) % 4)) / weights;  /* exact: w <= 4 */
-            used += count[i];
-        }
-    count[0] += n - used;
-    return 0;
-}
-
 /* ---- the buffers a step reads and writes --------------------------------------------------- */
 
 /* g, a and d as P segments: in P buffers each (separate) or end to end in one (packed). */
@@ -265,7 +208,7 @@ static int create_workload(bloopcl_context *ctx, size_t n, size_t segments, bool
     size_t *count = malloc(segments * sizeof *count);
     w->buffers = calloc(3 * w->num_buffers, sizeof *w->buffers);
     w->lists = calloc(3 * segments, sizeof *w->lists);
-    int status = count && w->buffers && w->lists ? segment_sizes(n, segments, count) : -1;
+    int status = count && w->buffers && w->lists ? bench_segment_sizes(n, segments, count) : -1;
     w->smallest = n;
     for (size_t s = 0, first = 0; status == 0 && s < segments; first += count[s], ++s) {
         w->largest = count[s] > w->largest ? count[s] : w->largest;
@@ -501,7 +444,9 @@ static void help(FILE *to)
           "                    step with the optimizer fused into its pass 2\n"
           "                    (update_parameters): time, bytes per element (AdamW 60 vs 52,\n"
           "                    SGD 52 vs 44), launches and the speedup (target, issue 12:\n"
-          "                    >= 1.12x at 16M and 64M). Not with --json or --segments.\n"
+          "                    >= 1.12x at 16M and 64M). With --segments, each of P\n"
+          "                    segments in its own cl_mem and one optimizer launch per\n"
+          "                    segment on the separate side. Not with --json.\n"
           "Default (no --segments): one buffer per tensor, as a single-buffer trainer does.\n",
           to);
 }
@@ -549,12 +494,12 @@ static const tool_spec BENCH_TOOL;
 static bool check_fit(void *user)
 {
     const options *opt = user;
-    if (opt->optimizer != BLOOPCL_OPTIMIZER_NONE && (opt->common.json || opt->segmented))
-        return tool_usage_error(&BENCH_TOOL, "--optimizer takes neither --json nor --segments");
+    if (opt->optimizer != BLOOPCL_OPTIMIZER_NONE && opt->common.json)
+        return tool_usage_error(&BENCH_TOOL, "--optimizer does not take --json");
     for (size_t s = 0; s < opt->num_sizes; ++s)
         for (size_t p = 0; p < opt->num_segments; ++p) {
             size_t *count = malloc(opt->segments[p] * sizeof *count);
-            bool fits = count && segment_sizes(opt->sizes[s], opt->segments[p], count) == 0;
+            bool fits = count && bench_segment_sizes(opt->sizes[s], opt->segments[p], count) == 0;
             free(count);
             if (!fits)
                 return tool_usage_error(&BENCH_TOOL, "n = %zu is too small for %zu segments",
@@ -787,7 +732,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: the triad kernel does not build on this device\n", BENCH_TOOL.name);
         status = TOOL_EXIT_FAILED;
     } else if (opt.optimizer != BLOOPCL_OPTIMIZER_NONE) {
-        status = bench_optimizer(ctx, opt.optimizer, opt.sizes, opt.num_sizes, opt.reps);
+        status = bench_optimizer(ctx, opt.optimizer, opt.sizes, opt.num_sizes, opt.segments,
+                                 opt.num_segments, opt.reps);
     } else {
         status = bench(ctx, &t, &opt);
     }

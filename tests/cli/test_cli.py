@@ -243,6 +243,30 @@ def check_bench_dtype():
           f"bench --dtype f16 byte model: moved {moved!r}, model {model!r}")
 
 
+def check_bench_optimizer():
+    """--optimizer: both ways run and the byte model of each (AdamW 60 vs 52 B per element;
+    SGD with momentum 52 vs 44); the separate side launches one optimizer kernel per
+    segment."""
+    for name, bytes_separate, bytes_fused in (("adamw", 60, 52), ("sgd", 52, 44)):
+        result = run(BENCH, ["--optimizer", name, "--sizes", "4096", "--segments", "7",
+                             "--reps", "1"])
+        lines = [l.split() for l in result.stdout.splitlines() if l.startswith("optimizer ")]
+        ok = result.returncode == 0 and len(lines) == 2
+        for fields in lines if ok else []:
+            p = int(fields[fields.index("P") + 1])
+            launches = [int(fields[i - 1]) for i, f in enumerate(fields) if f == "launches"]
+            ok = ok and [int(fields[i - 1]) for i, f in enumerate(fields) if f == "B/elem"] == \
+                [bytes_separate, bytes_fused]
+            ok = ok and launches[0] == launches[1] + p and "speedup" in fields
+        check(ok, f"bloopcl-bench --optimizer {name}: rows {lines!r}", result)
+    result = run(BENCH, ["--optimizer", "lion"])
+    check(result.returncode == 2 and "--optimizer takes adamw or sgd" in result.stderr,
+          "bloopcl-bench --optimizer lion is refused", result)
+    result = run(BENCH, ["--optimizer", "adamw", "--json"])
+    check(result.returncode == 2 and "--json" in result.stderr,
+          "bloopcl-bench --optimizer --json is refused", result)
+
+
 for tool_name, (path, valued_option, json_args) in TOOLS.items():
     check_help(tool_name, path)
     check_version(tool_name, path)
@@ -252,5 +276,6 @@ for tool_name, (path, valued_option, json_args) in TOOLS.items():
 check_log_levels()
 check_compare_dtypes()
 check_bench_dtype()
+check_bench_optimizer()
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
