@@ -110,17 +110,20 @@ kernel void bloopcl_aux_accumulate(BLOOPCL_SLOT_PARAMS(global const uchar *, g),
  * a Kahan sum over a stride of the slots, then the tree), then work-item 0 forms r_i and R,
  * writes R where pass 2 reads r, and rejects the step if R is not finite (policy SKIP),
  * undoing what finalize's acceptance set. lambdas and caps (1/lambda_i, divided on the host)
- * hold the k weights. */
-kernel void bloopcl_aux_finalize(global const float *partials, ulong slots, uint count,
-                                 float8 lambdas, float8 caps, int method, float eps,
+ * hold the k weights, groups the work-groups of each gradient's plan (its partial slots: the
+ * plans of differently laid out gradients differ; the row stride is `slots`). */
+kernel void bloopcl_aux_finalize(global const float *partials, ulong slots, uint8 groups,
+                                 uint count, float8 lambdas, float8 caps, int method, float eps,
                                  int skip_nonfinite, global float *scalars, global int *flags,
                                  global float *aux_outputs, local float *scratch)
 {
     size_t lid = get_local_id(0), size = get_local_size(0);
     float totals[8 * BLOOPCL_AUX_ROWS];
+    uint used[8];
+    vstore8(groups, 0, used);
     for (uint row = 0; row < count * BLOOPCL_AUX_ROWS; ++row) {
-        float sum = 0.0f, carry = 0.0f;
-        for (size_t j = lid; j < slots; j += size)
+        float sum = 0.0f, carry = 0.0f;  /* gradient row / 3 wrote its plan's groups only */
+        for (size_t j = lid; j < used[row / BLOOPCL_AUX_ROWS]; j += size)
             bloopcl_kahan_add(&sum, &carry, partials[row * slots + j]);
         float mine = sum - carry;
         bloopcl_aux_group_sums(scratch, lid, size, &mine, 1, &totals[row]);

@@ -213,7 +213,9 @@ static bloopcl_status enqueue_aux_finalize(bloopcl_combiner *comb, size_t count)
     cl_ulong slots = aux->partial_slots;
     cl_uint k_count = (cl_uint)count;
     cl_float8 lambdas = {{0}}, caps = {{0}};
+    cl_uint8 groups = {{0}};
     for (size_t i = 0; i < count; ++i) {
+        groups.s[i] = (cl_uint)aux->plans[i].total_groups;
         lambdas.s[i] = (cl_float)aux->lambdas[i];
         /* 1/lambda_i divided here, correctly rounded (as the one-gradient cap) */
         caps.s[i] = lambdas.s[i] > 0.0f ? 1.0f / lambdas.s[i] : 0.0f;
@@ -221,7 +223,8 @@ static bloopcl_status enqueue_aux_finalize(bloopcl_combiner *comb, size_t count)
     cl_int method = (cl_int)comb->config.method;
     cl_int skip = comb->config.nonfinite == BLOOPCL_NONFINITE_SKIP;
     const bloopcl_arg args[] = {
-        {BLOOPCL_ARG(aux->partials)}, {BLOOPCL_ARG(slots)}, {BLOOPCL_ARG(k_count)},
+        {BLOOPCL_ARG(aux->partials)}, {BLOOPCL_ARG(slots)}, {BLOOPCL_ARG(groups)},
+        {BLOOPCL_ARG(k_count)},
         {BLOOPCL_ARG(lambdas)}, {BLOOPCL_ARG(caps)}, {BLOOPCL_ARG(method)},
         {BLOOPCL_ARG(comb->eps)}, {BLOOPCL_ARG(skip)}, {BLOOPCL_ARG(comb->scalars)},
         {BLOOPCL_ARG(comb->flags)}, {BLOOPCL_ARG(aux->outputs)},

@@ -493,3 +493,75 @@ Test(aux, misuse_is_refused_and_changes_nothing)
     bloopcl_combiner_destroy(comb), bloopcl_combiner_destroy(pcgrad);
     bloopcl_context_destroy(ctx);
 }
+
+Test(aux, gradients_in_different_layouts_match_reference)
+{
+    /* g packed end to end in one buffer (as the sum A always is); a_1 in three buffers of its
+     * own (three ranges), a_2 packed too (one range after merging: g, a_2 and A all lie end to
+     * end): the two plans have different work-groups, and each gradient's
+     * dots must be summed over its own. At step 1 a_2 is laid out as a_1 is (three ranges:
+     * its rows of partials get three slots), from step 2 packed (one slot; the other two
+     * still hold step 1's values, which must not be read). */
+    bloopcl_context *ctx = support_context();
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
+    config.ema_weight = 0.5;
+    bloopcl_combiner *comb = support_combiner(ctx, &config, N_TOTAL);
+    bloopcl_reference_state ref;
+    cr_assert_eq(bloopcl_reference_init(&config, N_TOTAL, &ref), BLOOPCL_OK);
+    tensor_set g, d, a1, a2;
+    make_tensor(ctx, &g, BLOOPCL_DTYPE_F32);
+    make_tensor(ctx, &d, BLOOPCL_DTYPE_F32);
+    make_tensor(ctx, &a1, BLOOPCL_DTYPE_F32);
+    make_tensor(ctx, &a2, BLOOPCL_DTYPE_F32);
+    float *gh = support_alloc(N_TOTAL), *dh = support_alloc(N_TOTAL), *dref = support_alloc(N_TOTAL);
+    float *ah[2] = {support_alloc(N_TOTAL), support_alloc(N_TOTAL)};
+    cl_mem packed = support_buffer(ctx, NULL, N_TOTAL);
+    bloopcl_segment packed_segments[NUM_SEGMENTS];
+    size_t first = 0;
+    for (int s = 0; s < NUM_SEGMENTS; ++s) {
+        packed_segments[s] = (bloopcl_segment){.buffer = packed, .offset_bytes = first * 4,
+                                               .count = segment_counts[s]};
+        first += segment_counts[s];
+    }
+    bloopcl_tensor aux[2] = {a1.tensor, a2.tensor};
+    cl_mem g_packed = support_buffer(ctx, NULL, N_TOTAL);
+    bloopcl_segment g_segments[NUM_SEGMENTS];
+    for (int s = 0; s < NUM_SEGMENTS; ++s)
+        g_segments[s] = (bloopcl_segment){.buffer = g_packed,
+                                          .offset_bytes = packed_segments[s].offset_bytes,
+                                          .count = segment_counts[s]};
+    bloopcl_tensor g_tensor = {g_segments, NUM_SEGMENTS};
+    const double lambdas[2] = {0.3, 0.7};
+    for (int t = 1; t <= 3; ++t) {
+        support_fill_normal(gh, N_TOTAL, 70u + (unsigned)t, 1.0f);
+        write_tensor(ctx, &g, gh);
+        cr_assert_eq(clEnqueueWriteBuffer(bloopcl_context_queue(ctx), g_packed, CL_TRUE, 0,
+                                          N_TOTAL * 4, gh, 0, NULL, NULL), CL_SUCCESS);
+        make_aux(ah[0], gh, N_TOTAL, 0, t);
+        make_aux(ah[1], gh, N_TOTAL, 1, t);
+        write_tensor(ctx, &a1, ah[0]);
+        write_tensor(ctx, &a2, ah[1]);
+        cr_assert_eq(clEnqueueWriteBuffer(bloopcl_context_queue(ctx), packed, CL_TRUE, 0,
+                                          N_TOTAL * 4, ah[1], 0, NULL, NULL), CL_SUCCESS);
+        if (t == 2)
+            aux[1] = (bloopcl_tensor){packed_segments, NUM_SEGMENTS};
+        cr_assert_eq(bloopcl_step_aux(comb, &g_tensor, aux, lambdas, 2, &d.tensor, NULL, 0,
+                                      NULL, NULL), BLOOPCL_OK, "%s",
+                     bloopcl_context_last_error(ctx));
+        bloopcl_aux_diagnostics dev[2] = {BLOOPCL_AUX_DIAGNOSTICS_INIT,
+                                          BLOOPCL_AUX_DIAGNOSTICS_INIT}, want[2];
+        cr_assert_eq(bloopcl_get_aux_diagnostics(comb, dev, 2), BLOOPCL_OK);
+        cr_assert_eq(bloopcl_reference_step_aux(&config, &ref, gh, (const float *const *)ah,
+                                                lambdas, 2, dref, want), BLOOPCL_OK);
+        read_tensor(ctx, &d, dh);
+        expect_ratios(dev, want, 2, t);
+        expect_direction(dh, dref, gh, ah, ref.ema, 2, want, t);
+    }
+    clReleaseMemObject(packed), clReleaseMemObject(g_packed);
+    release_tensor(&g), release_tensor(&d), release_tensor(&a1), release_tensor(&a2);
+    bloopcl_reference_free(&ref);
+    bloopcl_combiner_destroy(comb);
+    bloopcl_context_destroy(ctx);
+    free(gh), free(dh), free(dref), free(ah[0]), free(ah[1]);
+}
