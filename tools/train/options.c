@@ -1,0 +1,215 @@
+/* options.c — bloopcl-train's options: help, parsing, defaults, the checks between them. */
+#include "options.h"
+#include "data_parallel.h"
+#include "train.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+static void help(FILE *to)
+{
+    fprintf(to,
+        "Trains an MLP 784-256-128-10 (ReLU) on Fashion-MNIST: main loss cross-entropy, aux\n"
+        "loss log prod_l ||W_l||_2^2, combined by each bloopcl method over a lambda grid, then\n"
+        "Adam. Forward, backward, power iteration and Adam run on the bloopcl device.\n"
+        "The combiner keeps bloopcl's defaults otherwise (eps 1e-7, no rescale, EMA from 0).\n"
+        "\n"
+        "Options:\n"
+        "  --data DIR          IDX .gz files (default /usr/share/datasets/fashion-mnist;\n"
+        "                      missing files are an environment error, exit 2)\n"
+        "  --train-size N      first N training images (default 10000; 1..60000)\n"
+        "  --test-size N       first N test images (default 10000; 1..10000)\n"
+        "  --epochs N          epochs per run (default 3)\n"
+        "  --batch B           mini-batch size (default 256)\n"
+        "  --lr LR             Adam learning rate (default 3e-4)\n"
+        "  --lambdas SPEC      comma list (0.01,0.1) or logspace A:B:N (default -4:0:9)\n"
+        "  --methods LIST      comma list of bloop,mixed,pcgrad,dynamic_barrier (default all)\n"
+        "  --bloop-ema W       EMA weight of Bloop (default 0.01)\n"
+        "  --base-ema W        EMA weight of the baselines (default 1)\n"
+        "  --power-iters K     power iterations per step (default 1)\n"
+        "  --seed S            initial weights and batch order (default 1)\n"
+        "  --min-accuracy A    fail (exit 1) if a method's smallest-lambda run ends below\n"
+        "                      this test accuracy (default 0.5)\n"
+        "  --csv PATH          write one row per method, lambda and epoch\n"
+        "  --check             first compare the device gradients with finite differences\n"
+        "  --inject-nonfinite T  put a NaN into g at optimizer step T (1-based) of every run;\n"
+        "                      fail unless bloopcl skips it and Adam leaves the parameters,\n"
+        "                      its moments and its step count bit-identical, and every\n"
+        "                      other step of the run is applied\n"
+        "  --data-parallel     data-parallel over MPI, implied when an MPI launcher (mpirun)\n"
+        "                      starts the program (a plain run never initialises MPI):\n"
+        "                      rank r of R takes part r of every batch (sizes differ by at\n"
+        "                      most one row, each weighted 1/B of the whole batch),\n"
+        "                      the gradients are summed over the ranks (MPI_Allreduce),\n"
+        "                      bloopcl-mpi combines each rank's shard of the flattened\n"
+        "                      parameters, Adam updates that shard, the parameters are\n"
+        "                      all-gathered. Losses match one process with the same --batch\n"
+        "                      within fp32 rounding. Rank 0 writes the table, CSV and JSON.\n"
+        "                      %s\n"
+        "  --quick             8192 images, 2 epochs, lambdas 1e-4,1e-2,1, all methods,\n"
+        "                      --check\n"
+        "  --json              stdout is one JSON document: device, settings, results[]\n"
+        "                      (method, lambda, ema_weight, losses, accuracy, seconds,\n"
+        "                      diverged) and passed; progress stays on stderr\n"
+        "\n"
+        "Plot: gnuplot -e \"csv='run.csv'; png='pareto.png'\" %s/plot_pareto.gp\n"
+        "(tools/plot_pareto.gp in the source tree).\n",
+        TRAIN_DP_AVAILABLE ? "Example: mpirun -np 2 bloopcl-train --batch 256"
+                           : "Not in this build (no MPI at build time): refused.",
+        BLOOPCL_DATADIR);
+}
+
+static bool parse_lambda(const char *text, size_t index, void *lambdas)
+{
+    return tool_parse_double(text, 0.0, 1e6, &((double *)lambdas)[index]);
+}
+
+/* "A:B:N" is 10^A .. 10^B in N log-spaced points; otherwise a comma list of values >= 0. */
+static int parse_lambdas(const char *text, options *opt)
+{
+    double a, b;
+    int n, used = 0;
+    if (sscanf(text, "%lf:%lf:%d%n", &a, &b, &n, &used) == 3 && text[used] == '\0') {
+        if (n < 1 || n > MAX_LAMBDAS || !isfinite(a) || !isfinite(b) || a < -30 || b > 30)
+            return -1;
+        for (int i = 0; i < n; ++i)
+            opt->lambdas[i] = pow(10.0, n == 1 ? a : a + (b - a) * i / (n - 1));
+        opt->num_lambdas = n;
+        return 0;
+    }
+    size_t count = 0;
+    bool ok = tool_split_list(text, MAX_LAMBDAS, &count, parse_lambda, opt->lambdas);
+    opt->num_lambdas = (int)count;
+    return ok ? 0 : -1;
+}
+
+static bool parse_method(const char *name, size_t index, void *methods)
+{
+    static const struct { const char *name; bloopcl_method method; } table[] = {
+        {"bloop", BLOOPCL_METHOD_BLOOP}, {"mixed", BLOOPCL_METHOD_MIXED},
+        {"pcgrad", BLOOPCL_METHOD_PCGRAD}, {"dynamic_barrier", BLOOPCL_METHOD_DYNAMIC_BARRIER}};
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; ++i)
+        if (strcmp(name, table[i].name) == 0) {
+            ((bloopcl_method *)methods)[index] = table[i].method;
+            return true;
+        }
+    return false;
+}
+
+static int parse_methods(const char *text, options *opt)
+{
+    size_t count = 0;
+    bool ok = tool_split_list(text, NUM_METHODS, &count, parse_method, opt->methods);
+    opt->num_methods = (int)count;
+    return ok ? 0 : -1;
+}
+
+void options_defaults(int argc, char **argv, options *opt)
+{
+    *opt = (options){.data_dir = "/usr/share/datasets/fashion-mnist", .train_size = 10000,
+                     .test_size = 10000, .batch = 256, .epochs = 3, .power_iters = 1,
+                     .lr = 3e-4, .bloop_ema = 0.01, .base_ema = 1.0, .min_accuracy = 0.5,
+                     .seed = 1, .ranks = 1};
+    parse_lambdas("-4:0:9", opt);
+    parse_methods("bloop,mixed,pcgrad,dynamic_barrier", opt);
+    for (int i = 1; i < argc; ++i)
+        if (strcmp(argv[i], "--quick") == 0) {
+            opt->quick = 1;
+            opt->check = 1;
+            opt->train_size = 8192;
+            opt->epochs = 2;
+            parse_lambdas("1e-4,1e-2,1", opt);
+        }
+}
+
+long options_steps(const options *opt)
+{
+    return (long)opt->epochs * (long)(opt->train_size / opt->batch);
+}
+
+/* Applies option `c` (its short letter); returns false if its value is out of range. */
+static bool parse_one(int c, const char *arg, options *opt)
+{
+    unsigned long long n = 0;
+    bool ok = true;
+    switch (c) {
+    case 'D': opt->data_dir = arg; break;
+    case 'c': opt->csv_path = arg; break;
+    case 'q': break;   /* applied first, by options_defaults */
+    case 'g': opt->check = 1; break;
+    case 'P': ok = TRAIN_DP_AVAILABLE; break;   /* applied first, by main (MPI_Init) */
+    case 'n': ok = tool_parse_unsigned(arg, 1, 60000, &n), opt->train_size = (size_t)n; break;
+    case 't': ok = tool_parse_unsigned(arg, 1, 10000, &n), opt->test_size = (size_t)n; break;
+    case 'b': ok = tool_parse_unsigned(arg, 1, 8192, &n), opt->batch = (size_t)n; break;
+    case 'e': ok = tool_parse_unsigned(arg, 1, 1000, &n), opt->epochs = (int)n; break;
+    case 'p': ok = tool_parse_unsigned(arg, 1, 100, &n), opt->power_iters = (int)n; break;
+    case 's': ok = tool_parse_unsigned(arg, 0, UINT64_MAX, &n), opt->seed = n; break;
+    case 'i': ok = tool_parse_unsigned(arg, 1, 100000000, &n), opt->inject_step = (long)n; break;
+    case 'r': ok = tool_parse_double(arg, 1e-12, 10.0, &opt->lr); break;
+    case 'w': ok = tool_parse_double(arg, 1e-9, 1.0, &opt->bloop_ema); break;
+    case 'W': ok = tool_parse_double(arg, 1e-9, 1.0, &opt->base_ema); break;
+    case 'a': ok = tool_parse_double(arg, 0.0, 1.0, &opt->min_accuracy); break;
+    case 'l': ok = parse_lambdas(arg, opt) == 0; break;
+    default: ok = parse_methods(arg, opt) == 0; break;   /* 'm' */
+    }
+    return ok;
+}
+
+static const tool_option TRAIN_OPTIONS[] = {
+    {"data", true, 'D'},         {"csv", true, 'c'},          {"quick", false, 'q'},
+    {"train-size", true, 'n'},   {"test-size", true, 't'},    {"batch", true, 'b'},
+    {"epochs", true, 'e'},       {"power-iters", true, 'p'},  {"seed", true, 's'},
+    {"lr", true, 'r'},           {"bloop-ema", true, 'w'},    {"base-ema", true, 'W'},
+    {"lambdas", true, 'l'},      {"methods", true, 'm'},      {"min-accuracy", true, 'a'},
+    {"check", false, 'g'},       {"inject-nonfinite", true, 'i'},
+    {"data-parallel", false, 'P'},
+};
+#define NUM_TRAIN_OPTIONS (sizeof TRAIN_OPTIONS / sizeof TRAIN_OPTIONS[0])
+
+static bool apply_option(int id, const char *value, void *user)
+{
+    if (parse_one(id, value, user))
+        return true;
+    if (id == 'P')
+        return tool_usage_error(&TRAIN_TOOL, "--data-parallel: this bloopcl-train was built "
+                                "without MPI");
+    const char *name = "";
+    for (size_t k = 0; k < NUM_TRAIN_OPTIONS; ++k)
+        if (TRAIN_OPTIONS[k].id == id)
+            name = TRAIN_OPTIONS[k].name;
+    return tool_usage_error(&TRAIN_TOOL, "invalid value for --%s: \"%s\"", name, value);
+}
+
+/* The options that bound each other. */
+static bool check_options(void *user)
+{
+    const options *opt = user;
+    if (opt->batch > opt->train_size)
+        return tool_usage_error(&TRAIN_TOOL, "--batch %zu exceeds --train-size %zu", opt->batch,
+                                opt->train_size);
+    if (opt->batch < (size_t)opt->ranks)
+        return tool_usage_error(&TRAIN_TOOL, "--batch %zu: each of the %d ranks needs a row",
+                                opt->batch, opt->ranks);
+    long steps = options_steps(opt);
+    if (opt->inject_step > steps)
+        return tool_usage_error(&TRAIN_TOOL, "--inject-nonfinite %ld: a run has only %ld steps",
+                                opt->inject_step, steps);
+    return true;
+}
+
+const tool_spec TRAIN_TOOL = {
+    .name = PROGRAM,
+    .usage = "usage: bloopcl-train [--quick] [--data DIR] [--train-size N] [--test-size N]\n"
+             "                     [--epochs N] [--batch B] [--lambdas SPEC] [--methods LIST]\n"
+             "                     [--csv PATH] [--json] [--device SPEC] [options below]\n",
+    .failure = "the training failed (OpenCL, divergence, accuracy below --min-accuracy, a\n"
+               "gradient or skipped-step check)",
+    .schema = "bloopcl-train/1",
+    .help = help,
+    .options = TRAIN_OPTIONS,
+    .num_options = NUM_TRAIN_OPTIONS,
+    .apply = apply_option,
+    .check = check_options,
+};
