@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The grids of --matched-grids (logspace A:B:N, see matched_grids below). */
+#define MATCHED_GRID_BLOOP "-3:2:11"
+#define MATCHED_GRID_BASELINES "-4:0:9"
+
 static void help(FILE *to)
 {
     fprintf(to,
@@ -24,15 +28,31 @@ static void help(FILE *to)
         "  --epochs N          epochs per run (default 3)\n"
         "  --batch B           mini-batch size (default 256)\n"
         "  --lr LR             Adam learning rate (default 3e-4)\n"
-        "  --lambdas SPEC      comma list (0.01,0.1) or logspace A:B:N (default -4:0:9)\n"
-        "  --methods LIST      comma list of bloop,mixed,pcgrad,dynamic_barrier (default all)\n"
+        "  --lambdas SPEC      comma list (0.01,0.1) or logspace A:B:N (default -4:0:9):\n"
+        "                      the grid of every method without a grid of its own\n"
+        "  --lambdas-NAME SPEC the grid of method NAME alone (--lambdas-bloop, ...)\n"
+        "  --matched-grids     per-method grids whose fronts span the same aux-loss range:\n"
+        "                      bloop and bloop-noema " MATCHED_GRID_BLOOP ", the others "
+        MATCHED_GRID_BASELINES "\n"
+        "                      (--lambdas-NAME still wins)\n"
+        "  --methods LIST      comma list of bloop,bloop-noema,mixed,pcgrad,dynamic_barrier\n"
+        "                      (default bloop,mixed,pcgrad,dynamic_barrier); bloop-noema is\n"
+        "                      Bloop with EMA weight 1, the ablation of the EMA\n"
         "  --bloop-ema W       EMA weight of Bloop (default 0.01)\n"
         "  --base-ema W        EMA weight of the baselines (default 1)\n"
+        "  --ema-sweep LAMBDA  also run Bloop at LAMBDA once per --ema-weights value\n"
+        "                      (label " EMA_SWEEP_LABEL ")\n"
+        "  --ema-weights LIST  the sweep's EMA weights (default 1,0.1,0.01,0.001)\n"
         "  --power-iters K     power iterations per step (default 1)\n"
         "  --seed S            initial weights and batch order (default 1)\n"
+        "  --seeds N           run everything with seeds S, S+1, ..., S+N-1 (default 1):\n"
+        "                      the table shows mean +- standard deviation over seeds and\n"
+        "                      the matched-aux gaps with 95%% t-intervals, paired by seed\n"
         "  --min-accuracy A    fail (exit 1) if a method's smallest-lambda run ends below\n"
         "                      this test accuracy (default 0.5)\n"
-        "  --csv PATH          write one row per method, lambda and epoch\n"
+        "  --csv PATH          write one row per method, lambda, seed and epoch\n"
+        "  --summary PATH      write one row per method, lambda and EMA weight: mean and\n"
+        "                      standard deviation over the seeds at the last epoch\n"
         "  --check             first compare the device gradients with finite differences\n"
         "  --inject-nonfinite T  put a NaN into g at optimizer step T (1-based) of every run;\n"
         "                      fail unless bloopcl skips it and Adam leaves the parameters,\n"
@@ -61,13 +81,48 @@ static void help(FILE *to)
         BLOOPCL_DATADIR);
 }
 
-static bool parse_lambda(const char *text, size_t index, void *lambdas)
+static const struct curve_info {
+    const char *name;
+    bloopcl_method method;
+} curve_table[NUM_CURVES] = {
+    [CURVE_BLOOP] = {"bloop", BLOOPCL_METHOD_BLOOP},
+    [CURVE_BLOOP_NOEMA] = {"bloop-noema", BLOOPCL_METHOD_BLOOP},
+    [CURVE_MIXED] = {"mixed", BLOOPCL_METHOD_MIXED},
+    [CURVE_PCGRAD] = {"pcgrad", BLOOPCL_METHOD_PCGRAD},
+    [CURVE_DYNAMIC_BARRIER] = {"dynamic_barrier", BLOOPCL_METHOD_DYNAMIC_BARRIER},
+};
+
+const char *curve_name(curve_id curve) { return curve_table[curve].name; }
+bloopcl_method curve_method(curve_id curve) { return curve_table[curve].method; }
+
+double curve_ema_weight(const options *opt, curve_id curve)
 {
-    return tool_parse_double(text, 0.0, 1e6, &((double *)lambdas)[index]);
+    switch (curve) {
+    case CURVE_BLOOP: return opt->bloop_ema;
+    case CURVE_BLOOP_NOEMA: return 1.0;
+    default: return opt->base_ema;
+    }
+}
+
+/* --matched-grids: lambda grids per curve over which every front spans about the same aux
+ * loss range after short runs (README, "Matching the fronts"): Bloop's projection removes the
+ * part of a that conflicts with g, so Bloop needs larger lambdas than the baselines to pull
+ * the aux loss as far down. */
+static const char *const matched_grids[NUM_CURVES] = {
+    [CURVE_BLOOP] = MATCHED_GRID_BLOOP,
+    [CURVE_BLOOP_NOEMA] = MATCHED_GRID_BLOOP,
+    [CURVE_MIXED] = MATCHED_GRID_BASELINES,
+    [CURVE_PCGRAD] = MATCHED_GRID_BASELINES,
+    [CURVE_DYNAMIC_BARRIER] = MATCHED_GRID_BASELINES,
+};
+
+static bool parse_value(const char *text, size_t index, void *values)
+{
+    return tool_parse_double(text, 0.0, 1e6, &((double *)values)[index]);
 }
 
 /* "A:B:N" is 10^A .. 10^B in N log-spaced points; otherwise a comma list of values >= 0. */
-static int parse_lambdas(const char *text, options *opt)
+static int parse_grid(const char *text, lambda_grid *grid)
 {
     double a, b;
     int n, used = 0;
@@ -75,34 +130,45 @@ static int parse_lambdas(const char *text, options *opt)
         if (n < 1 || n > MAX_LAMBDAS || !isfinite(a) || !isfinite(b) || a < -30 || b > 30)
             return -1;
         for (int i = 0; i < n; ++i)
-            opt->lambdas[i] = pow(10.0, n == 1 ? a : a + (b - a) * i / (n - 1));
-        opt->num_lambdas = n;
+            grid->values[i] = pow(10.0, n == 1 ? a : a + (b - a) * i / (n - 1));
+        grid->count = n;
         return 0;
     }
     size_t count = 0;
-    bool ok = tool_split_list(text, MAX_LAMBDAS, &count, parse_lambda, opt->lambdas);
-    opt->num_lambdas = (int)count;
+    bool ok = tool_split_list(text, MAX_LAMBDAS, &count, parse_value, grid->values);
+    grid->count = (int)count;
     return ok ? 0 : -1;
 }
 
-static bool parse_method(const char *name, size_t index, void *methods)
+/* EMA weights: a comma list of values in (0, 1]. */
+static bool parse_weight(const char *text, size_t index, void *values)
 {
-    static const struct { const char *name; bloopcl_method method; } table[] = {
-        {"bloop", BLOOPCL_METHOD_BLOOP}, {"mixed", BLOOPCL_METHOD_MIXED},
-        {"pcgrad", BLOOPCL_METHOD_PCGRAD}, {"dynamic_barrier", BLOOPCL_METHOD_DYNAMIC_BARRIER}};
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; ++i)
-        if (strcmp(name, table[i].name) == 0) {
-            ((bloopcl_method *)methods)[index] = table[i].method;
+    return tool_parse_double(text, 1e-9, 1.0, &((double *)values)[index]);
+}
+
+static int parse_weights(const char *text, lambda_grid *grid)
+{
+    size_t count = 0;
+    bool ok = tool_split_list(text, MAX_LAMBDAS, &count, parse_weight, grid->values);
+    grid->count = (int)count;
+    return ok ? 0 : -1;
+}
+
+static bool parse_curve(const char *name, size_t index, void *curves)
+{
+    for (int c = 0; c < NUM_CURVES; ++c)
+        if (strcmp(name, curve_table[c].name) == 0) {
+            ((curve_id *)curves)[index] = (curve_id)c;
             return true;
         }
     return false;
 }
 
-static int parse_methods(const char *text, options *opt)
+static int parse_curves(const char *text, options *opt)
 {
     size_t count = 0;
-    bool ok = tool_split_list(text, NUM_METHODS, &count, parse_method, opt->methods);
-    opt->num_methods = (int)count;
+    bool ok = tool_split_list(text, NUM_CURVES, &count, parse_curve, opt->curves);
+    opt->num_curves = (int)count;
     return ok ? 0 : -1;
 }
 
@@ -111,16 +177,17 @@ void options_defaults(int argc, char **argv, options *opt)
     *opt = (options){.data_dir = "/usr/share/datasets/fashion-mnist", .train_size = 10000,
                      .test_size = 10000, .batch = 256, .epochs = 3, .power_iters = 1,
                      .lr = 3e-4, .bloop_ema = 0.01, .base_ema = 1.0, .min_accuracy = 0.5,
-                     .seed = 1, .ranks = 1};
-    parse_lambdas("-4:0:9", opt);
-    parse_methods("bloop,mixed,pcgrad,dynamic_barrier", opt);
+                     .seed = 1, .seeds = 1, .ranks = 1, .ema_sweep_lambda = -1.0};
+    parse_grid("-4:0:9", &opt->lambdas);
+    parse_weights("1,0.1,0.01,0.001", &opt->ema_weights);
+    parse_curves("bloop,mixed,pcgrad,dynamic_barrier", opt);
     for (int i = 1; i < argc; ++i)
         if (strcmp(argv[i], "--quick") == 0) {
             opt->quick = 1;
             opt->check = 1;
             opt->train_size = 8192;
             opt->epochs = 2;
-            parse_lambdas("1e-4,1e-2,1", opt);
+            parse_grid("1e-4,1e-2,1", &opt->lambdas);
         }
 }
 
@@ -129,15 +196,41 @@ long options_steps(const options *opt)
     return (long)opt->epochs * (long)(opt->train_size / opt->batch);
 }
 
+/* --matched-grids: every curve's grid from the table, unless --lambdas-NAME set it. */
+static void apply_matched_grids(options *opt)
+{
+    for (int c = 0; c < NUM_CURVES; ++c)
+        if (!opt->own_grid[c]) {
+            parse_grid(matched_grids[c], &opt->grid[c]);
+            opt->own_grid[c] = true;
+        }
+}
+
+/* --lambdas-NAME (option ids 0x100 + curve). */
+static bool parse_curve_grid(int c, const char *arg, options *opt)
+{
+    opt->own_grid[c] = true;
+    return parse_grid(arg, &opt->grid[c]) == 0;
+}
+
+#define CURVE_GRID_ID 0x100
+
 /* Applies option `c` (its short letter); returns false if its value is out of range. */
 static bool parse_one(int c, const char *arg, options *opt)
 {
     unsigned long long n = 0;
     bool ok = true;
+    if (c >= CURVE_GRID_ID)
+        return parse_curve_grid(c - CURVE_GRID_ID, arg, opt);
     switch (c) {
     case 'D': opt->data_dir = arg; break;
     case 'c': opt->csv_path = arg; break;
     case 'q': break;   /* applied first, by options_defaults */
+    case 'G': apply_matched_grids(opt); break;
+    case 'y': opt->summary_path = arg; break;
+    case 'S': ok = tool_parse_unsigned(arg, 1, MAX_SEEDS, &n), opt->seeds = (int)n; break;
+    case 'E': ok = tool_parse_double(arg, 0.0, 1e6, &opt->ema_sweep_lambda); break;
+    case 'H': ok = parse_weights(arg, &opt->ema_weights) == 0; break;
     case 'g': opt->check = 1; break;
     case 'P': ok = TRAIN_DP_AVAILABLE; break;   /* applied first, by main (MPI_Init) */
     case 'n': ok = tool_parse_unsigned(arg, 1, 60000, &n), opt->train_size = (size_t)n; break;
@@ -151,8 +244,8 @@ static bool parse_one(int c, const char *arg, options *opt)
     case 'w': ok = tool_parse_double(arg, 1e-9, 1.0, &opt->bloop_ema); break;
     case 'W': ok = tool_parse_double(arg, 1e-9, 1.0, &opt->base_ema); break;
     case 'a': ok = tool_parse_double(arg, 0.0, 1.0, &opt->min_accuracy); break;
-    case 'l': ok = parse_lambdas(arg, opt) == 0; break;
-    default: ok = parse_methods(arg, opt) == 0; break;   /* 'm' */
+    case 'l': ok = parse_grid(arg, &opt->lambdas) == 0; break;
+    default: ok = parse_curves(arg, opt) == 0; break;   /* 'm' */
     }
     return ok;
 }
@@ -165,6 +258,13 @@ static const tool_option TRAIN_OPTIONS[] = {
     {"lambdas", true, 'l'},      {"methods", true, 'm'},      {"min-accuracy", true, 'a'},
     {"check", false, 'g'},       {"inject-nonfinite", true, 'i'},
     {"data-parallel", false, 'P'},
+    {"seeds", true, 'S'},        {"summary", true, 'y'},      {"ema-sweep", true, 'E'},
+    {"ema-weights", true, 'H'},  {"matched-grids", false, 'G'},
+    {"lambdas-bloop", true, CURVE_GRID_ID + CURVE_BLOOP},
+    {"lambdas-bloop-noema", true, CURVE_GRID_ID + CURVE_BLOOP_NOEMA},
+    {"lambdas-mixed", true, CURVE_GRID_ID + CURVE_MIXED},
+    {"lambdas-pcgrad", true, CURVE_GRID_ID + CURVE_PCGRAD},
+    {"lambdas-dynamic_barrier", true, CURVE_GRID_ID + CURVE_DYNAMIC_BARRIER},
 };
 #define NUM_TRAIN_OPTIONS (sizeof TRAIN_OPTIONS / sizeof TRAIN_OPTIONS[0])
 
@@ -182,10 +282,19 @@ static bool apply_option(int id, const char *value, void *user)
     return tool_usage_error(&TRAIN_TOOL, "invalid value for --%s: \"%s\"", name, value);
 }
 
+/* Each curve's final grid: its own, else --lambdas (whatever the order on the command line). */
+static void settle_grids(options *opt)
+{
+    for (int c = 0; c < NUM_CURVES; ++c)
+        if (!opt->own_grid[c])
+            opt->grid[c] = opt->lambdas;
+}
+
 /* The options that bound each other. */
 static bool check_options(void *user)
 {
-    const options *opt = user;
+    options *opt = user;
+    settle_grids(opt);
     if (opt->batch > opt->train_size)
         return tool_usage_error(&TRAIN_TOOL, "--batch %zu exceeds --train-size %zu", opt->batch,
                                 opt->train_size);

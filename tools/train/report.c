@@ -1,9 +1,12 @@
 /* report.c — see report.h. */
 #include "report.h"
+#include "ablation.h"
 #include "fronts.h"
+#include "summary.h"
 #include "tool_json.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 FILE *report_open_csv(const char *path)
 {
@@ -15,7 +18,7 @@ FILE *report_open_csv(const char *path)
         return NULL;
     }
     fprintf(f, "method,lambda,ema_weight,epoch,train_loss,test_loss,test_accuracy,aux_loss,"
-               "wall_seconds\n");
+               "wall_seconds,seed\n");
     return f;
 }
 
@@ -25,23 +28,42 @@ static void print_rows(const run_result *res, size_t n)
            "test_loss", "test_acc", "aux_loss", "seconds");
     for (size_t i = 0; i < n; ++i)
         printf("%-16s %10.4g %6g %11.5f %11.5f %9.4f %11.5f %8.1f\n",
-               bloopcl_method_name(res[i].method), res[i].lambda, res[i].ema_weight,
+               res[i].label, res[i].lambda, res[i].ema_weight,
                res[i].train_loss, res[i].test_loss, res[i].test_accuracy, res[i].aux_loss,
                res[i].seconds);
 }
 
-static void print_table(const options *opt, const run_result *res, size_t n, double seconds)
+/* One seed: a row per run and one gap line per curve. Several: mean +- sd per
+ * configuration and the paired gaps per lambda. Curves in the order of curve_id. */
+static void print_results(const options *opt, const run_result *res, size_t n,
+                          const summary_row *rows)
+{
+    if (opt->seeds == 1)
+        print_rows(res, n);
+    else
+        summary_print(rows, n / (size_t)opt->seeds);
+    for (int c = CURVE_BLOOP + 1; c < NUM_CURVES; ++c) {
+        if (opt->seeds == 1)
+            fronts_print_gap(res, n, curve_name((curve_id)c));
+        else
+            fronts_print_paired(res, n, opt->seeds, curve_name((curve_id)c));
+    }
+    ablation_print(res, n, opt->seeds);
+}
+
+static void print_table(const options *opt, const run_result *res, size_t n,
+                        const summary_row *rows, double seconds)
 {
     printf("\nFashion-MNIST MLP 784-256-128-10: %zu train / %zu test images, %d epoch(s), "
            "batch %zu, Adam lr %g (%.1f s)", opt->train_size, opt->test_size, opt->epochs,
            opt->batch, opt->lr, seconds);
     if (opt->data_parallel)
         printf(", data-parallel over %d rank%s", opt->ranks, opt->ranks == 1 ? "" : "s");
+    if (opt->seeds > 1)
+        printf(", seeds %llu..%llu", (unsigned long long)opt->seed,
+               (unsigned long long)(opt->seed + (uint64_t)opt->seeds - 1));
     printf("\n");
-    print_rows(res, n);
-    fronts_print_gap(res, n, BLOOPCL_METHOD_MIXED);
-    fronts_print_gap(res, n, BLOOPCL_METHOD_PCGRAD);
-    fronts_print_gap(res, n, BLOOPCL_METHOD_DYNAMIC_BARRIER);
+    print_results(opt, res, n, rows);
 }
 
 static void json_settings(tool_json *json, const options *opt)
@@ -53,6 +75,7 @@ static void json_settings(tool_json *json, const options *opt)
     tool_json_unsigned(json, "batch", opt->batch);
     tool_json_number(json, "lr", opt->lr);
     tool_json_unsigned(json, "seed", opt->seed);
+    tool_json_integer(json, "seeds", opt->seeds);
     if (opt->data_parallel)
         tool_json_integer(json, "ranks", opt->ranks);
     tool_json_object_end(json);
@@ -61,9 +84,10 @@ static void json_settings(tool_json *json, const options *opt)
 static void json_result(tool_json *json, const run_result *r)
 {
     tool_json_object_begin(json, NULL);
-    tool_json_string(json, "method", bloopcl_method_name(r->method));
+    tool_json_string(json, "method", r->label);
     tool_json_number(json, "lambda", r->lambda);
     tool_json_number(json, "ema_weight", r->ema_weight);
+    tool_json_unsigned(json, "seed", r->seed);
     tool_json_number(json, "train_loss", r->train_loss);
     tool_json_number(json, "test_loss", r->test_loss);
     tool_json_number(json, "test_accuracy", r->test_accuracy);
@@ -95,18 +119,15 @@ static void print_json(const options *opt, const bloopcl_device_info *info,
  * on stderr when `say`. */
 static int check_results(const run_result *res, size_t n, const options *opt, bool say)
 {
-    double smallest = opt->lambdas[0];
     int failures = 0;
-    for (int i = 0; i < opt->num_lambdas; ++i)
-        smallest = opt->lambdas[i] < smallest ? opt->lambdas[i] : smallest;
     for (size_t i = 0; i < n; ++i) {
-        const char *name = bloopcl_method_name(res[i].method);
+        const char *name = res[i].label;
         if (res[i].diverged) {
             if (say)
                 fprintf(stderr, "%s: FAIL: %s lambda %g diverged (non-finite loss)\n", PROGRAM,
                         name, res[i].lambda);
             ++failures;
-        } else if (res[i].lambda == smallest && res[i].test_accuracy < opt->min_accuracy) {
+        } else if (res[i].accuracy_floor && res[i].test_accuracy < opt->min_accuracy) {
             if (say)
                 fprintf(stderr, "%s: FAIL: %s lambda %g test accuracy %.4f < %.4f\n", PROGRAM,
                         name, res[i].lambda, res[i].test_accuracy, opt->min_accuracy);
@@ -123,9 +144,18 @@ int report_write(bloopcl_context *ctx, const options *opt, const run_result *res
     bloopcl_device_info info = BLOOPCL_DEVICE_INFO_INIT;
     if (!writer)
         return rc;
+    summary_row *rows = malloc((n / (size_t)opt->seeds) * sizeof *rows);
+    if (rows == NULL) {
+        fprintf(stderr, "%s: out of memory\n", PROGRAM);
+        return -1;
+    }
+    size_t count = summary_build(res, n, opt->seeds, rows);
+    if (opt->summary_path && summary_write_csv(opt->summary_path, rows, count) != 0)
+        rc = -1;
     if (!opt->common.json)
-        print_table(opt, res, n, seconds);
+        print_table(opt, res, n, rows, seconds);
     else if (bloopcl_context_device_info(ctx, &info) == BLOOPCL_OK)
         print_json(opt, &info, res, n, seconds, rc == 0);
+    free(rows);
     return rc;
 }

@@ -13,9 +13,9 @@
 #define AUX_EVAL_ITERATIONS 10
 
 /* The epoch's batch order: a permutation from the seed and the epoch. */
-static int shuffle_epoch(trainer *tr, const options *opt, int epoch, int *perm)
+static int shuffle_epoch(trainer *tr, uint64_t seed, int epoch, int *perm)
 {
-    rng_permutation(opt->seed * 1000003ull + (uint64_t)epoch, perm, tr->train_count);
+    rng_permutation(seed * 1000003ull + (uint64_t)epoch, perm, tr->train_count);
     return write_buffer(tr, tr->perm, perm, tr->train_count * sizeof(int));
 }
 
@@ -31,15 +31,15 @@ static int end_epoch(trainer *tr, const options *opt, FILE *csv, int epoch, run_
     res->test_loss = test.loss;
     res->test_accuracy = test.accuracy;
     res->diverged = !isfinite(train.loss) || !isfinite(test.loss) || !isfinite(res->aux_loss);
-    const char *name = bloopcl_method_name(res->method);
+    const char *name = res->label;
     if (train_dp_rank(tr->dp) == 0)  /* every rank holds the same model and losses */
         fprintf(stderr, "%s: %-16s lambda %-8.3g epoch %d/%d  train %.4f  test %.4f  acc %.4f  "
                 "aux %.4f  (%.1f s)\n", PROGRAM, name, res->lambda, epoch, opt->epochs,
                 train.loss, test.loss, test.accuracy, res->aux_loss, res->seconds);
     if (csv)
-        fprintf(csv, "%s,%.9g,%.9g,%d,%.9g,%.9g,%.9g,%.9g,%.3f\n", name, res->lambda,
+        fprintf(csv, "%s,%.9g,%.9g,%d,%.9g,%.9g,%.9g,%.9g,%.3f,%llu\n", name, res->lambda,
                 res->ema_weight, epoch, train.loss, test.loss, test.accuracy, res->aux_loss,
-                res->seconds);
+                res->seconds, (unsigned long long)res->seed);
     return 0;
 }
 
@@ -62,10 +62,10 @@ static int run_epochs(trainer *tr, bloopcl_combiner *comb, const options *opt, F
 {
     double start = tool_seconds();
     long t = 0;
-    if (trainer_reset(tr, opt->seed) != 0)
+    if (trainer_reset(tr, res->seed) != 0)
         return -1;
     for (int epoch = 1; epoch <= opt->epochs && !res->diverged; ++epoch) {
-        if (shuffle_epoch(tr, opt, epoch, perm) != 0 || run_epoch(tr, comb, opt, &t) != 0)
+        if (shuffle_epoch(tr, res->seed, epoch, perm) != 0 || run_epoch(tr, comb, opt, &t) != 0)
             return -1;
         res->seconds = tool_seconds() - start;
         if (end_epoch(tr, opt, csv, epoch, res) != 0)
