@@ -53,12 +53,12 @@ NR == 1 { printf "%-16s %5s %-11s %14s %14s %9s\n", "method", "epoch", "quantity
     split("train_loss test_loss aux_loss", names, " ")
     col[1] = 5; col[2] = 6; col[3] = 8
     for (q = 1; q <= 3; ++q) {
-        x = $(col[q]); y = $(col[q] + 9); r = rel(x, y)
+        x = $(col[q]); y = $(col[q] + 10); r = rel(x, y)
         printf "%-16s %5s %-11s %14.9g %14.9g %9.2e\n", $1, $4, names[q], x, y, r
         if (r > worst) worst = r
         if (!(r <= tol)) bad = bad sprintf(" %s/%s/%s", $1, $4, names[q])
     }
-    if (abs($7 - $16) * images > 10) bad = bad sprintf(" %s/%s/accuracy", $1, $4)
+    if (abs($7 - $17) * images > 10) bad = bad sprintf(" %s/%s/accuracy", $1, $4)
 }
 END {
     printf "largest relative difference of a loss: %.2e (tolerance %g)\n", worst, tol

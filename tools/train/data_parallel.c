@@ -1,8 +1,9 @@
-/* train_data_parallel.c — see train_data_parallel.h. MPI and the shard geometry only: the
+/* data_parallel.c — see data_parallel.h. MPI and the shard geometry only: the
  * trainer keeps its kernels (the forward and backward passes, Adam) and calls these between
  * them. Host staging: one float per parameter, reused by the sum of the gradients and by the
  * gathering of the parameters. */
-#include "train_data_parallel.h"
+#include "data_parallel.h"
+#include "train.h"
 
 #include "bloopcl_mpi.h"
 
@@ -11,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define PROGRAM "bloopcl-train"
 
 struct train_dp {
     MPI_Comm comm;          /* a duplicate of MPI_COMM_WORLD: the trainer's own traffic */

@@ -1,4 +1,4 @@
-/* train_data_parallel.h — bloopcl-train's data-parallel mode over MPI (ZeRO-1 style).
+/* data_parallel.h — bloopcl-train's data-parallel mode over MPI (ZeRO-1 style).
  *
  * Every rank holds the whole model, the same initial parameters and the same batch order.
  * Per step, rank r of R:
