@@ -722,8 +722,8 @@ BLOOPCL_API bloopcl_status bloopcl_optimizer_validate(const bloopcl_optimizer *o
  * Attaches an optimizer to the combiner (NULL or kind NONE: detaches it and frees its
  * moments). A different kind than the one attached allocates its moments (4 bytes per element
  * each, counted against the device's memory as bloopcl_combiner_create says), zeroed, with
- * t = 0; the same kind only changes the hyperparameters (schedules of weight decay, say) and
- * keeps the moments and t. Refused while a split step is pending. If the new moments cannot
+ * t = 0; the same kind with the same moments (SGD's momentum staying zero or non-zero) only
+ * changes the hyperparameters (schedules of weight decay, say) and keeps the moments and t. Refused while a split step is pending. If the new moments cannot
  * be allocated, the call fails with no optimizer attached (the old one is gone).
  */
 BLOOPCL_API bloopcl_status bloopcl_combiner_set_optimizer(bloopcl_combiner *combiner,

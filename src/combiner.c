@@ -547,12 +547,21 @@ static bloopcl_status reset_state(bloopcl_combiner *comb)
                              "bloopcl_reset_state: init BUFFER keeps no copy of the caller's "
                              "buffer; write the state with bloopcl_write_state instead");
     bloopcl_status status = initialise_state(comb, NULL, NULL);
+    if (status != BLOOPCL_OK)
+        return status;  /* initialise_state marked what it left half-written */
+    status = bloopcl__reset_optimizer(comb);  /* zero moments, t = 0 (the flags' write above
+                                                 zeroed t already) */
     if (status == BLOOPCL_OK)
-        status = bloopcl__reset_optimizer(comb);  /* zero moments, t = 0 (the flags' write
-                                                     above zeroed t already) */
-    if (status != BLOOPCL_OK && comb->optimizer.kinds > 0)
-        comb->invalid_kinds |= bloopcl__state_kinds(comb);
-    return status;
+        return BLOOPCL_OK;
+    comb->invalid_kinds |= bloopcl__state_kinds(comb) &
+                           ((1u << BLOOPCL_STATE_MOMENT1) | (1u << BLOOPCL_STATE_MOMENT2));
+    if (comb->optimizer.kinds == 0)
+        return status;
+    char cause[1024];
+    bloopcl__format(cause, sizeof cause, "%s", comb->ctx->last_error);
+    return bloopcl__fail(comb->ctx, BLOOPCL_ERR_STATE_INVALID, "bloopcl_reset_state: zeroing "
+                         "the optimizer's moments failed part-way; reset or write them again. "
+                         "Cause: %s", cause);
 }
 
 bloopcl_status bloopcl__get_diagnostics(bloopcl_combiner *comb, bloopcl_diagnostics *diagnostics)

@@ -311,10 +311,11 @@ static bloopcl_status check_build_options(bloopcl_context *ctx,
     return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "%s=%s: %s", source, quoted, why);
 }
 
-/* State buffers stay within the device's largest allocation and under 2^30 elements. */
+/* State buffers stay within half the device's largest allocation and under 2^30 elements:
+ * the optimizer keeps both AdamW moments of a chunk in one buffer (one kernel argument). */
 static void choose_state_chunk(bloopcl_context *ctx)
 {
-    size_t elements = (size_t)(ctx->info.max_alloc_bytes / sizeof(float));
+    size_t elements = (size_t)(ctx->info.max_alloc_bytes / (2 * sizeof(float)));
     if (elements == 0 || elements > BLOOPCL_MAX_PIECE)
         elements = BLOOPCL_MAX_PIECE;
     ctx->state_chunk_elements = elements;

@@ -48,7 +48,7 @@ struct bloopcl_context {
     bloopcl_log_fn log_fn;
     void *log_user;
     char cache_folder[4096];          /* "" when the binary cache is off */
-    size_t state_chunk_elements;      /* largest state buffer, in floats (max alloc, < 2^30) */
+    size_t state_chunk_elements;      /* largest state buffer, in floats (max alloc / 2, < 2^30) */
     bloopcl_dot_backend default_dots; /* BLOOPCL_DOTS, or the library's choice for the device */
     bool is_error_only;       /* created only to carry a creation error */
     bool used_clblast;        /* CLBlast compiled programs on this context (see destroy) */

@@ -54,8 +54,9 @@ static bloopcl_status check_settings(const bloopcl_optimizer *o, char *message, 
              !(o->momentum > 0.0 && o->dampening == 0.0))
         problem = "nesterov needs momentum > 0 and dampening = 0 (as in PyTorch)";
     else if (o->kind == BLOOPCL_OPTIMIZER_ADAMW &&
-             !(o->beta1 >= 0.0 && o->beta1 < 1.0 && o->beta2 >= 0.0 && o->beta2 < 1.0))
-        problem = "beta1 and beta2 must be in [0, 1)";
+             !(o->beta1 >= 0.0 && (float)o->beta1 < 1.0f && o->beta2 >= 0.0 &&
+               (float)o->beta2 < 1.0f))  /* as the kernels see them: 1 - beta^t = 0 at 1 */
+        problem = "beta1 and beta2 must be in [0, 1) (as floats)";
     else if (o->kind == BLOOPCL_OPTIMIZER_ADAMW && !finite_at_least(o->eps, 0.0))
         problem = "eps must be finite and >= 0";
     if (problem == NULL)
@@ -247,8 +248,11 @@ bloopcl_status bloopcl_combiner_optimizer(const bloopcl_combiner *comb,
 {
     if (comb == NULL || optimizer == NULL)
         return BLOOPCL_ERR_NULL_ARGUMENT;
+    if (!bloopcl__enter(comb->ctx))
+        return BLOOPCL_ERR_BUSY;  /* a set_optimizer or learning rate may be half-written */
     char message[256];
     bloopcl_optimizer ours = comb->optimizer.settings;
+    bloopcl__leave(comb->ctx);
     ours.struct_size = sizeof ours;
     if (ours.kind == BLOOPCL_OPTIMIZER_NONE)
         bloopcl_optimizer_default(&ours, BLOOPCL_OPTIMIZER_NONE);

@@ -104,6 +104,11 @@ bloopcl_status bloopcl_reference_optimizer_step(const bloopcl_optimizer *o,
     if (bloopcl_dtype_size(params_dtype) == 0 || o->kind == BLOOPCL_OPTIMIZER_NONE ||
         !isfinite(lr) || lr < 0.0)
         return BLOOPCL_ERR_INVALID_ARGUMENT;
+    bool two_moments = o->kind == BLOOPCL_OPTIMIZER_ADAMW;
+    bool one_moment = two_moments ||
+                      (o->kind == BLOOPCL_OPTIMIZER_SGD && (float)o->momentum != 0.0f);
+    if ((one_moment && state->moment1 == NULL) || (two_moments && state->moment2 == NULL))
+        return BLOOPCL_ERR_STATE;  /* a state made for another optimizer */
     if (!accepted)
         return BLOOPCL_OK;
     state->steps++;

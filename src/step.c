@@ -420,7 +420,8 @@ static bloopcl_status fail_flush(bloopcl_combiner *comb, cl_int err)
 {
     bloopcl__undo_flags(comb, true);
     bool in_place = !comb->double_buffered || bloopcl__step_optimizes(comb);
-    if (!in_place || bloopcl__state_kinds(comb) == 0)
+    bool nothing_in_place = bloopcl__state_kinds(comb) == 0 && !bloopcl__step_optimizes(comb);
+    if (!in_place || nothing_in_place)
         return bloopcl__fail_cl(comb->ctx, err, "clFlush", "submitting the step (it was not "
                                 "applied; d may not be written)");
     comb->invalid_kinds = bloopcl__state_kinds(comb);

@@ -82,8 +82,10 @@ static bloopcl_status prepare_sum(bloopcl_combiner *comb, const bloopcl_tensor *
         aux->reserved_bytes = bytes;
         cl_int err;
         aux->sum = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
-        if (err != CL_SUCCESS) {
+        if (err != CL_SUCCESS) {  /* nothing kept: the next call tries again */
             aux->sum = NULL;
+            bloopcl__unreserve_bytes(comb, bytes);
+            aux->reserved_bytes = 0;
             return bloopcl__fail_cl(ctx, err, "clCreateBuffer", "allocating the sum of the "
                                     "auxiliary gradients");
         }
@@ -244,7 +246,10 @@ static bloopcl_status step_several(bloopcl_combiner *comb, const bloopcl_tensor 
                                    const bloopcl_tensor *d, const bloopcl_step_options *options,
                                    cl_uint num_wait, const cl_event *wait_list, cl_event *done)
 {
-    bloopcl_status status = prepare_sum(comb, g);
+    /* refused before the sum is allocated (the rest of bloopcl_step's checks follow) */
+    bloopcl_status status = bloopcl__check_no_split_step(comb, "bloopcl_step_aux");
+    if (status == BLOOPCL_OK)
+        status = prepare_sum(comb, g);
     if (status != BLOOPCL_OK)
         return status;
     bloopcl_tensor sum = {comb->aux.sum_segments, comb->aux.num_sum_segments};

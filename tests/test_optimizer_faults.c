@@ -11,6 +11,7 @@
 #include "support.h"
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -198,4 +199,76 @@ Test(optimizer_faults, fused_kernel_argument, .timeout = 600)
 Test(optimizer_faults, fused_flush, .timeout = 600)
 {
     run_optimizer_faults(BLOOPCL_DOTS_FUSED, "clFlush");
+}
+
+/* CL_DEVICE_MAX_MEM_ALLOC_SIZE of 1 MiB: AdamW's two moments over several state chunks (n =
+ * 600000 floats: 5 chunks of at most half the largest allocation) stay within it, and the
+ * fused steps equal bloopcl_step then the reference optimizer on d, chunk boundaries
+ * included (moment2_offset per chunk). */
+Test(optimizer_faults, moments_fit_the_largest_allocation, .timeout = 300)
+{
+    const cl_ulong mib = 1024 * 1024;
+    const size_t n = 600000;
+    fault_fake_device_memory(0, mib);
+    bloopcl_context *ctx = support_context();
+    bloopcl_config config;
+    bloopcl_config_default(&config, BLOOPCL_METHOD_BLOOP);
+    config.dots = BLOOPCL_DOTS_FUSED;
+    fault_reset();
+    bloopcl_combiner *fused = support_combiner(ctx, &config, n);
+    bloopcl_combiner *plain = support_combiner(ctx, &config, n);
+    bloopcl_optimizer o;
+    bloopcl_optimizer_default(&o, BLOOPCL_OPTIMIZER_ADAMW);
+    cr_assert_eq(bloopcl_combiner_set_optimizer(fused, &o), BLOOPCL_OK, "%s",
+                 bloopcl_context_last_error(ctx));
+    float *g = support_alloc(n), *a = support_alloc(n), *d = support_alloc(n);
+    float *p_ref = support_alloc(n), *p = support_alloc(n);
+    support_fill_normal(p_ref, n, 3, 1.0f);
+    /* every device buffer within the (fake) largest allocation: one slice per 256K floats */
+    const size_t slice = 200000;
+    cl_mem bufs[4][3];
+    bloopcl_segment segs[4][3];
+    for (int k = 0; k < 4; ++k)
+        for (int s = 0; s < 3; ++s) {
+            bufs[k][s] = support_buffer(ctx, k == 3 ? p_ref + (size_t)s * slice : NULL, slice);
+            segs[k][s] = (bloopcl_segment){.buffer = bufs[k][s], .count = slice};
+        }
+    bloopcl_tensor tg = {segs[0], 3}, ta = {segs[1], 3}, td = {segs[2], 3}, tp = {segs[3], 3};
+    bloopcl_reference_optimizer_state ref;
+    cr_assert_eq(bloopcl_reference_optimizer_init(&o, n, &ref), BLOOPCL_OK);
+    bloopcl_step_options options = BLOOPCL_STEP_OPTIONS_INIT;
+    options.update_parameters = 1;
+    for (int t = 1; t <= 3; ++t) {
+        support_fill_normal(g, n, 10u + (unsigned)t, 1.0f);
+        support_fill_normal(a, n, 20u + (unsigned)t, 1.0f);
+        for (int s = 0; s < 3; ++s) {
+            cl_command_queue q = bloopcl_context_queue(ctx);
+            cr_assert_eq(clEnqueueWriteBuffer(q, bufs[0][s], CL_TRUE, 0, slice * 4,
+                                              g + (size_t)s * slice, 0, NULL, NULL), CL_SUCCESS);
+            cr_assert_eq(clEnqueueWriteBuffer(q, bufs[1][s], CL_TRUE, 0, slice * 4,
+                                              a + (size_t)s * slice, 0, NULL, NULL), CL_SUCCESS);
+        }
+        cr_assert_eq(bloopcl_step_with_options(fused, &tg, &ta, &tp, &options, 0, NULL, NULL),
+                     BLOOPCL_OK, "%s", bloopcl_context_last_error(ctx));
+        cr_assert_eq(bloopcl_step(plain, &tg, &ta, &td, 0, NULL, NULL), BLOOPCL_OK);
+        for (int s = 0; s < 3; ++s)
+            support_read(ctx, bufs[2][s], d + (size_t)s * slice, slice);
+        cr_assert_eq(bloopcl_reference_optimizer_step(&o, &ref, o.lr, d, 1, p_ref,
+                                                      BLOOPCL_DTYPE_F32), BLOOPCL_OK);
+    }
+    for (int s = 0; s < 3; ++s)
+        support_read(ctx, bufs[3][s], p + (size_t)s * slice, slice);
+    for (size_t i = 0; i < n; ++i)
+        cr_assert(fabs((double)p[i] - (double)p_ref[i]) <= 4e-6 * (1.0 + fabs((double)p_ref[i])),
+                  "p[%zu]: device %.9g, reference %.9g", i, (double)p[i], (double)p_ref[i]);
+    cr_expect_leq(fault_largest_buffer(), mib, "largest buffer %zu bytes",
+                  fault_largest_buffer());
+    bloopcl_reference_optimizer_free(&ref);
+    for (int k = 0; k < 4; ++k)
+        for (int s = 0; s < 3; ++s)
+            clReleaseMemObject(bufs[k][s]);
+    bloopcl_combiner_destroy(fused), bloopcl_combiner_destroy(plain);
+    bloopcl_context_destroy(ctx);
+    fault_fake_device_memory(0, 0);
+    free(g), free(a), free(d), free(p_ref), free(p);
 }

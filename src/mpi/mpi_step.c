@@ -7,7 +7,7 @@
  * rank failed, or two ranks would take different steps) cancels its half, or adds the rows in
  * rank order with bloopcl_sum_totals and ends its half. Gathering instead of MPI_Allreduce is
  * what makes the sum deterministic: an MPI library may add in any order (and differently per
- * message size or topology); here the order is fixed and the arithmetic is ours. A row is 39
+ * message size or topology); here the order is fixed and the arithmetic is ours. A row is 42
  * doubles, so the gather costs what an all-reduce would: one latency-bound exchange
  * (report->reduce_seconds times it).
  *
@@ -23,7 +23,7 @@ enum {
     ROW_STATUS,
     ROW_HOLDS,          /* 1: this rank has a combiner (a non-empty slice) */
     ROW_FINGERPRINT,    /* ROW_FINGERPRINT_DOUBLES values that must agree across ranks */
-    ROW_TOTALS = ROW_FINGERPRINT + 17,
+    ROW_TOTALS = ROW_FINGERPRINT + 20,
     ROW_DOUBLES = ROW_TOTALS + BLOOPCL_NUM_TOTALS
 };
 #define ROW_FINGERPRINT_DOUBLES (ROW_TOTALS - ROW_FINGERPRINT)
@@ -33,7 +33,7 @@ static const char *const fingerprint_names[ROW_FINGERPRINT_DOUBLES] = {
     "method", "dot backend", "non-finite policy", "ema_weight", "lambda", "eps", "rescale",
     "ratio_only", "inverse scale of g", "inverse scale of a", "update_parameters",
     "optimizer", "learning rate", "weight_decay", "momentum or beta1", "dampening or beta2",
-    "decoupled weight decay"};
+    "decoupled weight decay", "nesterov", "optimizer eps", "bias correction"};
 
 /* The optimizer half of the fingerprint (a device-side learning rate counts as -1). */
 static bloopcl_status optimizer_fingerprint(bloopcl_combiner *comb,
@@ -50,9 +50,10 @@ static bloopcl_status optimizer_fingerprint(bloopcl_combiner *comb,
     bool update = new_fields && options->update_parameters != 0;
     bool lr_on_device = new_fields && options->lr_buffer != NULL;
     bool adamw = o.kind == BLOOPCL_OPTIMIZER_ADAMW;
-    const double values[7] = {update, o.kind, lr_on_device ? -1.0 : o.lr, o.weight_decay,
-                              adamw ? o.beta1 : o.momentum, adamw ? o.beta2 : o.dampening,
-                              o.decoupled_weight_decay != 0};
+    const double values[10] = {update, o.kind, lr_on_device ? -1.0 : o.lr, o.weight_decay,
+                               adamw ? o.beta1 : o.momentum, adamw ? o.beta2 : o.dampening,
+                               o.decoupled_weight_decay != 0, o.nesterov != 0, o.eps,
+                               o.bias_correction != 0};
     memcpy(out, values, sizeof values);
     return BLOOPCL_OK;
 }
