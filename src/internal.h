@@ -498,6 +498,10 @@ bool bloopcl__step_optimizes(const bloopcl_combiner *comb);
 /* Refuses update_parameters without an optimizer and a bad lr_buffer; nothing enqueued. */
 bloopcl_status bloopcl__check_optimizer_options(bloopcl_combiner *comb,
                                                 const bloopcl_step_options *options);
+/* A caller's buffer of floats named in the step options (step.c): of the context, a buffer;
+ * its size in bytes. */
+bloopcl_status bloopcl__check_float_buffer(bloopcl_context *ctx, cl_mem buffer, const char *what,
+                                           size_t *bytes);
 /* Enqueues the copy of a device learning rate into the flags (after the wait list). */
 bloopcl_status bloopcl__copy_device_lr(bloopcl_combiner *comb);
 /* The optimizer's arguments of the projection kernel for a launch on state chunk `chunk`

@@ -330,27 +330,14 @@ bool bloopcl__step_optimizes(const bloopcl_combiner *comb)
 
 static bloopcl_status check_lr_buffer(bloopcl_context *ctx, const bloopcl_step_options *o)
 {
-    cl_context owner = NULL;
-    cl_mem_object_type type = 0;
-    size_t size = 0;
-    cl_int err = clGetMemObjectInfo(o->lr_buffer, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
-    if (err == CL_SUCCESS)
-        err = clGetMemObjectInfo(o->lr_buffer, CL_MEM_TYPE, sizeof type, &type, NULL);
-    if (err == CL_SUCCESS)
-        err = clGetMemObjectInfo(o->lr_buffer, CL_MEM_SIZE, sizeof size, &size, NULL);
-    if (err != CL_SUCCESS)
-        return bloopcl__fail_cl(ctx, err, "clGetMemObjectInfo", "checking options->lr_buffer");
-    if (owner != ctx->cl_ctx)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_WRONG_CONTEXT, "bloopcl_step: "
-                             "options->lr_buffer belongs to another cl_context");
-    if (type != CL_MEM_OBJECT_BUFFER)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: "
-                             "options->lr_buffer is not a buffer");
-    if (o->lr_index >= size / sizeof(cl_float))
-        return bloopcl__fail(ctx, BLOOPCL_ERR_BUFFER_TOO_SMALL, "bloopcl_step: "
-                             "options->lr_buffer holds %zu floats but lr_index is %zu",
-                             size / sizeof(cl_float), o->lr_index);
-    return BLOOPCL_OK;
+    size_t bytes = 0;
+    bloopcl_status status = bloopcl__check_float_buffer(ctx, o->lr_buffer, "lr_buffer", &bytes);
+    size_t floats = bytes / sizeof(cl_float);
+    if (status == BLOOPCL_OK && o->lr_index >= floats)
+        status = bloopcl__fail(ctx, BLOOPCL_ERR_BUFFER_TOO_SMALL, "bloopcl_step: "
+                               "options->lr_buffer holds %zu floats but lr_index is %zu",
+                               floats, o->lr_index);
+    return status;
 }
 
 bloopcl_status bloopcl__check_optimizer_options(bloopcl_combiner *comb,

@@ -470,10 +470,11 @@ static bloopcl_status check_host_scale(bloopcl_context *ctx, const char *name, d
                          "is not a finite positive float (1 means unscaled)", name, value);
 }
 
-/* The scale buffer: a buffer of this cl_context that holds both indices. */
-static bloopcl_status check_scale_buffer(bloopcl_context *ctx, const bloopcl_step_options *o)
+/* A caller's buffer of floats named in the step options (`what`): a buffer of this cl_context;
+ * its size in bytes into *bytes. */
+bloopcl_status bloopcl__check_float_buffer(bloopcl_context *ctx, cl_mem buffer, const char *what,
+                                           size_t *bytes)
 {
-    cl_mem buffer = o->inv_scale_buffer;
     cl_context owner = NULL;
     cl_mem_object_type type = 0;
     size_t size = 0;
@@ -482,15 +483,29 @@ static bloopcl_status check_scale_buffer(bloopcl_context *ctx, const bloopcl_ste
         err = clGetMemObjectInfo(buffer, CL_MEM_TYPE, sizeof type, &type, NULL);
     if (err == CL_SUCCESS)
         err = clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof size, &size, NULL);
-    if (err != CL_SUCCESS)
-        return bloopcl__fail_cl(ctx, err, "clGetMemObjectInfo", "checking "
-                                "options->inv_scale_buffer");
+    if (err != CL_SUCCESS) {
+        char call[128];
+        bloopcl__format(call, sizeof call, "checking options->%s", what);
+        return bloopcl__fail_cl(ctx, err, "clGetMemObjectInfo", call);
+    }
     if (owner != ctx->cl_ctx)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_WRONG_CONTEXT, "bloopcl_step: "
-                             "options->inv_scale_buffer belongs to another cl_context");
+        return bloopcl__fail(ctx, BLOOPCL_ERR_WRONG_CONTEXT, "bloopcl_step: options->%s "
+                             "belongs to another cl_context", what);
     if (type != CL_MEM_OBJECT_BUFFER)
-        return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: "
-                             "options->inv_scale_buffer is not a buffer");
+        return bloopcl__fail(ctx, BLOOPCL_ERR_INVALID_ARGUMENT, "bloopcl_step: options->%s is "
+                             "not a buffer", what);
+    *bytes = size;
+    return BLOOPCL_OK;
+}
+
+/* The scale buffer: a buffer of this cl_context that holds both indices. */
+static bloopcl_status check_scale_buffer(bloopcl_context *ctx, const bloopcl_step_options *o)
+{
+    size_t size = 0;
+    bloopcl_status status = bloopcl__check_float_buffer(ctx, o->inv_scale_buffer,
+                                                        "inv_scale_buffer", &size);
+    if (status != BLOOPCL_OK)
+        return status;
     size_t floats = size / sizeof(cl_float);
     if (o->inv_scale_g_index >= floats || o->inv_scale_a_index >= floats)
         return bloopcl__fail(ctx, BLOOPCL_ERR_BUFFER_TOO_SMALL, "bloopcl_step: "
