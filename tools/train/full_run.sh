@@ -7,8 +7,8 @@
 # Runs (--matched-grids): bloop and bloop-noema over logspace(-4, 1, 11) each, mixed, pcgrad
 # and dynamic_barrier over logspace(-4, 0, 9), Bloop's EMA sweep (w = 1, 0.1, 0.01, 0.001) at
 # lambda 1; 53 configurations x 3 seeds = 159 runs. Cost on the 2-core development machine
-# (PoCL): 5.3 to 6.6 s per run and epoch (training about 5 s, evaluating 60000 + 10000 images
-# 1-2 s), so 3 epochs take 42 to 53 minutes and the paper's 25 epochs 6 to 7.5 hours (README,
+# (PoCL): measured 3942 s for 3 epochs (8.3 s per run and epoch: training plus evaluating 70000
+# images each epoch), so the paper's 25 epochs would take about 9 hours (README,
 # "The full run").
 set -eu
 epochs=${1:-3}
