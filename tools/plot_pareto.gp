@@ -18,16 +18,19 @@ mean_sd = "function sd(s, q, c) { return c > 1 && q > s * s / c ? sqrt((q - s * 
           "END { for (i = 1; i <= K; i++) { k = order[i]; c = n[k]; " . \
           "print a[k] / c, t[k] / c, sd(a[k], aa[k], c), sd(t[k], tt[k], c), v[k] / c, sd(v[k], vv[k], c) } }"
 rows(m) = sprintf("< awk -F, -v m='%s' '%s' '%s' '%s'", m, mean_sd, csv, csv)
-methods = "bloop bloop-noema mixed pcgrad dynamic_barrier bloop-ema-sweep"
-colours = "#d62728 #ff9896 #1f77b4 #2ca02c #9467bd #8c564b"
+# The methods the file holds, in its order (a method it lacks would be an empty, warned-of
+# plot), each in its fixed colour.
+methods = system(sprintf("awk -F, 'NR > 1 && !seen[$1]++ { printf \"%s \", $1 }' '%s'", "%s", csv))
+colour(m) = m eq "bloop" ? "#d62728" : m eq "bloop-noema" ? "#ff9896" : m eq "mixed" ? "#1f77b4" : \
+            m eq "pcgrad" ? "#2ca02c" : m eq "dynamic_barrier" ? "#9467bd" : "#8c564b"
 set grid
 set key top right
 set xlabel "aux loss: log prod ||W_l||_2^2"
 set multiplot layout 1,2 title "bloopcl-train: Fashion-MNIST MLP, ".csv." (mean +- sd over seeds)"
 set ylabel "train loss (cross-entropy)"
-plot for [i=1:6] rows(word(methods, i)) using 1:2:3:4 with xyerrorlines pt 7 ps 1.0 \
-     lc rgb word(colours, i) title word(methods, i)
+plot for [i=1:words(methods)] rows(word(methods, i)) using 1:2:3:4 with xyerrorlines \
+     pt 7 ps 1.0 lc rgb colour(word(methods, i)) title word(methods, i)
 set ylabel "test loss (cross-entropy)"
-plot for [i=1:6] rows(word(methods, i)) using 1:5:3:6 with xyerrorlines pt 7 ps 1.0 \
-     lc rgb word(colours, i) title word(methods, i)
+plot for [i=1:words(methods)] rows(word(methods, i)) using 1:5:3:6 with xyerrorlines \
+     pt 7 ps 1.0 lc rgb colour(word(methods, i)) title word(methods, i)
 unset multiplot
